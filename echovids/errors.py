@@ -1,0 +1,84 @@
+"""The domain's one exception hierarchy; the gateway maps each class to an HTTP status."""
+
+from __future__ import annotations
+
+
+class EchovidsError(Exception):
+    """Base class: a machine-readable ``code``, an HTTP ``status`` and a human sentence."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UndecodableAudio(EchovidsError):
+    code = "undecodable_audio"
+    status = 422
+
+
+class AudioTooShort(EchovidsError):
+    code = "audio_too_short"
+    status = 422
+
+
+class AudioTooLong(EchovidsError):
+    code = "audio_too_long"
+    status = 422
+
+
+class PayloadTooLarge(EchovidsError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(EchovidsError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class NotFound(EchovidsError):
+    code = "not_found"
+    status = 404
+
+
+class SpaceMismatch(EchovidsError):
+    """A query embedded in one model's space against a library in another."""
+
+    code = "embedding_space_mismatch"
+    status = 409
+
+
+class Unauthorized(EchovidsError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(EchovidsError):
+    code = "forbidden"
+    status = 403
+
+
+class ServiceUnavailable(EchovidsError):
+    code = "service_unavailable"
+    status = 503
+
+
+ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
+    cls.code: cls
+    for cls in (
+        EchovidsError,
+        UndecodableAudio,
+        AudioTooShort,
+        AudioTooLong,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        NotFound,
+        SpaceMismatch,
+        Unauthorized,
+        Forbidden,
+        ServiceUnavailable,
+    )
+}

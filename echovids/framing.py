@@ -1,0 +1,40 @@
+"""Waveform to model frames: 0.975 s windows (YAMNet's input, one 0.96 s log-mel patch) every 0.48 s."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from echovids.audio import SAMPLE_RATE
+from echovids.errors import AudioTooShort
+
+FRAME_SAMPLES = 15_600  # 0.975 s: 96 hops of 10 ms plus the 25 ms window tail
+HOP_SAMPLES = 7_680  # 0.48 s
+HOP_S = HOP_SAMPLES / SAMPLE_RATE
+MIN_SAMPLES = 15_360  # one 0.96 s patch; shorter audio carries no full frame
+
+
+def frame_count(n_samples: int) -> int:
+    """Frames for a waveform; the tail frame is zero-padded when at least half a hop remains."""
+    if n_samples < MIN_SAMPLES:
+        return 0
+    extra = max(0, n_samples - FRAME_SAMPLES)
+    return 1 + (extra + HOP_SAMPLES // 2) // HOP_SAMPLES
+
+
+def frame_waveform(waveform: np.ndarray) -> np.ndarray:
+    """Return [n, FRAME_SAMPLES] float32 frames; raises AudioTooShort under one frame."""
+    n = frame_count(waveform.size)
+    if n == 0:
+        raise AudioTooShort(
+            f"The audio lasts {waveform.size / SAMPLE_RATE:.2f} s; at least "
+            f"{MIN_SAMPLES / SAMPLE_RATE:.2f} s is needed."
+        )
+    needed = (n - 1) * HOP_SAMPLES + FRAME_SAMPLES
+    padded = np.zeros(needed, dtype=np.float32)
+    padded[: min(needed, waveform.size)] = waveform[:needed]
+    strides = (HOP_SAMPLES * 4, 4)
+    return np.lib.stride_tricks.as_strided(padded, shape=(n, FRAME_SAMPLES), strides=strides).copy()
+
+
+def frame_start_s(index: int) -> float:
+    return index * HOP_S

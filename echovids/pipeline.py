@@ -1,0 +1,64 @@
+"""Submitting work: the Celery canvases of a search and of a library ingest, sent by task name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import chain, chord, group
+from celery.canvas import Signature
+
+from echovids import catalog, queues
+from echovids.celery_app import get_celery
+from echovids.jobs import JobStore, new_id
+from echovids.queues import TaskName
+from echovids.schemas import Job
+from echovids.settings import get_settings
+
+
+def _sig(name: str, queue: str, **kwargs: object) -> Signature:
+    return get_celery().signature(name, kwargs=kwargs, queue=queue)
+
+
+def submit_search(data: bytes, k: int, store: JobStore | None = None) -> Job:
+    """Store the upload, write the job record, enqueue embed -> shards (chord) -> merge -> availability."""
+    store = store or JobStore()
+    job = store.create(kind="search", k=k)
+    store.put_upload(job.id, data)
+    shards = get_settings().search_shards
+    fan_out = group(
+        _sig(TaskName.SEARCH_SHARD, queues.shard_queue(i), job_id=job.id, shard=i) for i in range(shards)
+    )
+    canvas = chain(
+        _sig(TaskName.EMBED_QUERY, queues.EMBED, job_id=job.id, k=k),
+        chord(fan_out, _sig(TaskName.SEARCH_MERGE, queues.SEARCH_MERGE, job_id=job.id, k=k)),
+        _sig(TaskName.CHECK_AVAILABILITY, queues.AVAILABILITY, job_id=job.id, k=k),
+    )
+    canvas.apply_async()
+    return job
+
+
+def submit_clip(
+    data: bytes,
+    title: str,
+    file_name: str | None = None,
+    labels: list[str] | None = None,
+    store: JobStore | None = None,
+) -> Job:
+    """Add a catalog row (pending), store the audio, enqueue embed -> index on the clip's shard."""
+    store = store or JobStore()
+    clip_id = new_id()
+    shard = catalog.shard_of(clip_id, get_settings().search_shards)
+    with catalog.session() as s:
+        s.add(catalog.Clip(id=clip_id, title=title, source_kind="file", file_name=file_name,
+                           labels=labels or [], shard=shard, status="pending"))
+    job = store.create(kind="ingest", clip_id=clip_id)
+    store.put_upload(clip_id, data, ttl=get_settings().job_ttl_s)
+    chain(
+        _sig(TaskName.EMBED_CLIP, queues.EMBED, clip_id=clip_id, job_id=job.id),
+        _sig(TaskName.INDEX_CLIP, queues.shard_queue(shard), clip_id=clip_id, job_id=job.id, shard=shard),
+    ).apply_async()
+    return job
+
+
+def submit_file(path: Path, store: JobStore | None = None) -> Job:
+    return submit_clip(path.read_bytes(), title=path.stem, file_name=path.name, store=store)

@@ -1,0 +1,27 @@
+"""Queue and task names: the one place every service and the gateway take them from."""
+
+from __future__ import annotations
+
+EMBED = "embed"
+SEARCH_MERGE = "search"
+AVAILABILITY = "availability"
+SHARD_PREFIX = "search.shard."
+
+# Services by name, as `echovids worker <service>` knows them.
+SERVICES = ("embedder", "search", "availability")
+
+
+def shard_queue(shard: int) -> str:
+    return f"{SHARD_PREFIX}{shard}"
+
+
+class TaskName:
+    """Tasks are sent by name, so a sender never imports the worker's code (or TensorFlow)."""
+
+    EMBED_QUERY = "echovids.embedder.embed_query"
+    EMBED_CLIP = "echovids.embedder.embed_clip"
+    SEARCH_SHARD = "echovids.search.query_shard"
+    SEARCH_MERGE = "echovids.search.merge"
+    INDEX_CLIP = "echovids.search.index_clip"
+    DELETE_CLIP = "echovids.search.delete_clip"
+    CHECK_AVAILABILITY = "echovids.availability.check_results"

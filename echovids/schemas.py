@@ -1,0 +1,107 @@
+"""Pydantic models for every boundary: HTTP bodies and Celery task payloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    embedding = "embedding"
+    searching = "searching"
+    checking = "checking"
+    done = "done"
+    failed = "failed"
+
+
+class MatchKind(str, Enum):
+    exact = "exact"
+    similar = "similar"
+
+
+class Source(BaseModel):
+    kind: str = Field(description="'youtube' or 'file'")
+    file_name: str | None = None
+    youtube_id: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    url: str | None = Field(default=None, description="For YouTube: a link that starts at the match (t=)")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class SearchResult(BaseModel):
+    clip_id: str
+    title: str
+    source: Source
+    match_start_s: float = Field(description="Where in the library clip the best-matching moment starts")
+    query_start_s: float = Field(description="Where in the query that moment starts")
+    score: float = Field(description="Mean cosine similarity along the aligned frames, in [-1, 1]")
+    match: MatchKind = MatchKind.similar
+    labels: list[str] = []
+    available: bool | None = None
+
+
+class Job(BaseModel):
+    id: str
+    kind: str = "search"
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    k: int | None = None
+    progress: str | None = None
+    results: list[SearchResult] | None = None
+    partial: bool = False
+    missing_shards: list[int] = []
+    error: ErrorBody | None = None
+    clip_id: str | None = None
+
+
+class EmbeddingSpace(BaseModel):
+    """Which model made a vector; vectors of different spaces are never compared."""
+
+    model: str
+    version: str
+    dim: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.version}:{self.dim}"
+
+
+class QueryEmbedded(BaseModel):
+    """What the embedder hands to the search fan-out (the vectors themselves stay in Redis)."""
+
+    job_id: str
+    space: EmbeddingSpace
+    n_frames: int
+    k: int
+
+
+class ShardCandidate(BaseModel):
+    clip_id: str
+    offset_frames: int
+    score: float
+    votes: float
+    query_start: int = 0
+
+
+class ShardAnswer(BaseModel):
+    shard: int
+    candidates: list[ShardCandidate]
+    error: ErrorBody | None = None
+
+
+class ClipEmbedded(BaseModel):
+    clip_id: str
+    space: EmbeddingSpace
+    n_frames: int
+    duration_s: float
+    content_hash: str
+    labels: list[str]

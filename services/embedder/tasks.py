@@ -1,0 +1,56 @@
+"""Embedder tasks: decode, frame and embed a query or a library clip."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from celery import Task, shared_task
+
+from echovids.audio import SAMPLE_RATE, decode_bytes
+from echovids.errors import EchovidsError
+from echovids.framing import frame_waveform
+from echovids.jobs import JobStore
+from echovids.queues import TaskName
+from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded
+from echovids.settings import get_settings
+from echovids.tasks import TASK_OPTIONS, fail_job
+from services.embedder.models import get_model, top_labels
+
+
+@shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
+def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
+    """Embed an uploaded query; its vectors go to Redis for the search fan-out."""
+    store = JobStore()
+    try:
+        store.set_status(job_id, JobStatus.embedding)
+        waveform = decode_bytes(store.get_upload(job_id), max_seconds=get_settings().max_query_s)
+        model = get_model()
+        embedded = model.embed(frame_waveform(waveform))
+    except EchovidsError as error:
+        fail_job(job_id, error)
+    store.put_vectors(job_id, embedded.vectors)
+    store.set_status(job_id, JobStatus.searching)
+    return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(embedded.vectors), k=k).model_dump()
+
+
+@shared_task(name=TaskName.EMBED_CLIP, **TASK_OPTIONS)
+def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
+    """Embed a library clip's upload; the shard that owns the clip indexes the vectors next."""
+    store = JobStore()
+    try:
+        store.set_status(job_id, JobStatus.embedding)
+        waveform = decode_bytes(store.get_upload(clip_id), max_seconds=get_settings().max_clip_s)
+        model = get_model()
+        embedded = model.embed(frame_waveform(waveform))
+    except EchovidsError as error:
+        fail_job(job_id, error)
+    store.put_vectors(clip_id, embedded.vectors)
+    return ClipEmbedded(
+        clip_id=clip_id,
+        space=model.space,
+        n_frames=len(embedded.vectors),
+        duration_s=waveform.size / SAMPLE_RATE,
+        content_hash=hashlib.sha256(waveform.tobytes()).hexdigest(),
+        labels=top_labels(embedded.scores, model.class_names),
+    ).model_dump()

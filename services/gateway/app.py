@@ -1,0 +1,29 @@
+"""The HTTP gateway: validates uploads, enqueues jobs by task name, answers polls. No TensorFlow here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from echovids import __version__
+from services.gateway import errors
+from services.gateway.routers import health, searches
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Echovids",
+        version=__version__,
+        description="Audio by example: upload a few seconds of sound, get the library clips that sound most "
+        "alike, each with the moment of best match.",
+    )
+    errors.install(app)
+    app.include_router(searches.router)
+    app.include_router(health.router)
+    Instrumentator().instrument(app)
+    app.mount("/metrics", make_asgi_app())
+    return app
+
+
+app = create_app()

@@ -1,0 +1,49 @@
+"""Dependencies shared by the routers (FastAPI's Annotated aliases)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, UploadFile
+
+from echovids.audio import looks_like_non_audio
+from echovids.errors import PayloadTooLarge, UnsupportedMediaType
+from echovids.jobs import JobStore
+from echovids.settings import Settings, get_settings
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_store() -> JobStore:
+    return JobStore()
+
+
+StoreDep = Annotated[JobStore, Depends(get_store)]
+
+# Types a browser or curl may send for audio; anything else that is plainly text, image or a document is refused.
+_AUDIO_PREFIXES = ("audio/", "video/")
+_AUDIO_EXACT = {"application/octet-stream", "application/ogg", "application/x-www-form-urlencoded", ""}
+
+
+def check_content_length(request: Request, settings: SettingsDep) -> None:
+    """Refuse an oversized body from its header, before reading it."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.max_upload_mb * 1024 * 1024 + 64 * 1024:
+        raise PayloadTooLarge(f"The upload is larger than {settings.max_upload_mb:g} MB.")
+
+
+async def read_audio_upload(file: UploadFile, settings: Settings) -> bytes:
+    """Read an uploaded file, refusing what is too large or plainly not audio."""
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The upload is larger than {settings.max_upload_mb:g} MB.")
+    media_type = (file.content_type or "").split(";")[0].strip().lower()
+    if not (media_type.startswith(_AUDIO_PREFIXES) or media_type in _AUDIO_EXACT) or looks_like_non_audio(
+        data[:64]
+    ):
+        raise UnsupportedMediaType(
+            f"{file.filename or 'The upload'} ({media_type or 'no type'}) is not audio; "
+            "send wav, flac, ogg, mp3, m4a or webm."
+        )
+    return data

@@ -1,0 +1,51 @@
+"""/v1/searches: submit a query recording, then poll its job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
+
+from echovids.pipeline import submit_search
+from echovids.schemas import ErrorBody, Job
+from services.gateway.deps import SettingsDep, StoreDep, check_content_length, read_audio_upload
+
+router = APIRouter(prefix="/v1/searches", tags=["searches"])
+
+ERRORS = {
+    404: {"model": ErrorBody, "description": "not_found"},
+    413: {"model": ErrorBody, "description": "payload_too_large"},
+    415: {"model": ErrorBody, "description": "unsupported_media_type"},
+    422: {"model": ErrorBody, "description": "validation_error"},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    responses={k: ERRORS[k] for k in (413, 415, 422)},
+    dependencies=[Depends(check_content_length)],
+)
+async def create_search(
+    response: Response,
+    settings: SettingsDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description="A few seconds of audio (wav, flac, ogg, mp3, m4a, webm)")],
+    k: Annotated[int | None, Form(ge=1, le=100, description="How many results")] = None,
+) -> Job:
+    """Queue a search; poll the Location for its status and results."""
+    data = await read_audio_upload(file, settings)
+    job = submit_search(data, k or settings.default_k, store)
+    response.headers["Location"] = f"/v1/searches/{job.id}"
+    response.headers["Retry-After"] = "1"
+    return job
+
+
+@router.get("/{job_id}", response_model=Job, responses={404: ERRORS[404]})
+def get_search(job_id: str, store: StoreDep, response: Response) -> Job:
+    """The job record: status, and the results once done."""
+    job = store.get(job_id)
+    if job.status not in ("done", "failed"):
+        response.headers["Retry-After"] = "1"
+    return job

@@ -1,0 +1,152 @@
+"""Search tasks: one per shard per query (fan-out), a merge, and the index writes that own a clip's shard."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Task, shared_task
+
+from echovids import catalog
+from echovids.errors import EchovidsError
+from echovids.framing import HOP_S
+from echovids.jobs import JobStore
+from echovids.queues import TaskName
+from echovids.redis_conn import get_redis
+from echovids.schemas import (
+    ClipEmbedded,
+    ErrorBody,
+    JobStatus,
+    QueryEmbedded,
+    SearchResult,
+    ShardAnswer,
+    ShardCandidate,
+    Source,
+)
+from echovids.settings import get_settings
+from echovids.tasks import TASK_OPTIONS, fail_job
+from services.search.matching import best_matches, diagonal_score, vote
+from services.search.shard import ShardIndex
+
+_indexes: dict[int, ShardIndex] = {}
+_generations: dict[int, int] = {}
+_lock = threading.Lock()
+
+
+def _generation_key(shard: int) -> str:
+    return f"echovids:shard:{shard}:generation"
+
+
+def get_index(shard: int) -> ShardIndex:
+    """This process's copy of a shard, refreshed when another replica has written to it."""
+    settings = get_settings()
+    with _lock:
+        index = _indexes.get(shard)
+        if index is None:
+            index = _indexes[shard] = ShardIndex(settings.data_dir, shard, settings.search_delta_max)
+        generation = int(get_redis().get(_generation_key(shard)) or 0)
+        if _generations.get(shard) != generation:
+            index.refresh()
+            _generations[shard] = generation
+        return index
+
+
+def _bump(shard: int) -> None:
+    get_redis().incr(_generation_key(shard))
+
+
+def search_shard(index: ShardIndex, query_space: str, vectors: Any, limit: int) -> list[ShardCandidate]:
+    """Vote, re-score and return this shard's best clips for the query frames."""
+    if index.rows == 0:
+        return []
+    index.check_space(query_space)
+    rows, sims = index.search(vectors, get_settings().search_neighbours)
+    clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
+    matches = best_matches(
+        clips, offsets, votes,
+        rescore=lambda clip, offset: diagonal_score(vectors, index.clip_frames(clip), offset),
+        limit=limit,
+    )
+    return [
+        ShardCandidate(clip_id=index.clip_ids[mt.clip], offset_frames=mt.offset, score=mt.score,
+                       votes=mt.votes, query_start=mt.query_start)
+        for mt in matches
+    ]
+
+
+@shared_task(name=TaskName.SEARCH_SHARD, **TASK_OPTIONS)
+def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int) -> dict[str, Any]:
+    query = QueryEmbedded.model_validate(embedded)
+    vectors = JobStore().get_vectors(job_id)
+    try:
+        candidates = search_shard(get_index(shard), query.space.key, vectors, limit=max(query.k * 2, 20))
+    except EchovidsError as error:
+        return ShardAnswer(shard=shard, candidates=[],
+                           error=ErrorBody(code=error.code, message=error.message)).model_dump()
+    return ShardAnswer(shard=shard, candidates=candidates).model_dump()
+
+
+def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
+    match_start = max(0.0, (candidate.query_start + candidate.offset_frames) * HOP_S)
+    source = Source(kind=clip.source_kind, file_name=clip.file_name, youtube_id=clip.youtube_id,
+                    start_s=clip.start_s, end_s=clip.end_s)
+    if clip.youtube_id:
+        absolute = int((clip.start_s or 0.0) + match_start)
+        source.url = f"https://www.youtube.com/watch?v={clip.youtube_id}&t={absolute}s"
+    return SearchResult(
+        clip_id=clip.id,
+        title=clip.title,
+        source=source,
+        match_start_s=round(match_start, 3),
+        query_start_s=round(candidate.query_start * HOP_S, 3),
+        score=round(candidate.score, 4),
+        labels=list(clip.labels or []),
+        available=True if clip.source_kind == "file" else None,
+    )
+
+
+@shared_task(name=TaskName.SEARCH_MERGE, **TASK_OPTIONS)
+def merge(self: Task, answers: list[dict[str, Any]], *, job_id: str, k: int) -> list[dict[str, Any]]:
+    """Merge the shards' candidates into the top k, with catalog metadata."""
+    parsed = [ShardAnswer.model_validate(a) for a in answers]
+    for answer in parsed:
+        if answer.error is not None:
+            fail_job(job_id, _error_from(answer.error))
+    candidates = sorted((c for a in parsed for c in a.candidates), key=lambda c: -c.score)
+    clips = catalog.get_clips([c.clip_id for c in candidates])
+    # Clips deleted from the catalog since indexing are dropped here as well as by tombstones.
+    results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]
+    JobStore().set_status(job_id, JobStatus.checking)
+    return [r.model_dump(mode="json") for r in results[: max(k * 3, k + 10)]]
+
+
+def _error_from(body: ErrorBody) -> EchovidsError:
+    from echovids.errors import ERRORS_BY_CODE
+
+    return ERRORS_BY_CODE.get(body.code, EchovidsError)(body.message)
+
+
+@shared_task(name=TaskName.INDEX_CLIP, **TASK_OPTIONS)
+def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: str, shard: int) -> dict[str, Any]:
+    """Write a clip's frames to its shard and mark it ready in the catalog; safe to run twice."""
+    info = ClipEmbedded.model_validate(embedded)
+    store = JobStore()
+    store.set_status(job_id, JobStatus.searching, progress="indexing")
+    try:
+        index = get_index(shard)
+        index.write_segment(clip_id, store.get_vectors(clip_id), info.space.key)
+    except EchovidsError as error:
+        catalog.set_status(clip_id, "failed")
+        fail_job(job_id, error)
+    _bump(shard)
+    catalog.mark_ready(clip_id, info)
+    store.drop_blobs(clip_id)
+    store.update(job_id, status=JobStatus.done, progress=None)
+    return {"clip_id": clip_id, "frames": info.n_frames}
+
+
+@shared_task(name=TaskName.DELETE_CLIP, **TASK_OPTIONS)
+def delete_clip(self: Task, *, clip_id: str, shard: int) -> None:
+    """Tombstone a clip's frames; they stop matching at once and are purged at the next rebuild."""
+    get_index(shard).write_tombstone(clip_id)
+    _bump(shard)
