@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -37,10 +39,16 @@ class Clip(Base):
     space: Mapped[str | None] = mapped_column(String(64), nullable=True)
     shard: Mapped[int] = mapped_column(Integer)
     n_frames: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | failed
+    # pending | ready | failed | duplicate (same decoded audio as `duplicate_of`, not indexed twice)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=lambda: datetime.now(timezone.utc)
+        DateTime(timezone=True), default=lambda: datetime.now(UTC), index=True
     )
+    # sha256 of the uploaded file's bytes: lets a bulk ingest skip a file before decoding or embedding it.
+    file_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # The job processing the clip; written only once its tasks were sent (see pipeline.submit_clip).
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    duplicate_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def shard_of(clip_id: str, shards: int) -> int:
@@ -67,13 +75,59 @@ def get_engine() -> Engine:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = _engine(settings.database)
-    _create_schema(engine)
+    _migrate_once(engine)
     return engine
 
 
-@lru_cache(maxsize=4)
-def _create_schema(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
+# -- schema: Alembic migrations (echovids/migrations), applied on start, once per process ----------------------
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+_BASELINE = "0001"  # the schema create_all made before there were migrations
+_PG_LOCK_KEY = 0x6563686F  # "echo": serialises concurrent upgrades of one PostgreSQL database
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    """An Alembic Config built in code (no alembic.ini): works from any cwd and from an installed package."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolates %
+    return config
+
+
+@contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: processes that start together (serve starts four) migrate one at a time."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the catalog's schema to ``revision``; safe when several processes start at once."""
+    from alembic import command
+
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with _file_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        config.attributes["connection"] = connection
+        tables = set(inspect(connection).get_table_names())
+        if "clips" in tables and "alembic_version" not in tables:
+            command.stamp(config, _BASELINE)  # a catalog made by create_all, before migrations
+        command.upgrade(config, revision)
+
+
+@lru_cache(maxsize=8)
+def _migrate_once(engine: Engine) -> None:
+    migrate(engine)
 
 
 @contextmanager
@@ -117,3 +171,48 @@ def mark_ready(clip_id: str, info: ClipEmbedded) -> None:
         clip.n_frames = info.n_frames
         if not clip.labels:
             clip.labels = info.labels
+
+
+def find_by_file_hash(file_sha256: str) -> Clip | None:
+    """The clip made from a file with exactly these bytes (failed ones last), or None."""
+    with session() as s:
+        clips = list(s.scalars(select(Clip).where(Clip.file_sha256 == file_sha256)))
+    order = {"ready": 0, "duplicate": 1, "pending": 2, "failed": 3}
+    return min(clips, key=lambda c: (order.get(c.status, 9), c.created_at), default=None)
+
+
+def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
+    """At index time: record the clip's decoded-audio hash, and when an earlier clip of the same space has the
+    same audio, mark this one ``duplicate`` (not indexed twice) and return the earlier clip's id.
+
+    "Earlier" is a clip already ready, or one being indexed right now (pending with its hash recorded) that was
+    created first, so two copies indexed at the same moment on different shards still keep exactly one.
+    """
+    space = info.space.key
+    with session() as s:
+        clip = s.get(Clip, clip_id)
+        if clip is None:
+            raise NotFound(f"No clip with id {clip_id!r}; it was deleted before it was indexed.")
+        if clip.status in ("ready", "duplicate"):
+            return clip.duplicate_of  # a retried task: decided already
+        clip.content_hash = info.content_hash
+        clip.space = space
+    with session() as s:
+        clip = s.get(Clip, clip_id)
+        assert clip is not None
+        others = s.execute(
+            select(Clip.id, Clip.status, Clip.created_at).where(
+                Clip.content_hash == info.content_hash, Clip.space == space, Clip.id != clip_id,
+                Clip.status.in_(("ready", "pending")),
+            )
+        ).all()
+        mine = (clip.created_at, clip.id)
+        earlier = sorted(
+            (o.created_at, o.id) for o in others if o.status == "ready" or (o.created_at, o.id) < mine
+        )
+        if not earlier:
+            return None
+        clip.status = "duplicate"
+        clip.duplicate_of = earlier[0][1]
+        clip.duration_s = info.duration_s
+        return clip.duplicate_of

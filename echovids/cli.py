@@ -43,11 +43,11 @@ def worker(
     settings = get_settings()
     celery = get_celery()
     if service == "embedder":
-        import services.embedder.tasks  # noqa: F401  (registers the tasks; the model loads lazily)
+        import services.embedder.tasks
 
         names = [queues.EMBED]
     elif service == "search":
-        import services.search.tasks  # noqa: F401
+        import services.search.tasks
 
         shards = shard if shard else list(range(settings.search_shards))
         names = [queues.shard_queue(i) for i in shards] + ([queues.SEARCH_MERGE] if merge else [])
@@ -148,12 +148,12 @@ def search(
         typer.echo(f"search failed: {message}", err=True)
         raise typer.Exit(1)
     table = Table(title=f"{len(job['results'])} results for {file.name}")
-    for column in ("#", "title", "at", "score", "labels", "source"):
+    for column in ("#", "title", "at", "match", "score", "labels", "source"):
         table.add_column(column)
     for i, r in enumerate(job["results"], 1):
         minutes, seconds = divmod(r["match_start_s"], 60)
         source = r["source"].get("url") or r["source"].get("file_name") or ""
-        table.add_row(str(i), r["title"], f"{int(minutes)}:{seconds:05.2f}", f"{r['score']:.3f}",
+        table.add_row(str(i), r["title"], f"{int(minutes)}:{seconds:05.2f}", r["match"], f"{r['score']:.3f}",
                       ", ".join(r["labels"][:3]), source)
     Console().print(table)
 

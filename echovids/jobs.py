@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,12 @@ def upload_key(item_id: str) -> str:
     return f"{PREFIX}upload:{item_id}"
 
 
-def vectors_key(item_id: str) -> str:
-    return f"{PREFIX}vectors:{item_id}"
+def arrays_key(item_id: str) -> str:
+    return f"{PREFIX}arrays:{item_id}"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -93,21 +94,18 @@ class JobStore:
             raise NotFound(f"The upload for {item_id!r} has expired or was never stored.")
         return bytes(data)
 
-    def put_vectors(self, item_id: str, vectors: np.ndarray) -> None:
-        """Store frame vectors as compact float16 bytes (half the size of float32, no JSON)."""
-        payload = np.ascontiguousarray(vectors, dtype=np.float16)
-        pipe = self.redis.pipeline()
-        pipe.set(vectors_key(item_id), payload.tobytes(), ex=get_settings().upload_ttl_s)
-        pipe.set(vectors_key(item_id) + ":shape", f"{payload.shape[0]},{payload.shape[1]}",
-                 ex=get_settings().upload_ttl_s)
-        pipe.execute()
+    def put_arrays(self, item_id: str, arrays: dict[str, np.ndarray]) -> None:
+        """Hand arrays (frame vectors, landmarks) to the next service as one compact binary blob."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self.redis.set(arrays_key(item_id), buffer.getvalue(), ex=get_settings().upload_ttl_s)
 
-    def get_vectors(self, item_id: str) -> np.ndarray:
-        raw, shape = self.redis.mget(vectors_key(item_id), vectors_key(item_id) + ":shape")
-        if raw is None or shape is None:
-            raise NotFound(f"The vectors for {item_id!r} have expired.")
-        rows, dim = (int(x) for x in shape.decode().split(","))
-        return np.frombuffer(raw, dtype=np.float16).reshape(rows, dim).astype(np.float32)
+    def get_arrays(self, item_id: str) -> dict[str, np.ndarray]:
+        raw = self.redis.get(arrays_key(item_id))
+        if raw is None:
+            raise NotFound(f"The embeddings for {item_id!r} have expired.")
+        with np.load(io.BytesIO(raw)) as data:
+            return {name: data[name] for name in data.files}
 
     def drop_blobs(self, item_id: str) -> None:
-        self.redis.delete(upload_key(item_id), vectors_key(item_id), vectors_key(item_id) + ":shape")
+        self.redis.delete(upload_key(item_id), arrays_key(item_id))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     queued = "queued"
     embedding = "embedding"
     searching = "searching"
@@ -17,7 +17,7 @@ class JobStatus(str, Enum):
     failed = "failed"
 
 
-class MatchKind(str, Enum):
+class MatchKind(StrEnum):
     exact = "exact"
     similar = "similar"
 
@@ -86,10 +86,11 @@ class QueryEmbedded(BaseModel):
 
 class ShardCandidate(BaseModel):
     clip_id: str
-    offset_frames: int
+    match: MatchKind
+    match_start_s: float
+    query_start_s: float
     score: float
-    votes: float
-    query_start: int = 0
+    votes: float = Field(description="Aligned landmark hashes for exact matches; summed similarity otherwise")
 
 
 class ShardAnswer(BaseModel):

@@ -42,10 +42,34 @@ class Settings(BaseSettings):
     # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     search_delta_max: int = Field(default=4096, ge=0)
     search_neighbours: int = Field(default=20, ge=1, description="Library frames retrieved per query frame")
+    # A landmark match is "exact" (this very recording) with this many aligned hashes, and this share of
+    # the query's hashes; chance alignments stay far below both.
+    landmark_min_votes: int = Field(default=12, ge=1)
+    landmark_min_fraction: float = Field(default=0.01, ge=0, le=1)
 
     # Availability (YouTube oEmbed); tests point the base URL at a local stub.
     youtube_oembed_url: str = "https://www.youtube.com/oembed"
     availability_budget_ms: int = 300
+    # Optional YouTube Data API (videos.list?part=status, 50 ids a call): tells private from gone; oEmbed cannot.
+    youtube_api_key: str | None = None
+    youtube_api_url: str = "https://www.googleapis.com/youtube/v3"
+    # Cache TTL by status: a live video rarely dies within days, a dead one never returns, unknown is retried soon.
+    availability_ttl_available_s: int = Field(default=3 * 86400, ge=1)
+    availability_ttl_gone_s: int = Field(default=4 * 7 * 86400, ge=1)
+    availability_ttl_unknown_s: int = Field(default=10 * 60, ge=1)
+    # YouTube calls: in flight per check, and a rate shared by every worker (a token bucket in Redis).
+    availability_concurrency: int = Field(default=16, ge=1)
+    availability_rate_per_s: float = Field(default=20.0, gt=0)
+    availability_burst: int = Field(default=40, ge=1)
+    availability_timeout_s: float = Field(default=3.0, gt=0, description="One YouTube HTTP call")
+    availability_attempts: int = Field(default=3, ge=1, description="Tries per call on 429, 5xx and timeouts")
+    availability_backoff_s: float = Field(default=0.05, ge=0, description="First retry wait; doubles, jittered")
+    availability_backoff_max_s: float = Field(default=2.0, ge=0)
+    # Videos left unknown by a query's budget are checked by a background task with this budget.
+    availability_background_budget_s: float = Field(default=60.0, gt=0)
+    # Celery beat: every interval, re-check this many catalog videos, least recently checked first.
+    availability_refresh_interval_s: float = Field(default=60.0, gt=0)
+    availability_refresh_batch: int = Field(default=100, ge=0)
 
     @property
     def database(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -37,10 +38,8 @@ class JobTask(Task):  # type: ignore[misc]
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         job_id = kwargs.get("job_id")
         if job_id:
-            try:
+            with contextlib.suppress(EchovidsError):
                 JobStore().fail(job_id, EchovidsError(f"Internal error in {self.name}: {type(exc).__name__}: {exc}"))
-            except EchovidsError:
-                pass
 
 
 TASK_OPTIONS["base"] = JobTask

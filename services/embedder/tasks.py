@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import numpy as np
 from celery import Task, shared_task
 
+from echovids import landmarks
 from echovids.audio import SAMPLE_RATE, decode_bytes
 from echovids.errors import EchovidsError
 from echovids.framing import frame_waveform
@@ -20,7 +22,7 @@ from services.embedder.models import get_model, top_labels
 
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
 def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
-    """Embed an uploaded query; its vectors go to Redis for the search fan-out."""
+    """Embed an uploaded query and take its landmarks; both go to Redis for the search fan-out."""
     store = JobStore()
     try:
         store.set_status(job_id, JobStatus.embedding)
@@ -29,7 +31,9 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
         embedded = model.embed(frame_waveform(waveform))
     except EchovidsError as error:
         fail_job(job_id, error)
-    store.put_vectors(job_id, embedded.vectors)
+    marks = landmarks.extract_query(waveform)
+    store.put_arrays(job_id, {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes,
+                              "times": marks.times})
     store.set_status(job_id, JobStatus.searching)
     return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(embedded.vectors), k=k).model_dump()
 
@@ -45,7 +49,9 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
         embedded = model.embed(frame_waveform(waveform))
     except EchovidsError as error:
         fail_job(job_id, error)
-    store.put_vectors(clip_id, embedded.vectors)
+    marks = landmarks.extract(waveform)
+    store.put_arrays(clip_id, {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes,
+                               "times": marks.times})
     return ClipEmbedded(
         clip_id=clip_id,
         space=model.space,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from echovids.errors import SpaceMismatch
+from services.search.landmark_index import LandmarkMatch, LandmarkPostings
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +56,20 @@ class ShardIndex:
         self._rows = 0
         self._sealed = 0  # rows [0, sealed) are in the ScaNN searcher; the rest are searched exactly
         self._searcher = None
+        self.landmarks = LandmarkPostings()
         self._lock = threading.RLock()
         self.refresh()
 
     # -- durable state -------------------------------------------------------------------------
-    def write_segment(self, clip_id: str, vectors: np.ndarray, space: str) -> None:
-        """Write a clip's frames; temp file then rename, so a reader never sees half a segment."""
+    def write_segment(self, clip_id: str, arrays: dict[str, np.ndarray], space: str) -> None:
+        """Write a clip's frame vectors and landmarks; temp file then rename, so no reader sees half of one."""
         self.check_space(space)
         path = self.segments / f"{clip_id}.npz"
         if path.exists():
             return  # idempotent: a retried task writes nothing twice
         buffer = io.BytesIO()
-        np.savez(buffer, vectors=vectors.astype(np.float16), space=np.array(space))
+        np.savez(buffer, vectors=arrays["vectors"].astype(np.float16), hashes=arrays["hashes"],
+                 times=arrays["times"], space=np.array(space))
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, path)
@@ -84,6 +87,7 @@ class ShardIndex:
                     continue
                 with np.load(path) as data:
                     self._append(clip_id, data["vectors"].astype(np.float32), str(data["space"]))
+                    self.landmarks.add(self.clip_pos[clip_id], data["hashes"], data["times"])
 
     def check_space(self, space: str) -> None:
         if self.space is not None and space != self.space:
@@ -131,8 +135,12 @@ class ShardIndex:
         first, n = self.clip_rows[clip]
         return self._vectors[first : first + n]
 
-    def is_live(self, clip: int) -> bool:
-        return self.clip_ids[clip] not in self.deleted
+    def live_mask(self) -> np.ndarray:
+        return np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
+
+    def match_landmarks(self, hashes: np.ndarray, times: np.ndarray, limit: int) -> list[LandmarkMatch]:
+        with self._lock:
+            return self.landmarks.match(hashes, times, self.live_mask(), limit)
 
     # -- search --------------------------------------------------------------------------------
     def _seal(self) -> None:
@@ -166,8 +174,7 @@ class ShardIndex:
             rows = np.concatenate(parts_rows, axis=1)
             sims = np.concatenate(parts_sims, axis=1).astype(np.float32)
             if self.deleted:
-                dead = np.array([not self.is_live(c) for c in range(len(self.clip_ids))])
-                gone = dead[self._row_clip[rows]]
+                gone = ~self.live_mask()[self._row_clip[rows]]
                 rows = np.where(gone, -1, rows)
                 sims = np.where(gone, 0.0, sims)
             return rows, sims

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 from celery import Task, shared_task
 
-from echovids import catalog
+from echovids import catalog, landmarks
 from echovids.errors import EchovidsError
 from echovids.framing import HOP_S
 from echovids.jobs import JobStore
@@ -17,6 +18,7 @@ from echovids.schemas import (
     ClipEmbedded,
     ErrorBody,
     JobStatus,
+    MatchKind,
     QueryEmbedded,
     SearchResult,
     ShardAnswer,
@@ -55,31 +57,51 @@ def _bump(shard: int) -> None:
     get_redis().incr(_generation_key(shard))
 
 
-def search_shard(index: ShardIndex, query_space: str, vectors: Any, limit: int) -> list[ShardCandidate]:
-    """Vote, re-score and return this shard's best clips for the query frames."""
+def search_shard(
+    index: ShardIndex, query_space: str, arrays: dict[str, np.ndarray], limit: int
+) -> list[ShardCandidate]:
+    """This shard's best clips: exact landmark matches, then embedding matches voted on time offsets."""
     if index.rows == 0:
         return []
     index.check_space(query_space)
-    rows, sims = index.search(vectors, get_settings().search_neighbours)
+    settings = get_settings()
+    vectors = arrays["vectors"].astype(np.float32)
+    rows, sims = index.search(vectors, settings.search_neighbours)
     clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
     matches = best_matches(
         clips, offsets, votes,
         rescore=lambda clip, offset: diagonal_score(vectors, index.clip_frames(clip), offset),
         limit=limit,
     )
-    return [
-        ShardCandidate(clip_id=index.clip_ids[mt.clip], offset_frames=mt.offset, score=mt.score,
-                       votes=mt.votes, query_start=mt.query_start)
+    candidates = {
+        index.clip_ids[mt.clip]: ShardCandidate(
+            clip_id=index.clip_ids[mt.clip], match=MatchKind.similar, score=mt.score, votes=mt.votes,
+            match_start_s=(mt.query_start + mt.offset) * HOP_S, query_start_s=mt.query_start * HOP_S,
+        )
         for mt in matches
-    ]
+    }
+    hashes = arrays["hashes"]
+    needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
+    for lm in index.match_landmarks(hashes, arrays["times"], limit):
+        if lm.votes < needed:
+            continue
+        frames = index.clip_frames(lm.clip)
+        score, _ = diagonal_score(vectors, frames, round(lm.offset * landmarks.HOP_S / HOP_S))
+        clip_id = index.clip_ids[lm.clip]
+        candidates[clip_id] = ShardCandidate(
+            clip_id=clip_id, match=MatchKind.exact, score=score, votes=lm.votes,
+            match_start_s=(lm.query_start + lm.offset) * landmarks.HOP_S,
+            query_start_s=lm.query_start * landmarks.HOP_S,
+        )
+    return list(candidates.values())
 
 
 @shared_task(name=TaskName.SEARCH_SHARD, **TASK_OPTIONS)
 def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int) -> dict[str, Any]:
     query = QueryEmbedded.model_validate(embedded)
-    vectors = JobStore().get_vectors(job_id)
+    arrays = JobStore().get_arrays(job_id)
     try:
-        candidates = search_shard(get_index(shard), query.space.key, vectors, limit=max(query.k * 2, 20))
+        candidates = search_shard(get_index(shard), query.space.key, arrays, limit=max(query.k * 2, 20))
     except EchovidsError as error:
         return ShardAnswer(shard=shard, candidates=[],
                            error=ErrorBody(code=error.code, message=error.message)).model_dump()
@@ -87,7 +109,7 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
 
 
 def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
-    match_start = max(0.0, (candidate.query_start + candidate.offset_frames) * HOP_S)
+    match_start = max(0.0, candidate.match_start_s)
     source = Source(kind=clip.source_kind, file_name=clip.file_name, youtube_id=clip.youtube_id,
                     start_s=clip.start_s, end_s=clip.end_s)
     if clip.youtube_id:
@@ -98,8 +120,9 @@ def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
         title=clip.title,
         source=source,
         match_start_s=round(match_start, 3),
-        query_start_s=round(candidate.query_start * HOP_S, 3),
+        query_start_s=round(candidate.query_start_s, 3),
         score=round(candidate.score, 4),
+        match=candidate.match,
         labels=list(clip.labels or []),
         available=True if clip.source_kind == "file" else None,
     )
@@ -112,7 +135,11 @@ def merge(self: Task, answers: list[dict[str, Any]], *, job_id: str, k: int) -> 
     for answer in parsed:
         if answer.error is not None:
             fail_job(job_id, _error_from(answer.error))
-    candidates = sorted((c for a in parsed for c in a.candidates), key=lambda c: -c.score)
+    # Exact matches (this very recording) first, strongest alignment first; then the most similar.
+    candidates = sorted(
+        (c for a in parsed for c in a.candidates),
+        key=lambda c: (c.match != MatchKind.exact, -c.votes if c.match == MatchKind.exact else -c.score),
+    )
     clips = catalog.get_clips([c.clip_id for c in candidates])
     # Clips deleted from the catalog since indexing are dropped here as well as by tombstones.
     results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]
@@ -133,8 +160,17 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
     store = JobStore()
     store.set_status(job_id, JobStatus.searching, progress="indexing")
     try:
+        # Same decoded audio as a clip already in the library (another file name, another upload): keep one.
+        original = catalog.claim_content(clip_id, info)
+    except EchovidsError as error:
+        fail_job(job_id, error)
+    if original is not None:
+        store.drop_blobs(clip_id)
+        store.update(job_id, status=JobStatus.done, progress=f"duplicate of {original}")
+        return {"clip_id": clip_id, "frames": 0, "duplicate_of": original}
+    try:
         index = get_index(shard)
-        index.write_segment(clip_id, store.get_vectors(clip_id), info.space.key)
+        index.write_segment(clip_id, store.get_arrays(clip_id), info.space.key)
     except EchovidsError as error:
         catalog.set_status(clip_id, "failed")
         fail_job(job_id, error)

@@ -1,0 +1,104 @@
+"""Spectral-peak landmarks (Shazam / audfprint style): pairs of peaks hashed with their time.
+
+A recording played back through a speaker, under noise or a codec, keeps most of its strongest
+spectral peaks; pairs of them, hashed as (f1, f2 - f1, dt), find the very recording and the offset
+inside it to within one 16 ms hop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import maximum_filter
+
+from echovids.audio import SAMPLE_RATE
+
+N_FFT = 512
+HOP = 256  # 16 ms at 16 kHz
+HOP_S = HOP / SAMPLE_RATE
+PEAK_TIME_RADIUS = 2  # local maximum over +-2 frames ...
+PEAK_FREQ_RADIUS = 4  # ... and +-4 bins
+PEAKS_PER_SECOND = 30
+FAN_OUT = 8  # each peak pairs with the next 8 ...
+MAX_DT = 48  # ... within 0.77 s ...
+MAX_DF = 40  # ... and +-40 bins
+QUERY_SHIFTS = (0, 64, 128, 192)  # sub-hop shifts of the query, so its frames meet the library's grid
+
+
+@dataclass
+class Landmarks:
+    hashes: np.ndarray  # uint32, 22 bits: f1 (9) | df + 40 (7) | dt (6)
+    times: np.ndarray  # int32, the first peak's frame (16 ms hops)
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+
+def log_spectrogram(waveform: np.ndarray) -> np.ndarray:
+    """[frames, 257] log magnitude, Hann window, 512-point FFT, 16 ms hop."""
+    if waveform.size < N_FFT:
+        return np.zeros((0, N_FFT // 2 + 1), dtype=np.float32)
+    n = 1 + (waveform.size - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(
+        waveform.astype(np.float32), shape=(n, N_FFT), strides=(HOP * 4, 4), writeable=False
+    )
+    spectrum = np.abs(np.fft.rfft(frames * np.hanning(N_FFT).astype(np.float32), axis=1))
+    return np.log(spectrum + 1e-6).astype(np.float32)
+
+
+def find_peaks(spec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, bin, log magnitude) of local maxima, the strongest PEAKS_PER_SECOND in each second."""
+    if spec.shape[0] == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float32)
+    size = (2 * PEAK_TIME_RADIUS + 1, 2 * PEAK_FREQ_RADIUS + 1)
+    # Peaks must stand above the frame's median, so silence and flat noise floors make none.
+    floor = np.median(spec, axis=1, keepdims=True) + 1.0
+    is_peak = (spec == maximum_filter(spec, size=size, mode="constant", cval=-np.inf)) & (spec > floor)
+    is_peak[:, 0] = False  # DC carries offsets, not content
+    t, f = np.nonzero(is_peak)
+    values = spec[t, f]
+    second = (t * HOP_S).astype(np.int64)
+    order = np.lexsort((-values, second))
+    t, f, values, second = t[order], f[order], values[order], second[order]
+    starts = np.searchsorted(second, second, side="left")
+    keep = (np.arange(t.size) - starts) < PEAKS_PER_SECOND
+    t, f, values = t[keep], f[keep], values[keep]
+    order = np.lexsort((f, t))
+    return t[order], f[order], values[order]
+
+
+def pair_peaks(t: np.ndarray, f: np.ndarray) -> Landmarks:
+    """Hash each peak with up to FAN_OUT later peaks inside the target zone."""
+    n = t.size
+    if n < 2:
+        return Landmarks(np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.int32))
+    reach = min(n - 1, FAN_OUT * 6)  # later peaks to look at before the zone is surely passed
+    i = np.arange(n)[:, None]
+    j = i + np.arange(1, reach + 1)[None, :]
+    inside = j < n
+    j = np.minimum(j, n - 1)
+    dt = t[j] - t[i]
+    df = f[j] - f[i]
+    valid = inside & (dt >= 1) & (dt <= MAX_DT) & (np.abs(df) <= MAX_DF)
+    valid &= np.cumsum(valid, axis=1) <= FAN_OUT
+    ii, jj = np.nonzero(valid)
+    f1 = f[ii].astype(np.uint32)
+    hashes = (f1 << 13) | ((df[ii, jj] + MAX_DF).astype(np.uint32) << 6) | dt[ii, jj].astype(np.uint32)
+    return Landmarks(hashes=hashes, times=t[ii].astype(np.int32))
+
+
+def extract(waveform: np.ndarray) -> Landmarks:
+    """Landmarks of a library recording."""
+    t, f, _ = find_peaks(log_spectrogram(waveform))
+    return pair_peaks(t, f)
+
+
+def extract_query(waveform: np.ndarray) -> Landmarks:
+    """Landmarks of a query at several sub-hop shifts (union, duplicates removed)."""
+    parts = [extract(waveform[shift:]) for shift in QUERY_SHIFTS if waveform.size > shift]
+    hashes = np.concatenate([p.hashes for p in parts])
+    times = np.concatenate([p.times for p in parts])
+    packed = np.unique((hashes.astype(np.uint64) << 32) | times.astype(np.uint64))
+    return Landmarks(hashes=(packed >> 32).astype(np.uint32), times=(packed & 0xFFFFFFFF).astype(np.int32))

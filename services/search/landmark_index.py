@@ -1,0 +1,85 @@
+"""The landmark index of one shard: hash -> (clip, time) postings, answering "is this very recording, and where"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# A hash this common says nothing about which recording it came from (a stop word).
+MAX_POSTINGS_PER_HASH = 2_000
+
+
+@dataclass
+class LandmarkMatch:
+    clip: int
+    offset: int  # library frame minus query frame, in 16 ms hops
+    votes: int  # aligned hashes, one hop of tolerance
+    query_start: int  # first query frame among the aligned hashes
+
+
+class LandmarkPostings:
+    """Postings sorted by hash; new clips go to an unsorted tail that is merged on the next query."""
+
+    def __init__(self) -> None:
+        self._hashes = np.empty(0, dtype=np.uint32)
+        self._clips = np.empty(0, dtype=np.int32)
+        self._times = np.empty(0, dtype=np.int32)
+        self._tail: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, clip: int, hashes: np.ndarray, times: np.ndarray) -> None:
+        self._tail.append((hashes.astype(np.uint32), np.full(hashes.size, clip, dtype=np.int32),
+                           times.astype(np.int32)))
+
+    def _merge(self) -> None:
+        if not self._tail:
+            return
+        hashes = np.concatenate([self._hashes, *(t[0] for t in self._tail)])
+        clips = np.concatenate([self._clips, *(t[1] for t in self._tail)])
+        times = np.concatenate([self._times, *(t[2] for t in self._tail)])
+        order = np.argsort(hashes, kind="stable")
+        self._hashes, self._clips, self._times = hashes[order], clips[order], times[order]
+        self._tail = []
+
+    def __len__(self) -> int:
+        return int(self._hashes.size + sum(t[0].size for t in self._tail))
+
+    def match(self, hashes: np.ndarray, times: np.ndarray, live: np.ndarray, limit: int) -> list[LandmarkMatch]:
+        """The best-aligned clips for a query's landmarks; ``live[clip]`` is False for tombstoned clips."""
+        self._merge()
+        if hashes.size == 0 or self._hashes.size == 0:
+            return []
+        lo = np.searchsorted(self._hashes, hashes, side="left")
+        hi = np.searchsorted(self._hashes, hashes, side="right")
+        counts = hi - lo
+        counts[counts > MAX_POSTINGS_PER_HASH] = 0
+        total = int(counts.sum())
+        if total == 0:
+            return []
+        owner = np.repeat(np.arange(hashes.size), counts)
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        rows = starts + np.arange(total)
+        clips = self._clips[rows]
+        keep = live[clips]
+        clips, rows, owner = clips[keep], rows[keep], owner[keep]
+        offsets = self._times[rows].astype(np.int64) - times[owner]
+        q_times = times[owner]
+        # Each (clip, offset) pair's votes, then one hop of tolerance on either side.
+        base = int(offsets.min()) - 1
+        span = int(offsets.max()) - base + 2
+        keys = clips.astype(np.int64) * span + (offsets - base)
+        uniq, _inverse, votes = np.unique(keys, return_inverse=True, return_counts=True)
+        lookup = dict(zip(uniq.tolist(), votes.tolist()))
+        smoothed = votes + np.array([lookup.get(k - 1, 0) + lookup.get(k + 1, 0) for k in uniq.tolist()])
+        best: dict[int, tuple[int, int]] = {}
+        for key, vote in zip(uniq.tolist(), smoothed.tolist()):
+            clip = key // span
+            if vote > best.get(clip, (0, 0))[0]:
+                best[clip] = (vote, key)
+        ranked = sorted(best.items(), key=lambda item: -item[1][0])[:limit]
+        matches = []
+        for clip, (vote, key) in ranked:
+            near = np.abs(keys - key) <= 1
+            matches.append(LandmarkMatch(clip=clip, offset=key % span + base, votes=vote,
+                                         query_start=int(q_times[near].min())))
+        return matches
