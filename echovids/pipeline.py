@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from celery import chain, chord, group
@@ -43,20 +44,37 @@ def submit_clip(
     file_name: str | None = None,
     labels: list[str] | None = None,
     store: JobStore | None = None,
+    clip_id: str | None = None,
 ) -> Job:
-    """Add a catalog row (pending), store the audio, enqueue embed -> index on the clip's shard."""
+    """Add a catalog row (pending), store the audio, enqueue embed -> index on the clip's shard.
+
+    With ``clip_id`` of an existing row (an ingest resuming after a crash), that row is processed again under
+    its own id and shard, so a clip whose first chain did run after all is still indexed only once.
+    The row's ``job_id`` is written only after the tasks were sent: a pending row without one was never sent.
+    """
     store = store or JobStore()
-    clip_id = new_id()
-    shard = catalog.shard_of(clip_id, get_settings().search_shards)
+    file_sha256 = hashlib.sha256(data).hexdigest()
     with catalog.session() as s:
-        s.add(catalog.Clip(id=clip_id, title=title, source_kind="file", file_name=file_name,
-                           labels=labels or [], shard=shard, status="pending"))
+        row = s.get(catalog.Clip, clip_id) if clip_id else None
+        if row is None:
+            clip_id = clip_id or new_id()
+            shard = catalog.shard_of(clip_id, get_settings().search_shards)
+            s.add(catalog.Clip(id=clip_id, title=title, source_kind="file", file_name=file_name,
+                               labels=labels or [], shard=shard, status="pending", file_sha256=file_sha256))
+        else:
+            shard = row.shard
+            row.status, row.job_id, row.file_sha256 = "pending", None, file_sha256
+    assert clip_id is not None
     job = store.create(kind="ingest", clip_id=clip_id)
     store.put_upload(clip_id, data, ttl=get_settings().job_ttl_s)
     chain(
         _sig(TaskName.EMBED_CLIP, queues.EMBED, clip_id=clip_id, job_id=job.id),
         _sig(TaskName.INDEX_CLIP, queues.shard_queue(shard), clip_id=clip_id, job_id=job.id, shard=shard),
     ).apply_async()
+    with catalog.session() as s:
+        row = s.get(catalog.Clip, clip_id)
+        if row is not None:
+            row.job_id = job.id
     return job
 
 
