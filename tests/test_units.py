@@ -1,0 +1,131 @@
+"""Unit tests of the pipeline steps, each alone: decoding, framing, voting, landmarks, shard routing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echovids import audio, framing, landmarks
+from echovids.catalog import shard_of
+from echovids.errors import AudioTooLong, AudioTooShort, UndecodableAudio
+from services.search.landmark_index import LandmarkPostings
+from services.search.matching import best_matches, diagonal_score, vote
+from tests.sounds import SR, synthetic_library, write_wav
+
+
+def encode(src: Path, dst: Path, *args: str) -> Path:
+    subprocess.run([audio.ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), *args, str(dst)], check=True)
+    return dst
+
+
+@pytest.mark.parametrize(("suffix", "args"), [
+    (".flac", []), (".ogg", ["-c:a", "libvorbis"]), (".mp3", []), (".m4a", ["-c:a", "aac"]),
+    (".webm", ["-c:a", "libopus"]),
+])
+def test_decode_common_formats_to_16k_mono(tmp_path: Path, suffix: str, args: list[str]) -> None:
+    t = np.arange(3 * 44_100) / 44_100
+    wav = write_wav(tmp_path / "src.wav", 0.5 * np.sin(2 * np.pi * 1000 * t), sr=44_100, channels=2)
+    decoded = audio.decode_bytes(encode(wav, tmp_path / f"out{suffix}", *args).read_bytes())
+    assert decoded.dtype == np.float32
+    assert abs(decoded.size / audio.SAMPLE_RATE - 3.0) < 0.1
+    spectrum = np.abs(np.fft.rfft(decoded[4000:20000]))
+    assert abs(np.argmax(spectrum) * audio.SAMPLE_RATE / 16000 - 1000) < 20  # still a 1 kHz tone
+
+
+def test_decode_rejects_garbage_and_limits_length(tmp_path: Path) -> None:
+    with pytest.raises(UndecodableAudio):
+        audio.decode_bytes(b"definitely not audio" * 100)
+    with pytest.raises(UndecodableAudio):
+        audio.decode_bytes(b"")
+    wav = write_wav(tmp_path / "long.wav", np.zeros(10 * SR))
+    with pytest.raises(AudioTooLong):
+        audio.decode_file(wav, max_seconds=5)
+    assert audio.decode_file(wav, max_seconds=11).size == 10 * SR
+
+
+def test_float_wav_with_nan_and_overs_is_cleaned(tmp_path: Path) -> None:
+    raw = np.full(SR, np.nan, dtype=np.float32)
+    raw[:100] = 5.0
+    src = tmp_path / "raw.f32"
+    raw.tofile(src)
+    wav = tmp_path / "float.wav"
+    subprocess.run([audio.ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "f32le", "-ar", "16000", "-ac", "1",
+                    "-i", str(src), "-c:a", "pcm_f32le", str(wav)], check=True)
+    decoded = audio.decode_file(wav)
+    assert np.isfinite(decoded).all() and np.abs(decoded).max() <= 1.0
+
+
+def test_non_audio_magic() -> None:
+    assert audio.looks_like_non_audio(b"\x89PNG\r\n")
+    assert audio.looks_like_non_audio(b"  <html><body>")
+    assert not audio.looks_like_non_audio(b"RIFF....WAVEfmt ")
+    assert not audio.looks_like_non_audio(b"OggS\x00")
+
+
+def test_framing_counts_and_hop() -> None:
+    assert framing.frame_count(framing.MIN_SAMPLES - 1) == 0
+    assert framing.frame_count(framing.FRAME_SAMPLES) == 1
+    assert framing.frame_count(framing.FRAME_SAMPLES + framing.HOP_SAMPLES) == 2
+    x = np.arange(5 * SR, dtype=np.float32)
+    frames = framing.frame_waveform(x)
+    assert frames.shape[1] == framing.FRAME_SAMPLES
+    assert frames[3, 0] == 3 * framing.HOP_SAMPLES
+    assert framing.HOP_S == pytest.approx(0.48)
+    with pytest.raises(AudioTooShort):
+        framing.frame_waveform(np.zeros(int(0.3 * SR), dtype=np.float32))
+
+
+def test_vote_prefers_the_consistent_offset() -> None:
+    # Two clips of 20 frames: clip 0 matches query frames i at i + 5; clip 1 matches one frame by chance.
+    row_clip = np.repeat([0, 1], 20)
+    row_frame = np.tile(np.arange(20), 2)
+    m = 6
+    rows = np.array([[5 + i, 20 + 3] for i in range(m)])
+    sims = np.array([[0.8, 0.9] for _ in range(m)])
+    clips, offsets, votes = vote(rows, sims, row_clip, row_frame)
+    best = {int(c): (int(o), float(v)) for c, o, v in zip(clips, offsets, votes) if v == votes[clips == c].max()}
+    assert best[0][0] == 5
+    assert best[0][1] > best[1][1]
+
+
+def test_diagonal_rescoring_finds_offset_and_query_start() -> None:
+    rng = np.random.default_rng(0)
+    clip = rng.standard_normal((30, 16)).astype(np.float32)
+    clip /= np.linalg.norm(clip, axis=1, keepdims=True)
+    noise = rng.standard_normal((4, 16)).astype(np.float32)
+    query = np.concatenate([noise / np.linalg.norm(noise, axis=1, keepdims=True), clip[10:16]])
+    score, start = diagonal_score(query, clip, 6)
+    assert start == 4  # the clip's part of the query begins at its 5th frame
+    assert score > diagonal_score(query, clip, 7)[0]
+    matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]),
+                           rescore=lambda c, o: diagonal_score(query, clip, o), limit=1)
+    assert (matches[0].offset, matches[0].query_start) == (6, 4)
+
+
+def test_landmarks_find_the_recording_and_offset_under_noise() -> None:
+    sounds = synthetic_library(8)
+    postings = LandmarkPostings()
+    for i, sound in enumerate(sounds):
+        marks = landmarks.extract(sound)
+        postings.add(i, marks.hashes, marks.times)
+    rng = np.random.default_rng(3)
+    excerpt = sounds[5][int(2.3 * SR) : int(5.3 * SR)]
+    noisy = excerpt + 0.3 * np.std(excerpt) * rng.standard_normal(excerpt.size).astype(np.float32)
+    marks = landmarks.extract_query(noisy)
+    best = postings.match(marks.hashes, marks.times, np.ones(8, dtype=bool), limit=3)[0]
+    assert best.clip == 5
+    assert abs((best.query_start + best.offset) * landmarks.HOP_S - best.query_start * landmarks.HOP_S
+               - 2.3) < 0.05
+    tombstoned = np.ones(8, dtype=bool)
+    tombstoned[5] = False
+    assert all(m.clip != 5 for m in postings.match(marks.hashes, marks.times, tombstoned, limit=3))
+
+
+def test_shard_routing_is_stable_and_spread() -> None:
+    ids = [f"clip-{i}" for i in range(1000)]
+    shards = [shard_of(c, 4) for c in ids]
+    assert shards == [shard_of(c, 4) for c in ids]
+    assert min(np.bincount(shards, minlength=4)) > 200
