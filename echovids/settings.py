@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     embedder: Literal["yamnet", "vggish"] = "yamnet"
     vggish_handle: str = "https://tfhub.dev/google/vggish/1"
     vggish_pca_params: Path | None = None
+    # The AudioSet ontology (ids <-> names of labels); default: the shared data folder beside a checkout.
+    ontology_path: Path = Path(__file__).resolve().parents[2] / "shared" / "data" / "audioset_ontology.json"
     search_shards: int = Field(default=1, ge=1, le=256)
     database_url: str | None = None
     api_key: str | None = None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Header, Request, UploadFile
 
 from echovids.audio import looks_like_non_audio
-from echovids.errors import PayloadTooLarge, UnsupportedMediaType
+from echovids.errors import Forbidden, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from echovids.jobs import JobStore
 from echovids.settings import Settings, get_settings
 
@@ -47,3 +48,20 @@ async def read_audio_upload(file: UploadFile, settings: Settings) -> bytes:
             "send wav, flac, ogg, mp3, m4a or webm."
         )
     return data
+
+
+def require_api_key(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(description="Bearer <ECHOVIDS_API_KEY>")] = None,
+) -> None:
+    """Library writes: with ECHOVIDS_API_KEY set, `Authorization: Bearer <key>` is required (401 / 403)."""
+    if not settings.api_key:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("This endpoint needs `Authorization: Bearer <API key>`.")
+    if not secrets.compare_digest(token.strip().encode(), settings.api_key.encode()):
+        raise Forbidden("The API key is not valid.")
+
+
+WriteAccess = Annotated[None, Depends(require_api_key)]

@@ -1,0 +1,180 @@
+"""The library: what the HTTP API and the CLI share about catalog clips (listing, adding once, deleting)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Text, cast, func, or_, select
+
+from echovids import catalog, queues
+from echovids.errors import NotFound
+from echovids.jobs import JobStore
+from echovids.queues import TaskName
+from echovids.schemas import ErrorBody, Job, JobStatus, Source
+from echovids.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class LibraryClip(BaseModel):
+    clip_id: str
+    title: str
+    labels: list[str] = []
+    duration_s: float | None = None
+    source: Source
+    status: str = Field(description="pending | ready | failed | duplicate (same audio as duplicate_of)")
+    space: str | None = Field(default=None, description="The embedding space of its vectors (model:version:dim)")
+    created_at: datetime
+    duplicate_of: str | None = None
+    job_id: str | None = Field(default=None, description="The job that processes the clip (expires)")
+    error: ErrorBody | None = Field(default=None, description="Why processing failed, while the job is known")
+
+
+class LibraryPage(BaseModel):
+    items: list[LibraryClip]
+    total: int
+    page: int
+    page_size: int
+
+
+def to_item(clip: catalog.Clip) -> LibraryClip:
+    source = Source(kind=clip.source_kind, file_name=clip.file_name, youtube_id=clip.youtube_id,
+                    start_s=clip.start_s, end_s=clip.end_s)
+    if clip.youtube_id:
+        source.url = f"https://www.youtube.com/watch?v={clip.youtube_id}&t={int(clip.start_s or 0)}s"
+    return LibraryClip(
+        clip_id=clip.id, title=clip.title, labels=list(clip.labels or []), duration_s=clip.duration_s,
+        source=source, status=clip.status, space=clip.space, created_at=clip.created_at,
+        duplicate_of=clip.duplicate_of, job_id=clip.job_id,
+    )
+
+
+# -- labels: AudioSet ids <-> names ------------------------------------------------------------------------------
+@lru_cache(maxsize=2)
+def _ontology(path: Path) -> dict[str, str]:
+    try:
+        return {entry["id"]: entry["name"] for entry in json.loads(path.read_text())}
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("AudioSet ontology not readable at %s (%s); labels stay ids", path, exc)
+        return {}
+
+
+def label_names() -> dict[str, str]:
+    """AudioSet id -> display name (the names YAMNet's class map uses too)."""
+    return _ontology(get_settings().ontology_path)
+
+
+def label_name(label: str) -> str:
+    return label_names().get(label, label)
+
+
+# -- reads -------------------------------------------------------------------------------------------------------
+def list_clips(page: int = 1, page_size: int = 50, label: str | None = None, q: str | None = None,
+               status: str | None = None) -> LibraryPage:
+    """Newest first. ``label`` matches a label exactly (an AudioSet id matches its name); ``q`` is a
+    case-insensitive substring of the title or file name."""
+    query = select(catalog.Clip)
+    if label:
+        # Labels are a JSON list of strings: match the JSON-encoded string, quotes included (an exact element).
+        wanted = {label, label_name(label)}
+        as_text = cast(catalog.Clip.labels, Text)
+        query = query.where(or_(*(as_text.contains(json.dumps(w), autoescape=True) for w in wanted)))
+    if q:
+        pattern = q.lower()
+        query = query.where(or_(
+            func.lower(catalog.Clip.title).contains(pattern, autoescape=True),
+            func.lower(func.coalesce(catalog.Clip.file_name, "")).contains(pattern, autoescape=True),
+        ))
+    if status:
+        query = query.where(catalog.Clip.status == status)
+    with catalog.session() as s:
+        total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = s.scalars(query.order_by(catalog.Clip.created_at.desc(), catalog.Clip.id)
+                         .offset((page - 1) * page_size).limit(page_size)).all()
+    return LibraryPage(items=[to_item(c) for c in rows], total=total, page=page, page_size=page_size)
+
+
+def get_item(clip_id: str, store: JobStore | None = None) -> LibraryClip:
+    item = to_item(catalog.get_clip(clip_id))
+    if item.status == "failed" and item.job_id:
+        try:
+            item.error = (store or JobStore()).get(item.job_id).error
+        except NotFound:
+            pass
+    return item
+
+
+# -- writes ------------------------------------------------------------------------------------------------------
+@dataclass
+class Submitted:
+    job: Job
+    skipped: bool  # True: the same file was already in the library; nothing new was queued
+
+
+def _done_job(store: JobStore, clip: catalog.Clip) -> Job:
+    """A job that is already done, pointing at the clip that has these bytes."""
+    clip_id = clip.duplicate_of or clip.id
+    job = store.create(kind="ingest", clip_id=clip_id)
+    return store.update(job.id, status=JobStatus.done, progress="already in the library")
+
+
+def job_alive(store: JobStore, job_id: str | None) -> Job | None:
+    """The clip's job while it is still running (not expired, not finished)."""
+    if not job_id:
+        return None
+    try:
+        job = store.get(job_id)
+    except NotFound:
+        return None
+    return None if job.status in (JobStatus.done, JobStatus.failed) else job
+
+
+def submit_once(data: bytes, title: str, file_name: str | None = None, labels: list[str] | None = None,
+                store: JobStore | None = None) -> Submitted:
+    """Add a file to the library unless the same bytes are there already.
+
+    Same bytes, clip ready (or a duplicate) -> a done job, nothing queued. Same bytes, clip pending with a live
+    job -> that job. Same bytes, clip failed or pending with a vanished job (a crash, an expired job) -> the row
+    is processed again under its own id. New bytes -> a new clip.
+    """
+    from echovids.pipeline import submit_clip
+
+    store = store or JobStore()
+    existing = catalog.find_by_file_hash(hashlib.sha256(data).hexdigest())
+    if existing is not None:
+        if existing.status in ("ready", "duplicate"):
+            return Submitted(_done_job(store, existing), skipped=True)
+        live = job_alive(store, existing.job_id) if existing.status == "pending" else None
+        if live is not None:
+            return Submitted(live, skipped=False)
+        return Submitted(submit_clip(data, title=existing.title, file_name=existing.file_name,
+                                     labels=labels or list(existing.labels or []), store=store,
+                                     clip_id=existing.id), skipped=False)
+    return Submitted(submit_clip(data, title=title, file_name=file_name, labels=labels, store=store), skipped=False)
+
+
+def delete_clip(clip_id: str, store: JobStore | None = None) -> None:
+    """Remove a clip from the catalog; its shard tombstones its frames (the search task, sent by name)."""
+    from echovids.celery_app import get_celery
+
+    clip = catalog.get_clip(clip_id)  # NotFound -> 404
+    # Tombstone first: should sending fail, the clip is still listed and the delete can be retried.
+    get_celery().send_task(TaskName.DELETE_CLIP, kwargs={"clip_id": clip_id, "shard": clip.shard},
+                           queue=queues.shard_queue(clip.shard))
+    with catalog.session() as s:
+        row = s.get(catalog.Clip, clip_id)
+        if row is not None:
+            s.delete(row)
+    (store or JobStore()).drop_blobs(clip_id)
+    try:
+        from echovids import clip_audio  # the stored audio the web page plays, where that module exists
+    except ImportError:
+        return
+    clip_audio.delete(clip_id)
