@@ -78,41 +78,28 @@ def audio_files(paths: list[Path]) -> list[Path]:
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Audio files or folders")],
-    window: Annotated[int, typer.Option(help="files in flight at once")] = 16,
+    labels: Annotated[str | None, typer.Option(help="labels for every file, comma-separated")] = None,
+    window: Annotated[int, typer.Option(min=1, help="files in flight at once")] = 16,
 ) -> None:
-    """Add audio files (or every audio file under folders) to the library."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Add audio files (or every audio file under folders) to the library: once per file, resumable.
 
-    from echovids.jobs import JobStore
-    from echovids.pipeline import submit_file
-    from echovids.schemas import JobStatus
+    Stop it at any time (Ctrl-C) and run the same command again: files already in the library are skipped
+    (same bytes), files in flight are picked up where they are, nothing is added twice.
+    """
+    from echovids.ingest import ingest_files
 
     files = audio_files(paths)
-    store = JobStore()
-    failures: list[tuple[Path, str]] = []
-    pending: dict[str, Path] = {}
-    queue = list(files)
-    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not sys.stderr.isatty()) as progress:
-        bar = progress.add_task("files", total=len(files))
-        while queue or pending:
-            while queue and len(pending) < window:
-                path = queue.pop(0)
-                pending[submit_file(path, store).id] = path
-            time.sleep(0.1)
-            for job_id, path in list(pending.items()):
-                job = store.get(job_id)
-                if job.status == JobStatus.done:
-                    del pending[job_id]
-                    progress.advance(bar)
-                elif job.status == JobStatus.failed:
-                    del pending[job_id]
-                    progress.advance(bar)
-                    failures.append((path, job.error.message if job.error else "failed"))
-    typer.echo(f"ingested {len(files) - len(failures)} of {len(files)} files")
-    for path, reason in failures:
+    label_list = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    try:
+        report = ingest_files(files, labels=label_list, window=window)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: files already sent keep processing; run the same command again to resume",
+                   err=True)
+        raise typer.Exit(130) from None
+    typer.echo(report.summary())
+    for path, reason in report.failures:
         typer.echo(f"failed: {path}: {reason}", err=True)
-    if failures:
+    if report.failures:
         raise typer.Exit(1)
 
 

@@ -103,11 +103,13 @@ def list_clips(page: int = 1, page_size: int = 50, label: str | None = None, q: 
 
 def get_item(clip_id: str, store: JobStore | None = None) -> LibraryClip:
     item = to_item(catalog.get_clip(clip_id))
-    if item.status == "failed" and item.job_id:
+    if item.status in ("pending", "failed") and item.job_id:
         try:
-            item.error = (store or JobStore()).get(item.job_id).error
+            job = (store or JobStore()).get(item.job_id)
         except NotFound:
-            pass
+            return item
+        if job.status == JobStatus.failed:  # the embedder fails a job without touching the catalog
+            item.status, item.error = "failed", job.error
     return item
 
 
