@@ -63,6 +63,21 @@ def worker(
     ])
 
 
+@app.command()
+def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
+    """Run Celery beat: sends the periodic tasks of echovids.schedule (run exactly one per deployment)."""
+    from echovids.celery_app import get_celery
+    from echovids.schedule import beat_schedule
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery = get_celery()
+    celery.conf.beat_schedule = beat_schedule(settings)
+    celery.start([
+        "beat", "--loglevel", loglevel, "--schedule", str((settings.data_dir / "celerybeat-schedule").resolve()),
+    ])
+
+
 def audio_files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:

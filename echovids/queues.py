@@ -25,3 +25,5 @@ class TaskName:
     INDEX_CLIP = "echovids.search.index_clip"
     DELETE_CLIP = "echovids.search.delete_clip"
     CHECK_AVAILABILITY = "echovids.availability.check_results"
+    CHECK_VIDEOS_LATER = "echovids.availability.check_later"
+    REFRESH_AVAILABILITY = "echovids.availability.refresh_catalog"

@@ -9,7 +9,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from echovids import __version__
 from services.gateway import errors
 from services.gateway.routers import library
-from services.gateway.routers import health, searches
+from services.gateway.routers import availability, health, searches
 
 
 def create_app() -> FastAPI:
@@ -22,6 +22,7 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.include_router(searches.router)
     app.include_router(health.router)
+    app.include_router(availability.router)
     app.include_router(library.router)
     Instrumentator().instrument(app)
     app.mount("/metrics", make_asgi_app())
