@@ -75,10 +75,9 @@ class JobStore:
     def set_status(self, job_id: str, status: JobStatus, progress: str | None = None) -> Job:
         return self.update(job_id, status=status, progress=progress)
 
-    def finish(self, job_id: str, results: list[SearchResult], partial: bool = False,
-               missing_shards: list[int] | None = None) -> Job:
-        return self.update(job_id, status=JobStatus.done, results=results, partial=partial,
-                           missing_shards=missing_shards or [], progress=None)
+    def finish(self, job_id: str, results: list[SearchResult]) -> Job:
+        """Done, with results; ``partial`` and ``missing_shards``, set by the merge, stay as they are."""
+        return self.update(job_id, status=JobStatus.done, results=results, progress=None)
 
     def fail(self, job_id: str, error: EchovidsError) -> Job:
         return self.update(job_id, status=JobStatus.failed, progress=None,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from celery import chain, chord, group
+from celery import chain, group
 from celery.canvas import Signature
 
-from echovids import catalog, queues
+from echovids import catalog, clip_audio, queues
 from echovids.celery_app import get_celery
 from echovids.jobs import JobStore, new_id
 from echovids.queues import TaskName
@@ -21,20 +21,23 @@ def _sig(name: str, queue: str, **kwargs: object) -> Signature:
 
 
 def submit_search(data: bytes, k: int, store: JobStore | None = None) -> Job:
-    """Store the upload, write the job record, enqueue embed -> shards (chord) -> merge -> availability."""
+    """Store the upload, write the job record, enqueue embed -> one task per shard -> merge -> availability.
+
+    The last shard to answer sends the merge; a second merge, linked to the embedding and delayed by the
+    search timeout, ends the query with a partial result if a shard never answers. No task waits on another.
+    """
+    settings = get_settings()
     store = store or JobStore()
     job = store.create(kind="search", k=k)
     store.put_upload(job.id, data)
-    shards = get_settings().search_shards
+    timeout = settings.search_timeout_s
     fan_out = group(
-        _sig(TaskName.SEARCH_SHARD, queues.shard_queue(i), job_id=job.id, shard=i) for i in range(shards)
+        _sig(TaskName.SEARCH_SHARD, queues.shard_queue(i), job_id=job.id, shard=i).set(expires=timeout)
+        for i in range(settings.search_shards)
     )
-    canvas = chain(
-        _sig(TaskName.EMBED_QUERY, queues.EMBED, job_id=job.id, k=k),
-        chord(fan_out, _sig(TaskName.SEARCH_MERGE, queues.SEARCH_MERGE, job_id=job.id, k=k)),
-        _sig(TaskName.CHECK_AVAILABILITY, queues.AVAILABILITY, job_id=job.id, k=k),
-    )
-    canvas.apply_async()
+    embed = _sig(TaskName.EMBED_QUERY, queues.EMBED, job_id=job.id, k=k)
+    embed.link(_sig(TaskName.SEARCH_MERGE, queues.SEARCH_MERGE, job_id=job.id, k=k).set(countdown=timeout))
+    chain(embed, fan_out).apply_async()
     return job
 
 
@@ -66,6 +69,7 @@ def submit_clip(
             row.status, row.job_id, row.file_sha256 = "pending", None, file_sha256
     assert clip_id is not None
     job = store.create(kind="ingest", clip_id=clip_id)
+    clip_audio.save(clip_id, data, file_name)  # durable copy: the web page plays it (GET /v1/library/{id}/audio)
     store.put_upload(clip_id, data, ttl=get_settings().job_ttl_s)
     chain(
         _sig(TaskName.EMBED_CLIP, queues.EMBED, clip_id=clip_id, job_id=job.id),

@@ -17,6 +17,8 @@ from echovids.settings import Settings
 def service_commands(settings: Settings) -> dict[str, list[str]]:
     python = sys.executable
     commands = {svc: [python, "-m", "echovids.cli", "worker", svc] for svc in SERVICES}
+    # Two search processes: both serve queries, so one can rebuild a shard's index while the other answers.
+    commands["search"] += ["--concurrency", "2"]
     commands["gateway"] = [
         python, "-m", "uvicorn", "services.gateway.app:app",
         "--host", settings.host, "--port", str(settings.port), "--log-level", "warning",

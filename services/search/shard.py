@@ -1,11 +1,22 @@
-"""One shard of the frame index: durable per-clip segments, a ScaNN index over sealed rows, an exact delta."""
+"""One shard of the index: durable per-clip segments, a ScaNN snapshot over sealed rows, an exact delta.
+
+On disk, under ``<data dir>/shards/<i>/``:
+- ``segments/<clip>.npz``: a clip's frame vectors (float16), landmarks and embedding space; written once.
+- ``tombstones/<clip>``: the clip is deleted; filtered at query time, purged by the next compaction.
+- ``snapshots/v<N>/``: a ScaNN index (``serialize()``) over the clips its ``manifest.json`` lists, in row
+  order; a snapshot counts only once its ``COMPLETE`` marker exists, so a half-written one is never loaded.
+New clips form the delta, searched exactly, until a compaction folds them into the next snapshot.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,32 +44,36 @@ def scann_searcher(data: np.ndarray, neighbours: int):  # type: ignore[no-untype
     )
 
 
-class ShardIndex:
-    """Frames of the shard's clips in memory; thread-safe; replicas converge by re-reading the segments."""
+SNAPSHOT_MARKER = "COMPLETE"
 
-    def __init__(self, root: Path, shard: int, delta_max: int = 512) -> None:
+
+@dataclass
+class ClipData:
+    vectors: np.ndarray  # [frames, dim] float16 (half the memory), unit length
+    hashes: np.ndarray
+    times: np.ndarray
+
+
+class ShardIndex:
+    """A shard in memory. Replicas (processes) converge by re-reading segments, tombstones and snapshots."""
+
+    def __init__(self, root: Path, shard: int) -> None:
         self.dir = root / "shards" / str(shard)
         self.segments = self.dir / "segments"
         self.tombstones = self.dir / "tombstones"
-        self.segments.mkdir(parents=True, exist_ok=True)
-        self.tombstones.mkdir(parents=True, exist_ok=True)
+        self.snapshots = self.dir / "snapshots"
+        for folder in (self.segments, self.tombstones, self.snapshots):
+            folder.mkdir(parents=True, exist_ok=True)
         self.shard = shard
-        self.delta_max = delta_max
         self.space: str | None = None
-        self.clip_ids: list[str] = []
-        self.clip_pos: dict[str, int] = {}
-        self.clip_rows: list[tuple[int, int]] = []  # (first row, frame count) per clip
+        self.version = 0  # the snapshot in use; 0 = none
         self.deleted: set[str] = set()
-        self._dim = 0
-        self._vectors = np.empty((0, 0), dtype=np.float32)
-        self._row_clip = np.empty(0, dtype=np.int32)
-        self._row_frame = np.empty(0, dtype=np.int32)
-        self._rows = 0
-        self._sealed = 0  # rows [0, sealed) are in the ScaNN searcher; the rest are searched exactly
-        self._searcher = None
-        self.landmarks = LandmarkPostings()
+        self._clips: dict[str, ClipData] = {}
         self._lock = threading.RLock()
+        self._layout([], None, 0)
         self.refresh()
+        if self.deleted:  # tombstones of clips already purged or never here need no memory
+            self.deleted &= set(self.clip_ids) | {p.stem for p in self.segments.glob("*.npz")}
 
     # -- durable state -------------------------------------------------------------------------
     def write_segment(self, clip_id: str, arrays: dict[str, np.ndarray], space: str) -> None:
@@ -70,24 +85,12 @@ class ShardIndex:
         buffer = io.BytesIO()
         np.savez(buffer, vectors=arrays["vectors"].astype(np.float16), hashes=arrays["hashes"],
                  times=arrays["times"], space=np.array(space))
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, path)
 
     def write_tombstone(self, clip_id: str) -> None:
         (self.tombstones / clip_id).touch()
-
-    def refresh(self) -> None:
-        """Load segments and tombstones written since the last look (by this or another replica)."""
-        with self._lock:
-            self.deleted.update(p.name for p in self.tombstones.iterdir())
-            for path in sorted(self.segments.glob("*.npz")):
-                clip_id = path.stem
-                if clip_id in self.clip_pos:
-                    continue
-                with np.load(path) as data:
-                    self._append(clip_id, data["vectors"].astype(np.float32), str(data["space"]))
-                    self.landmarks.add(self.clip_pos[clip_id], data["hashes"], data["times"])
 
     def check_space(self, space: str) -> None:
         if self.space is not None and space != self.space:
@@ -96,74 +99,194 @@ class ShardIndex:
                 f"vectors of {space!r} cannot be compared with them."
             )
 
+    def _read_segment(self, path: Path) -> ClipData | None:
+        try:
+            with np.load(path) as data:
+                self.check_space(str(data["space"]))
+                self.space = str(data["space"])
+                return ClipData(data["vectors"].astype(np.float16), data["hashes"], data["times"])
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("shard %s: unreadable segment %s skipped: %s", self.shard, path, exc)
+            return None
+
+    def refresh(self) -> None:
+        """Take in what was written since the last look: tombstones, new segments, a newer snapshot."""
+        with self._lock:
+            self.deleted.update(p.name for p in self.tombstones.iterdir())
+            added = []
+            for path in sorted(self.segments.glob("*.npz")):
+                if path.stem not in self._clips and path.stem not in self.deleted:
+                    data = self._read_segment(path)
+                    if data is not None:
+                        self._clips[path.stem] = data
+                        added.append(path.stem)
+            newest = self._newest_snapshot()
+            if newest is not None:
+                self._adopt(*newest)
+            elif added:
+                self._append(added)
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def _snapshot_dirs(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.snapshots.iterdir():
+            if path.name.startswith("v") and path.name[1:].isdigit() and (path / SNAPSHOT_MARKER).exists():
+                found.append((int(path.name[1:]), path))
+        return sorted(found, reverse=True)
+
+    def _newest_snapshot(self) -> tuple[int, Path, list[str], object] | None:
+        """The newest snapshot that loads; a damaged one is skipped (and the one before it tried)."""
+        from scann import scann_ops_pybind
+
+        for version, path in self._snapshot_dirs():
+            if version <= self.version:
+                return None
+            try:
+                manifest = json.loads((path / "manifest.json").read_text())
+                searcher = scann_ops_pybind.load_searcher(str(path / "scann"))
+                order = [clip for clip, _ in manifest["clips"]]
+                if sum(n for _, n in manifest["clips"]) != manifest["rows"]:
+                    raise ValueError("manifest rows do not add up")
+                return version, path, order, searcher
+            except Exception as exc:  # a damaged snapshot of any kind must never stop the shard
+                log.error("shard %s: snapshot %s unusable, trying an older one: %s", self.shard, path, exc)
+        return None
+
+    def _adopt(self, version: int, path: Path, order: list[str], searcher: object) -> None:
+        """Swap to a snapshot: its clips first, in its row order, then the delta."""
+        # Deleted clips the snapshot still holds are read too: ScaNN's row numbering includes them.
+        missing = [c for c in order if c not in self._clips]
+        for clip_id in missing:
+            data = self._read_segment(self.segments / f"{clip_id}.npz")
+            if data is None:
+                log.error("shard %s: snapshot v%d names %s but its segment is unreadable", self.shard, version, clip_id)
+                return
+            self._clips[clip_id] = data
+        sealed_rows = sum(self._clips[c].vectors.shape[0] for c in order)
+        self._layout(order, searcher, sealed_rows)
+        self.version = version
+        log.info("shard %s: now on snapshot v%d (%d sealed rows)", self.shard, version, sealed_rows)
+
+    def compact(self) -> int:
+        """Build a ScaNN index over every live clip, write it as the next snapshot, swap to it, purge.
+
+        Returns the new version. Queries keep being answered from the current state until the swap.
+        """
+        with self._lock:
+            self.refresh()
+            order = [c for c in self.clip_ids if c not in self.deleted]
+            vectors = np.concatenate([self._clips[c].vectors for c in order]).astype(np.float32) if order else None
+            dead = [c for c in self.clip_ids if c in self.deleted]
+        if vectors is None:
+            return self.version
+        searcher = scann_searcher(vectors, neighbours=10)
+        version = max([self.version, *(v for v, _ in self._snapshot_dirs())]) + 1
+        final = self.snapshots / f"v{version}"
+        tmp = self.snapshots / f".v{version}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "scann").mkdir(parents=True)
+        searcher.serialize(str(tmp / "scann"))
+        manifest = {"version": version, "rows": int(vectors.shape[0]), "space": self.space,
+                    "clips": [[c, int(self._clips[c].vectors.shape[0])] for c in order]}
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
+        (tmp / SNAPSHOT_MARKER).touch()
+        os.replace(tmp, final)
+        with self._lock:
+            self._adopt(version, final, order, searcher)
+        self._purge(dead, keep_version=version)
+        return version
+
+    def _purge(self, dead: list[str], keep_version: int) -> None:
+        """Drop deleted clips' files (segment before tombstone, so a crash never resurrects one) and old snapshots."""
+        for clip_id in dead:
+            (self.segments / f"{clip_id}.npz").unlink(missing_ok=True)
+            (self.tombstones / clip_id).unlink(missing_ok=True)
+        for version, path in self._snapshot_dirs():
+            if version < keep_version - 1:  # keep one older snapshot for replicas still swapping
+                shutil.rmtree(path, ignore_errors=True)
+
     # -- memory --------------------------------------------------------------------------------
-    def _append(self, clip_id: str, vectors: np.ndarray, space: str) -> None:
-        self.check_space(space)
-        self.space = space
-        n, dim = vectors.shape
-        if self._rows + n > len(self._vectors) or dim != self._dim:
-            capacity = max(1024, 2 * (self._rows + n))
-            grown = np.zeros((capacity, dim), dtype=np.float32)
-            if self._rows:
-                grown[: self._rows] = self._vectors[: self._rows]
-            self._vectors = grown
-            self._row_clip = np.resize(self._row_clip, capacity)
-            self._row_frame = np.resize(self._row_frame, capacity)
-            self._dim = dim
-        rows = slice(self._rows, self._rows + n)
-        self._vectors[rows] = vectors
-        self._row_clip[rows] = len(self.clip_ids)
-        self._row_frame[rows] = np.arange(n)
-        self.clip_pos[clip_id] = len(self.clip_ids)
+    def _layout(self, sealed_order: list[str], searcher: object | None, sealed_rows: int) -> None:
+        """Lay rows out: the snapshot's clips (rows [0, sealed), in ScaNN's numbering), then the delta."""
+        sealed_set = set(sealed_order)
+        # Deleted clips outside the snapshot leave memory now; inside it they keep their rows (ScaNN's
+        # numbering) until the next compaction and are filtered at query time.
+        for clip_id in [c for c in self._clips if c in self.deleted and c not in sealed_set]:
+            del self._clips[clip_id]
+        sealed = [c for c in sealed_order if c in self._clips]
+        self.clip_ids: list[str] = []
+        self.clip_rows: list[tuple[int, int]] = []
+        self.landmarks = LandmarkPostings()
+        self._row_clip_parts: list[np.ndarray] = []
+        self._row_frame_parts: list[np.ndarray] = []
+        self._delta_parts: list[np.ndarray] = []
+        self._searcher = searcher
+        self._sealed = sealed_rows if searcher is not None else 0
+        self._rows = 0
+        for clip_id in sealed if searcher is not None else []:
+            self._place(clip_id, delta=False)
+        for clip_id in sorted(c for c in self._clips if c not in set(self.clip_ids)):
+            self._place(clip_id, delta=True)
+        self._pack()
+
+    def _place(self, clip_id: str, delta: bool) -> None:
+        data = self._clips[clip_id]
+        n = data.vectors.shape[0]
+        position = len(self.clip_ids)
         self.clip_ids.append(clip_id)
         self.clip_rows.append((self._rows, n))
+        self._row_clip_parts.append(np.full(n, position, dtype=np.int32))
+        self._row_frame_parts.append(np.arange(n, dtype=np.int32))
+        if delta:
+            self._delta_parts.append(data.vectors.astype(np.float32))
+        self.landmarks.add(position, data.hashes, data.times)
         self._rows += n
+
+    def _pack(self) -> None:
+        self.clip_pos = {c: i for i, c in enumerate(self.clip_ids)}
+        self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
+        self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
+        self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
+        self._delta = np.concatenate(self._delta_parts) if self._delta_parts else None
+        self._delta_parts = [self._delta] if self._delta is not None else []
+
+    def _append(self, clip_ids: list[str]) -> None:
+        """New clips join the delta; the sealed rows and the ScaNN searcher stay as they are."""
+        for clip_id in clip_ids:
+            self._place(clip_id, delta=True)
+        self._pack()
 
     @property
     def rows(self) -> int:
         return self._rows
 
     @property
-    def row_clip(self) -> np.ndarray:
-        return self._row_clip[: self._rows]
-
-    @property
-    def row_frame(self) -> np.ndarray:
-        return self._row_frame[: self._rows]
+    def delta_rows(self) -> int:
+        return self._rows - self._sealed
 
     def clip_frames(self, clip: int) -> np.ndarray:
-        first, n = self.clip_rows[clip]
-        return self._vectors[first : first + n]
+        return self._clips[self.clip_ids[clip]].vectors.astype(np.float32)
 
     def live_mask(self) -> np.ndarray:
         return np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
 
+    # -- search --------------------------------------------------------------------------------
     def match_landmarks(self, hashes: np.ndarray, times: np.ndarray, limit: int) -> list[LandmarkMatch]:
         with self._lock:
             return self.landmarks.match(hashes, times, self.live_mask(), limit)
 
-    # -- search --------------------------------------------------------------------------------
-    def _seal(self) -> None:
-        """Rebuild the ScaNN searcher over every row once the exactly-searched delta grows too large."""
-        if self._rows - self._sealed <= self.delta_max:
-            return
-        self._searcher = scann_searcher(self._vectors[: self._rows], neighbours=10)
-        self._sealed = self._rows
-        log.info("shard %s: ScaNN index rebuilt over %d frames", self.shard, self._rows)
-
     def search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads."""
         with self._lock:
-            self._seal()
             m = queries.shape[0]
             parts_rows, parts_sims = [], []
             if self._searcher is not None and self._sealed:
                 k = min(neighbours, self._sealed)
-                rows, sims = self._searcher.search_batched(queries, final_num_neighbors=k)
+                rows, sims = self._searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
                 parts_rows.append(rows.astype(np.int64))
                 parts_sims.append(sims)
-            if self._rows > self._sealed:
-                delta = self._vectors[self._sealed : self._rows]
+            if self._delta is not None:
+                delta = self._delta
                 sims = queries @ delta.T
                 k = min(neighbours, delta.shape[0])
                 top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -174,7 +297,7 @@ class ShardIndex:
             rows = np.concatenate(parts_rows, axis=1)
             sims = np.concatenate(parts_sims, axis=1).astype(np.float32)
             if self.deleted:
-                gone = ~self.live_mask()[self._row_clip[rows]]
+                gone = ~self.live_mask()[self.row_clip[rows]]
                 rows = np.where(gone, -1, rows)
                 sims = np.where(gone, 0.0, sims)
             return rows, sims

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from celery import Task, shared_task
 
-from echovids import catalog, landmarks
+from echovids import catalog, landmarks, queues
+from echovids.celery_app import get_celery
 from echovids.errors import EchovidsError
 from echovids.framing import HOP_S
 from echovids.jobs import JobStore
@@ -41,11 +42,11 @@ def _generation_key(shard: int) -> str:
 
 def get_index(shard: int) -> ShardIndex:
     """This process's copy of a shard, refreshed when another replica has written to it."""
-    settings = get_settings()
     with _lock:
         index = _indexes.get(shard)
         if index is None:
-            index = _indexes[shard] = ShardIndex(settings.data_dir, shard, settings.search_delta_max)
+            index = _indexes[shard] = ShardIndex(get_settings().data_dir, shard)
+            maybe_compact(index)
         generation = int(get_redis().get(_generation_key(shard)) or 0)
         if _generations.get(shard) != generation:
             index.refresh()
@@ -55,6 +56,28 @@ def get_index(shard: int) -> ShardIndex:
 
 def _bump(shard: int) -> None:
     get_redis().incr(_generation_key(shard))
+
+
+def maybe_compact(index: ShardIndex) -> None:
+    """Queue one compaction of the shard once its exactly-searched delta has outgrown the setting."""
+    settings = get_settings()
+    if index.delta_rows <= settings.search_delta_max:
+        return
+    lock = f"echovids:shard:{index.shard}:compacting"
+    if get_redis().set(lock, 1, nx=True, ex=settings.task_time_limit_s * 4):
+        get_celery().send_task(TaskName.COMPACT_SHARD, kwargs={"shard": index.shard},
+                               queue=queues.shard_queue(index.shard))
+
+
+@shared_task(name=TaskName.COMPACT_SHARD, **TASK_OPTIONS)
+def compact_shard(self: Task, *, shard: int) -> int:
+    """Rebuild the shard's ScaNN snapshot from all its segments; other replicas swap on their next query."""
+    try:
+        version = get_index(shard).compact()
+    finally:
+        get_redis().delete(f"echovids:shard:{shard}:compacting")
+    _bump(shard)
+    return version
 
 
 def search_shard(
@@ -101,11 +124,24 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     query = QueryEmbedded.model_validate(embedded)
     arrays = JobStore().get_arrays(job_id)
     try:
-        candidates = search_shard(get_index(shard), query.space.key, arrays, limit=max(query.k * 2, 20))
+        answer = ShardAnswer(shard=shard, candidates=search_shard(get_index(shard), query.space.key, arrays,
+                                                                  limit=max(query.k * 2, 20)))
     except EchovidsError as error:
-        return ShardAnswer(shard=shard, candidates=[],
-                           error=ErrorBody(code=error.code, message=error.message)).model_dump()
-    return ShardAnswer(shard=shard, candidates=candidates).model_dump()
+        answer = ShardAnswer(shard=shard, candidates=[], error=ErrorBody(code=error.code, message=error.message))
+    key = _answers_key(job_id)
+    pipe = get_redis().pipeline()
+    pipe.hset(key, str(shard), answer.model_dump_json())
+    pipe.expire(key, get_settings().job_ttl_s)
+    pipe.hlen(key)
+    answered = pipe.execute()[-1]
+    if answered >= get_settings().search_shards:  # the last shard to answer starts the merge
+        get_celery().send_task(TaskName.SEARCH_MERGE, kwargs={"job_id": job_id, "k": query.k},
+                               queue=queues.SEARCH_MERGE)
+    return {"shard": shard, "candidates": len(answer.candidates)}
+
+
+def _answers_key(job_id: str) -> str:
+    return f"echovids:answers:{job_id}"
 
 
 def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
@@ -129,9 +165,19 @@ def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
 
 
 @shared_task(name=TaskName.SEARCH_MERGE, **TASK_OPTIONS)
-def merge(self: Task, answers: list[dict[str, Any]], *, job_id: str, k: int) -> list[dict[str, Any]]:
-    """Merge the shards' candidates into the top k, with catalog metadata."""
-    parsed = [ShardAnswer.model_validate(a) for a in answers]
+def merge(self: Task, *_previous: Any, job_id: str, k: int) -> None:
+    """Merge the shards' answers into ranked results and hand them to the availability check.
+
+    Sent twice per query: by the last shard to answer, and at the search deadline (so a shard that is
+    down cannot hold a query forever). The first to run wins; without every shard, the job is partial.
+    """
+    settings = get_settings()
+    client = get_redis()
+    if not client.set(f"echovids:merged:{job_id}", 1, nx=True, ex=settings.job_ttl_s):
+        return
+    raw = client.hgetall(_answers_key(job_id))
+    parsed = [ShardAnswer.model_validate_json(v) for v in raw.values()]
+    missing = sorted(set(range(settings.search_shards)) - {a.shard for a in parsed})
     for answer in parsed:
         if answer.error is not None:
             fail_job(job_id, _error_from(answer.error))
@@ -143,8 +189,14 @@ def merge(self: Task, answers: list[dict[str, Any]], *, job_id: str, k: int) -> 
     clips = catalog.get_clips([c.clip_id for c in candidates])
     # Clips deleted from the catalog since indexing are dropped here as well as by tombstones.
     results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]
-    JobStore().set_status(job_id, JobStatus.checking)
-    return [r.model_dump(mode="json") for r in results[: max(k * 3, k + 10)]]
+    JobStore().update(job_id, status=JobStatus.checking, partial=bool(missing), missing_shards=missing)
+    # More than k go on: the availability check drops dead videos and back-fills from the rest.
+    get_celery().send_task(
+        TaskName.CHECK_AVAILABILITY,
+        args=([r.model_dump(mode="json") for r in results[: max(k * 3, k + 10)]],),
+        kwargs={"job_id": job_id, "k": k},
+        queue=queues.AVAILABILITY,
+    )
 
 
 def _error_from(body: ErrorBody) -> EchovidsError:
@@ -175,6 +227,7 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
         catalog.set_status(clip_id, "failed")
         fail_job(job_id, error)
     _bump(shard)
+    maybe_compact(index)
     catalog.mark_ready(clip_id, info)
     store.drop_blobs(clip_id)
     store.update(job_id, status=JobStatus.done, progress=None)
