@@ -62,6 +62,8 @@ class LandmarkPostings:
         clips = self._clips[rows]
         keep = live[clips]
         clips, rows, owner = clips[keep], rows[keep], owner[keep]
+        if clips.size == 0:
+            return []
         offsets = self._times[rows].astype(np.int64) - times[owner]
         q_times = times[owner]
         # Each (clip, offset) pair's votes, then one hop of tolerance on either side.

@@ -185,7 +185,7 @@ class ShardIndex:
         tmp = self.snapshots / f".v{version}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "scann").mkdir(parents=True)
-        searcher.serialize(str(tmp / "scann"))
+        searcher.serialize(str(tmp / "scann"), relative_path=True)  # the folder is renamed next
         manifest = {"version": version, "rows": int(vectors.shape[0]), "space": self.space,
                     "clips": [[c, int(self._clips[c].vectors.shape[0])] for c in order]}
         (tmp / "manifest.json").write_text(json.dumps(manifest))

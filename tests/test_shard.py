@@ -1,0 +1,141 @@
+"""The shard index on disk and in memory: delta, compaction, hot swap, tombstones, restarts, damage."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.search.shard import ShardIndex
+from services.search.tasks import search_shard
+
+SPACE = "test:1:32"
+
+
+def random_clip(rng: np.random.Generator, frames: int = 12, dim: int = 32) -> dict[str, np.ndarray]:
+    vectors = rng.standard_normal((frames, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    hashes = rng.integers(0, 2**22, size=frames * 40).astype(np.uint32)
+    times = np.sort(rng.integers(0, frames * 30, size=hashes.size)).astype(np.int32)
+    return {"vectors": vectors, "hashes": hashes, "times": times}
+
+
+def excerpt(clip: dict[str, np.ndarray], start: int, frames: int = 5) -> dict[str, np.ndarray]:
+    """A query of the clip's frames [start, start + frames), with the landmarks of that stretch."""
+    t0, t1 = start * 30, (start + frames) * 30
+    sel = (clip["times"] >= t0) & (clip["times"] < t1)
+    return {"vectors": clip["vectors"][start : start + frames], "hashes": clip["hashes"][sel],
+            "times": clip["times"][sel] - t0}
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    rng = np.random.default_rng(1)
+    clips = {f"clip{i:03d}": random_clip(rng) for i in range(40)}
+    index = ShardIndex(tmp_path, 0)
+    for clip_id, arrays in clips.items():
+        index.write_segment(clip_id, arrays, SPACE)
+    return tmp_path, clips
+
+
+def top(index: ShardIndex, query: dict[str, np.ndarray]) -> tuple[str, float, str]:
+    best = max(search_shard(index, SPACE, query, limit=5), key=lambda c: (c.match == "exact", c.score))
+    return best.clip_id, round(best.match_start_s, 2), best.match.value
+
+
+def test_delta_is_searched_exactly_then_compaction_seals_it(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    assert index.version == 0 and index.delta_rows == index.rows == 40 * 12
+    before = {cid: top(index, excerpt(arrays, 4)) for cid, arrays in list(clips.items())[:10]}
+    assert all(found[0] == cid for cid, found in before.items())
+    assert index.compact() == 1
+    assert index.delta_rows == 0
+    assert {cid: top(index, excerpt(arrays, 4)) for cid, arrays in list(clips.items())[:10]} == before
+
+
+def test_hot_swap_under_concurrent_queries(library) -> None:
+    root, clips = library
+    replica, compactor = ShardIndex(root, 0), ShardIndex(root, 0)
+    queries = [(cid, excerpt(arrays, 3)) for cid, arrays in list(clips.items())[:8]]
+    expected = {cid: top(replica, q) for cid, q in queries}
+    errors: list[BaseException] = []
+    seen: list[dict[str, tuple[str, float, str]]] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            try:
+                seen.append({cid: top(replica, q) for cid, q in queries})
+            except BaseException as exc:  # any failure of a query during the swap is the bug we look for
+                errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    compactor.compact()
+    replica.refresh()  # what a replica does when it sees the generation move
+    for _ in range(3):
+        seen_before = len(seen)
+        while len(seen) == seen_before:
+            threading.Event().wait(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert replica.version == 1
+    assert all(answer == expected for answer in seen)
+
+
+def test_tombstones_filter_at_once_and_are_purged_by_compaction(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    index.compact()
+    victim = "clip005"
+    index.write_tombstone(victim)
+    index.refresh()
+    assert top(index, excerpt(clips[victim], 2))[0] != victim
+    index.compact()
+    assert not (index.segments / f"{victim}.npz").exists()
+    assert not (index.tombstones / victim).exists()
+    assert victim not in index.clip_ids
+    assert top(ShardIndex(root, 0), excerpt(clips[victim], 2))[0] != victim
+
+
+def test_restart_loads_newest_snapshot_plus_delta(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    index.compact()
+    rng = np.random.default_rng(9)
+    late = random_clip(rng)
+    index.write_segment("late", late, SPACE)
+    index.refresh()
+    restarted = ShardIndex(root, 0)
+    assert restarted.version == 1
+    assert restarted.delta_rows == 12
+    assert top(restarted, excerpt(late, 5))[0] == "late"
+    assert top(restarted, excerpt(clips["clip020"], 1)) == top(index, excerpt(clips["clip020"], 1))
+
+
+def test_damaged_or_half_written_snapshot_is_never_loaded(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    index.compact()
+    index.compact()
+    newest = index.snapshots / "v2"
+    for path in (newest / "scann").iterdir():
+        path.write_bytes(path.read_bytes()[:10])  # truncated on disk
+    half = index.snapshots / "v3"
+    (half / "scann").mkdir(parents=True)  # no COMPLETE marker: a compaction that died midway
+    restarted = ShardIndex(root, 0)
+    assert restarted.version == 1
+    assert top(restarted, excerpt(clips["clip030"], 6))[0] == "clip030"
+
+
+def test_space_mismatch_is_refused(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    with pytest.raises(Exception, match="embedding space"):
+        search_shard(index, "other:1:32", excerpt(clips["clip001"], 0), limit=3)
