@@ -19,6 +19,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     commands = {svc: [python, "-m", "echovids.cli", "worker", svc] for svc in SERVICES}
     # Two search processes: both serve queries, so one can rebuild a shard's index while the other answers.
     commands["search"] += ["--concurrency", "2"]
+    commands["beat"] = [python, "-m", "echovids.cli", "beat", "--loglevel", "WARNING"]
     commands["gateway"] = [
         python, "-m", "uvicorn", "services.gateway.app:app",
         "--host", settings.host, "--port", str(settings.port), "--log-level", "warning",

@@ -1,0 +1,127 @@
+"""The search service through real workers: several shards, a shard that is down, two sounds in one query."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from tests.conftest import EXTERNAL_REDIS, external_redis_available
+from tests.sounds import SR, synthetic_library, write_wav
+from tests.stack import ROOT, Stack, free_port, make_stack
+
+SHARDS = 3
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    folder = tmp_path_factory.mktemp("shard-library")
+    sounds = synthetic_library(12, seed=21)
+    for i, sound in enumerate(sounds):
+        write_wav(folder / f"s{i:02d}.wav", sound)
+    return folder, sounds
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory, library) -> Iterator[Stack]:
+    running = make_stack(tmp_path_factory.mktemp("sharded") / "data", None,
+                         ECHOVIDS_SEARCH_SHARDS=str(SHARDS), ECHOVIDS_SEARCH_DELTA_MAX="40")
+    running.start()
+    done = running.cli("ingest", str(library[0]))
+    assert done.returncode == 0, done.stderr
+    yield running
+    running.stop()
+
+
+def test_clips_spread_over_shards_and_all_are_found(sharded: Stack, library, tmp_path: Path) -> None:
+    shards = sharded.data_dir / "shards"
+    per_shard = [len(list((shards / str(i) / "segments").glob("*.npz"))) for i in range(SHARDS)]
+    assert sum(per_shard) == 12 and sum(1 for n in per_shard if n) >= 2, per_shard
+    _, sounds = library
+    for i in (0, 5, 10):
+        job = sharded.search(write_wav(tmp_path / f"q{i}.wav", sounds[i][2 * SR : 5 * SR]))
+        assert job["results"][0]["title"] == f"s{i:02d}"
+        assert job["partial"] is False
+
+
+def test_compaction_ran_and_results_survive_it(sharded: Stack, library, tmp_path: Path) -> None:
+    # 12 clips of ~16 frames over 3 shards pass the delta limit of 40: each busy shard compacted itself.
+    deadline = time.monotonic() + 30
+    snapshot_dirs: list[Path] = []
+    while time.monotonic() < deadline and not snapshot_dirs:
+        snapshot_dirs = list((sharded.data_dir / "shards").glob("*/snapshots/v*/COMPLETE"))
+        time.sleep(0.5)
+    assert snapshot_dirs
+    _, sounds = library
+    job = sharded.search(write_wav(tmp_path / "q.wav", sounds[7][1 * SR : 4 * SR]))
+    assert job["results"][0]["title"] == "s07"
+    assert abs(job["results"][0]["match_start_s"] - 1.0) < 0.1
+
+
+def test_two_sounds_in_one_query_are_both_found_with_their_offsets(sharded: Stack, library,
+                                                                   tmp_path: Path) -> None:
+    _, sounds = library
+    query = np.concatenate([sounds[2][int(1.5 * SR) : int(4.5 * SR)], sounds[9][int(4.0 * SR) : int(7.0 * SR)]])
+    job = sharded.search(write_wav(tmp_path / "two.wav", query), k=5)
+    found = {r["title"]: r for r in job["results"]}
+    assert {"s02", "s09"} <= set(list(found)[:2]), list(found)
+    assert abs(found["s02"]["match_start_s"] - 1.5) < 0.5
+    assert abs(found["s09"]["match_start_s"] - 4.0) < 0.5
+    assert abs(found["s09"]["query_start_s"] - 3.0) < 0.5
+
+
+@pytest.mark.skipif(not external_redis_available(), reason=f"no Redis at {EXTERNAL_REDIS}")
+def test_a_shard_that_is_down_gives_a_partial_result(tmp_path: Path, library) -> None:
+    """Two shards, only shard 0 served: the answer comes at the search timeout, partial, shard 1 named."""
+    url = EXTERNAL_REDIS.rsplit("/", 1)[0] + "/11"
+    redis.Redis.from_url(url).flushdb()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}
+    env.update(ECHOVIDS_REDIS_URL=url, ECHOVIDS_DATA_DIR=str(tmp_path / "data"), ECHOVIDS_SEARCH_SHARDS="2",
+               ECHOVIDS_SEARCH_TIMEOUT_S="3", ECHOVIDS_PORT=str(port))
+    cli = [sys.executable, "-m", "echovids.cli"]
+    procs = [
+        subprocess.Popen([*cli, "worker", "embedder"], env=env, cwd=ROOT),
+        subprocess.Popen([*cli, "worker", "search", "--shard", "0"], env=env, cwd=ROOT),
+        subprocess.Popen([*cli, "worker", "availability"], env=env, cwd=ROOT),
+        subprocess.Popen([sys.executable, "-m", "uvicorn", "services.gateway.app:app", "--port", str(port)],
+                         env=env, cwd=ROOT),
+    ]
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=5).json()
+                if ready.get("missing_consumers") == {"search": ["search.shard.1"]}:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert ready["missing_consumers"] == {"search": ["search.shard.1"]}
+        _, sounds = library
+        query = write_wav(tmp_path / "q.wav", sounds[0][:3 * SR])
+        started = time.monotonic()
+        stack = Stack(data_dir=tmp_path / "data", port=port, env=env)
+        job = stack.search(query, timeout=30)
+        assert job["status"] == "done"
+        assert job["partial"] is True
+        assert job["missing_shards"] == [1]
+        assert 2.5 < time.monotonic() - started < 20
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
