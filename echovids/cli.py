@@ -118,6 +118,31 @@ def ingest(
         raise typer.Exit(1)
 
 
+@app.command("import-audioset")
+def import_audioset(
+    segments: Annotated[list[Path], typer.Option(exists=True, dir_okay=False, help="AudioSet segment CSV(s)")],
+    features: Annotated[list[Path], typer.Option(exists=True, help="Folder(s) or file(s) of *.tfrecord features")],
+    space_version: Annotated[str, typer.Option(help="version of the vggish embedding space")] = "audioset-pca-uint8",
+    wait: Annotated[bool, typer.Option(help="wait until the shards have indexed every clip")] = True,
+) -> None:
+    """Add AudioSet segments as YouTube clips from the released VGGish features (no audio download)."""
+    from echovids.audioset import import_audioset as run
+    from echovids.errors import EchovidsError
+
+    try:
+        report = run(segments, features, space_version=space_version, wait=wait)
+    except EchovidsError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report.summary())
+    for line in report.malformed_lines[:20] + report.malformed_records[:20]:
+        typer.echo(f"malformed: {line}", err=True)
+    for clip_id in report.failed[:20]:
+        typer.echo(f"failed: {clip_id}", err=True)
+    if report.failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def search(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],

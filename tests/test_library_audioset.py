@@ -1,0 +1,195 @@
+"""AudioSet import: TFRecord SequenceExamples in the real format (written by TensorFlow here), segment CSVs,
+malformed input counted, the 0.48 s time base, and a YAMNet query refused against a VGGish library."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from tests.conftest import EXTERNAL_REDIS, external_redis_available
+from tests.sounds import synthetic_library, write_wav
+from tests.stack import Stack, make_stack
+
+IDS = ["-0RWZT-miFs", "--PJHxphWEs", "a1b2c3d4e5F", "Zz_9-8x7w6V", "q-q_q-q_q-q"]
+
+
+def sequence_example(video_id: str, start: float, end: float, labels: list[int], frames: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    ex = tf.train.SequenceExample()
+    ctx = ex.context.feature
+    ctx["video_id"].bytes_list.value.append(video_id.encode())
+    ctx["start_time_seconds"].float_list.value.append(start)
+    ctx["end_time_seconds"].float_list.value.append(end)
+    ctx["labels"].int64_list.value.extend(labels)
+    fl = ex.feature_lists.feature_list["audio_embedding"]
+    for row in frames:
+        fl.feature.add().bytes_list.value.append(row.astype(np.uint8).tobytes())
+    return ex.SerializeToString()
+
+
+def features_for(seed: int, n: int = 10) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 128)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def audioset_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A segment CSV and a folder of TFRecords in the released format, with a few faults planted."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("audioset")
+    csv_path = root / "eval_segments.csv"
+    csv_path.write_text(
+        "# Segments csv created Sun Mar  5 10:54:25 2017\n"
+        "# num_ytids=5, num_segs=5, num_unique_labels=3, num_positive_labels=7\n"
+        "# YTID, start_seconds, end_seconds, positive_labels\n"
+        f'{IDS[0]}, 30.000, 40.000, "/m/0bt9lr,/m/068hy"\n'
+        f'{IDS[1]}, 0.000, 10.000, "/m/05zppz"\n'
+        f'{IDS[2]}, 10.000, 20.000, "/m/0bt9lr"\n'
+        f'{IDS[3]}, 5.000, 15.000, "/m/068hy,/m/0bt9lr"\n'
+        "not-an-id, 1.0, 2.0, \"/m/0bt9lr\"\n"  # malformed: id
+        f"{IDS[4]}, ten, 20.0, \"/m/0bt9lr\"\n"  # malformed: number
+        f"{IDS[4]}, 1.0\n"  # malformed: columns
+        "zzzzzzzzzzz, 0.000, 10.000, \"/m/0bt9lr\"\n"  # a segment without features
+    )
+    folder = root / "bal_train"
+    folder.mkdir()
+    with tf.io.TFRecordWriter(str(folder / "-0.tfrecord")) as w:
+        w.write(sequence_example(IDS[0], 30.0, 40.0, [74, 72], features_for(0)))
+        w.write(sequence_example(IDS[1], 0.0, 10.0, [0], features_for(1)))
+        w.write(b"\x0a\x05garbage that is no SequenceExample")  # malformed record, framing intact
+        w.write(sequence_example("NOTINCSV123", 0.0, 10.0, [1], features_for(9)))
+    with tf.io.TFRecordWriter(str(folder / "a1.tfrecord")) as w:
+        w.write(sequence_example(IDS[2], 10.0, 20.0, [74], features_for(2)))
+        w.write(sequence_example(IDS[3], 5.0, 15.0, [72, 74], features_for(3, n=7)))
+    # A file cut short mid-record: the complete record is read, the torn one counted.
+    torn = folder / "zz.tfrecord"
+    with tf.io.TFRecordWriter(str(torn)) as w:
+        w.write(sequence_example(IDS[4], 0.0, 10.0, [0], features_for(4)))
+    data = torn.read_bytes()
+    torn.write_bytes(data + data[: len(data) // 2])
+    return csv_path, folder
+
+
+def test_sequence_examples_parse_without_tensorflow(audioset_files: tuple[Path, Path]) -> None:
+    from echovids.audioset import MalformedRecord, parse_sequence_example, tfrecords
+
+    records = list(tfrecords(audioset_files[1] / "-0.tfrecord"))
+    assert len(records) == 4
+    first = parse_sequence_example(records[0])  # type: ignore[arg-type]
+    assert (first.video_id, first.start_s, first.end_s, first.labels) == (IDS[0], 30.0, 40.0, [74, 72])
+    assert np.array_equal(first.features, features_for(0))
+    with pytest.raises(MalformedRecord):
+        parse_sequence_example(records[2])  # type: ignore[arg-type]
+    torn = list(tfrecords(audioset_files[1] / "zz.tfrecord"))
+    assert isinstance(torn[0], bytes) and isinstance(torn[1], MalformedRecord)
+
+
+def test_a_damaged_length_header_is_caught(tmp_path: Path) -> None:
+    from echovids.audioset import MalformedRecord, masked_crc, tfrecords
+
+    good = struct.pack("<Q", 3)
+    (tmp_path / "ok.tfrecord").write_bytes(good + struct.pack("<I", masked_crc(good)) + b"abc" + b"\0" * 4)
+    assert list(tfrecords(tmp_path / "ok.tfrecord")) == [b"abc"]
+    (tmp_path / "bad.tfrecord").write_bytes(struct.pack("<Q", 9999) + struct.pack("<I", masked_crc(good)) + b"abc")
+    assert isinstance(next(tfrecords(tmp_path / "bad.tfrecord")), MalformedRecord)
+
+
+def test_segments_csv(audioset_files: tuple[Path, Path]) -> None:
+    from echovids.audioset import read_segments, segment_key
+
+    segments, bad = read_segments(audioset_files[0])
+    assert len(segments) == 5 and len(bad) == 3
+    assert segments[segment_key(IDS[0], 30.0)].labels == ["/m/0bt9lr", "/m/068hy"]
+
+
+def test_features_become_unit_vectors_at_the_search_hop() -> None:
+    from echovids.audioset import dequantize, to_search_frames
+
+    q = np.array([[0, 255, 128] + [0] * 125], dtype=np.uint8)
+    assert np.allclose(dequantize(q)[0, :3], [-2.0, 2.0, 128 * 4 / 255 - 2], atol=1e-6)
+    features = features_for(5, n=6)
+    frames = to_search_frames(features)
+    assert frames.shape == (12, 128)
+    assert np.allclose(np.linalg.norm(frames, axis=1), 1.0, atol=1e-5)
+    direct = dequantize(features) / np.linalg.norm(dequantize(features), axis=1, keepdims=True)
+    assert np.allclose(frames[0::2], direct, atol=1e-6)  # frame 2j is feature j, at 0.96 j = 2j * 0.48 s
+
+
+def test_a_match_inside_an_audioset_clip_lands_at_the_right_second(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Query frames cut from 3.84 s into a clip: match_start_s is 3.84 (feature 4 at 0.96 s per feature)."""
+    from echovids.audioset import to_search_frames, vggish_space
+    from echovids.settings import get_settings
+    from services.search.shard import ShardIndex
+    from services.search.tasks import search_shard
+
+    monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    space = vggish_space().key
+    index = ShardIndex(tmp_path, 0)
+    empty = {"hashes": np.empty(0, dtype=np.uint32), "times": np.empty(0, dtype=np.int32)}
+    for i in range(5):
+        index.write_segment(f"yt_clip{i}", {"vectors": to_search_frames(features_for(100 + i)), **empty}, space)
+    index.refresh()
+    query = to_search_frames(features_for(102)[4:8])
+    found = search_shard(index, space, {"vectors": query, **empty}, limit=5)
+    best = max(found, key=lambda c: c.score)
+    assert best.clip_id == "yt_clip2" and abs(best.match_start_s - 3.84) < 0.01, best
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def vggish_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not external_redis_available():
+        pytest.skip(f"no Redis at {EXTERNAL_REDIS}")
+    redis.Redis.from_url(EXTERNAL_REDIS).flushdb()
+    running = make_stack(tmp_path_factory.mktemp("audioset-stack") / "data", EXTERNAL_REDIS)
+    running.start()
+    yield running
+    running.stop()
+    redis.Redis.from_url(EXTERNAL_REDIS).flushdb()
+
+
+def test_import_then_a_yamnet_query_is_refused(vggish_stack: Stack, audioset_files: tuple[Path, Path],
+                                               tmp_path: Path) -> None:
+    csv_path, folder = audioset_files
+    done = vggish_stack.cli("import-audioset", "--segments", str(csv_path), "--features", str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "imported 4 AudioSet clips (0 already in the library)" in done.stdout, done.stdout
+    assert "2 malformed records, 3 malformed CSV lines, 2 records not in the segment CSVs" in done.stdout
+    assert "1 segments without features" in done.stdout  # zzzzzzzzzzz (IDS[4]'s CSV lines are bad)
+    listing = httpx.get(f"{vggish_stack.url}/v1/library", params={"label": "Dog"}).json()
+    assert listing["total"] == 3
+    clip = httpx.get(f"{vggish_stack.url}/v1/library/yt_{IDS[0]}_30000").json()
+    assert clip["status"] == "ready" and clip["space"] == "vggish:audioset-pca-uint8:128"
+    assert clip["labels"] == ["Dog", "Domestic animals, pets"]  # AudioSet ids, named by the ontology
+    assert clip["source"]["kind"] == "youtube" and clip["source"]["youtube_id"] == IDS[0]
+    assert (clip["source"]["start_s"], clip["source"]["end_s"], clip["duration_s"]) == (30.0, 40.0, 10.0)
+    segment = vggish_stack.data_dir / "shards" / "0" / "segments" / f"yt_{IDS[0]}_30000.npz"
+    with np.load(segment) as data:
+        assert data["vectors"].shape == (20, 128)
+
+    again = vggish_stack.cli("import-audioset", "--segments", str(csv_path), "--features", str(folder))
+    assert "imported 0 AudioSet clips (4 already in the library)" in again.stdout, again.stdout
+
+    query = write_wav(tmp_path / "q.wav", synthetic_library(1, seconds=3.0)[0])
+    job = vggish_stack.search(query)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "embedding_space_mismatch"
+    assert "vggish:audioset-pca-uint8:128" in job["error"]["message"] and "yamnet" in job["error"]["message"]
+
+    # And YAMNet audio cannot be added beside them: the file's job fails with the same code.
+    with query.open("rb") as f:
+        answer = httpx.post(f"{vggish_stack.url}/v1/library", files={"file": ("q.wav", f, "audio/wav")}).json()
+    deadline = time.monotonic() + 60
+    while (clip := httpx.get(f"{vggish_stack.url}/v1/library/{answer[0]['clip_id']}").json())["status"] == "pending":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert clip["status"] == "failed" and clip["error"]["code"] == "embedding_space_mismatch"
