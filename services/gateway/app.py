@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from echovids import __version__
 from services.gateway import errors
 from services.gateway.routers import library
-from services.gateway.routers import availability, health, searches
+from services.gateway.routers import availability, config, health, library_audio, searches, web
 
 
 def create_app() -> FastAPI:
@@ -24,6 +25,10 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(availability.router)
     app.include_router(library.router)
+    app.include_router(config.router)
+    app.include_router(library_audio.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     Instrumentator().instrument(app)
     app.mount("/metrics", make_asgi_app())
     return app
