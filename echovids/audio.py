@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,13 +41,23 @@ def looks_like_non_audio(head: bytes) -> bool:
     return any(stripped.startswith(magic) for magic in _NOT_AUDIO_MAGIC)
 
 
-def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:
-    """Decode an audio file to 16 kHz mono float32; raises UndecodableAudio or AudioTooLong."""
+def _ffmpeg_command(path: Path, max_seconds: float | None) -> list[str]:
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
     if max_seconds is not None:
         # Decode one second past the limit: enough to know it is too long, bounded memory.
         cmd += ["-t", f"{max_seconds + 1.0:.3f}"]
     cmd += ["-vn", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
+    return cmd
+
+
+def _clean(samples: np.ndarray) -> np.ndarray:
+    # Float WAVs may carry NaN/inf or overs; the model expects finite values in [-1, 1].
+    return np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+
+
+def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:
+    """Decode an audio file to 16 kHz mono float32; raises UndecodableAudio or AudioTooLong."""
+    cmd = _ffmpeg_command(path, max_seconds)
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
@@ -55,8 +66,41 @@ def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:
     samples = np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], dtype=np.float32)
     if max_seconds is not None and samples.size > max_seconds * SAMPLE_RATE:
         raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
-    # Float WAVs may carry NaN/inf or overs; the model expects finite values in [-1, 1].
-    return np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    return _clean(samples)
+
+
+def decode_stream(
+    path: Path, max_seconds: float | None = None, chunk_seconds: float = 30.0
+) -> Iterator[np.ndarray]:
+    """Decode like :func:`decode_file`, yielding chunks of ``chunk_seconds`` (the last one shorter).
+
+    The chunks, concatenated, are exactly what ``decode_file`` returns; memory stays at one chunk however long
+    the file. Errors are the same, raised when met: ``AudioTooLong`` as soon as the limit is passed (after the
+    chunks before it were yielded), ``UndecodableAudio`` at the end when ffmpeg failed or gave no audio.
+    """
+    chunk_bytes = max(1, int(chunk_seconds * SAMPLE_RATE)) * 4
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(_ffmpeg_command(path, max_seconds), stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        total = 0
+        try:
+            while buffer := proc.stdout.read(chunk_bytes):
+                samples = np.frombuffer(buffer[: len(buffer) // 4 * 4], dtype=np.float32)
+                total += samples.size
+                if max_seconds is not None and total > max_seconds * SAMPLE_RATE:
+                    raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+                if samples.size:
+                    yield _clean(samples)
+            if proc.wait() != 0 or total == 0:
+                errors.seek(0)
+                reason = errors.read().decode("utf-8", "replace").strip().splitlines()
+                detail = reason[-1] if reason else "no audio stream"
+                raise UndecodableAudio(f"The file could not be decoded as audio ({detail}).")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
 
 
 def decode_bytes(data: bytes, max_seconds: float | None = None) -> np.ndarray:
@@ -67,3 +111,15 @@ def decode_bytes(data: bytes, max_seconds: float | None = None) -> np.ndarray:
         tmp.write(data)
         tmp.flush()
         return decode_file(Path(tmp.name), max_seconds=max_seconds)
+
+
+def decode_bytes_stream(
+    data: bytes, max_seconds: float | None = None, chunk_seconds: float = 30.0
+) -> Iterator[np.ndarray]:
+    """:func:`decode_stream` for in-memory audio (through a temp file that lives while the chunks are read)."""
+    if not data:
+        raise UndecodableAudio("The file is empty.")
+    with tempfile.NamedTemporaryFile(suffix=".bin") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        yield from decode_stream(Path(tmp.name), max_seconds=max_seconds, chunk_seconds=chunk_seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from echovids.audio import SAMPLE_RATE
@@ -38,3 +40,44 @@ def frame_waveform(waveform: np.ndarray) -> np.ndarray:
 
 def frame_start_s(index: int) -> float:
     return index * HOP_S
+
+
+def frame_blocks(chunks: Iterable[np.ndarray], block_frames: int = 256) -> Iterator[np.ndarray]:
+    """The rows of ``frame_waveform(concatenate(chunks))``, in blocks of at most ``block_frames`` frames.
+
+    Memory holds one chunk plus one block, whatever the total length. Raises AudioTooShort (having yielded
+    nothing) when the whole waveform has no full frame.
+    """
+    if block_frames < 1:
+        raise ValueError("block_frames must be positive")
+    pending = np.zeros(0, dtype=np.float32)  # samples from the start of the next frame on
+    total = 0
+    emitted = 0
+    span = (block_frames - 1) * HOP_SAMPLES + FRAME_SAMPLES
+    for chunk in chunks:
+        total += chunk.size
+        pending = np.concatenate([pending, np.asarray(chunk, dtype=np.float32)])
+        while pending.size >= span:
+            yield _strided(pending, block_frames)
+            pending = pending[block_frames * HOP_SAMPLES :]
+            emitted += block_frames
+    remaining = frame_count(total) - emitted
+    if frame_count(total) == 0:
+        raise AudioTooShort(
+            f"The audio lasts {total / SAMPLE_RATE:.2f} s; at least {MIN_SAMPLES / SAMPLE_RATE:.2f} s is needed."
+        )
+    while remaining > 0:
+        count = min(remaining, block_frames)
+        needed = (count - 1) * HOP_SAMPLES + FRAME_SAMPLES
+        tail = np.zeros(needed, dtype=np.float32)
+        tail[: min(needed, pending.size)] = pending[:needed]
+        yield _strided(tail, count)
+        pending = pending[count * HOP_SAMPLES :]
+        remaining -= count
+
+
+def _strided(samples: np.ndarray, count: int) -> np.ndarray:
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    return np.lib.stride_tricks.as_strided(
+        samples, shape=(count, FRAME_SAMPLES), strides=(HOP_SAMPLES * 4, 4), writeable=False
+    ).copy()

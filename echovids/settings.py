@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 300
     search_timeout_s: float = 10.0
     tflite_threads: int = Field(default=2, ge=1)
+    # Embedder: frames per model call when several jobs are batched together, how long a leader waits for
+    # company under load, and the decode chunk for streamed (long) files.
+    embed_batch_frames: int = Field(default=64, ge=1)
+    embed_batch_wait_ms: float = Field(default=2.0, ge=0)
+    embed_stream_chunk_s: float = Field(default=30.0, gt=0)
     # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     search_delta_max: int = Field(default=4096, ge=0)
     search_neighbours: int = Field(default=20, ge=1, description="Library frames retrieved per query frame")

@@ -18,6 +18,7 @@ from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
 from services.embedder.models import get_model, top_labels
+from services.embedder.streaming import embed_waveform
 
 
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
@@ -46,7 +47,8 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
         store.set_status(job_id, JobStatus.embedding)
         waveform = decode_bytes(store.get_upload(clip_id), max_seconds=get_settings().max_clip_s)
         model = get_model()
-        embedded = model.embed(frame_waveform(waveform))
+        # Framed and embedded a block at a time: no [n, 15600] frame matrix (2x the waveform) for long clips.
+        embedded = embed_waveform(model, waveform)
     except EchovidsError as error:
         fail_job(job_id, error)
     marks = landmarks.extract(waveform)

@@ -1,0 +1,240 @@
+"""Embedder benchmark: decode, front end and model measured apart, then end to end. `echovids bench embed`.
+
+On generated audio (a mix of tones, chirps, noise bursts and clicks, written as WAV files), for YAMNet (LiteRT)
+and for the VGGish-shaped test SavedModel (services/embedder/vggish_stub.py, loaded through tensorflow_hub as
+VGGish would be):
+
+* decode: ffmpeg to 16 kHz mono float32 (echovids.audio.decode_file), from a 16 kHz mono WAV and from a
+  44.1 kHz stereo WAV (which ffmpeg must also mix and resample);
+* framing: 0.975 s frames every 0.48 s (echovids.framing.frame_waveform);
+* front end: the numpy log-mel (services/embedder/melspec.py) of the whole waveform cut into [96, 64] patches.
+  Neither model needs it at run time -- YAMNet's graph and VGGish's computes their own log-mel inside the model
+  call, so their front-end cost is part of the "model" figure; this line says what the front end alone costs;
+* model: ``embed`` called with batches of 1, 16 and 64 frames;
+* end to end: file -> vectors the way the embedder does a long clip (streamed decode, framing in blocks,
+  embedding, decode read ahead in a thread), in a fresh process each time, whose peak resident memory is
+  reported, beside the same done whole-file (decode_file + frame_waveform + one embed) to show what streaming
+  saves.
+
+Every timing is the median of ``repeats`` runs; the real-time factor is seconds of audio per second of compute.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SR = 16_000
+MODELS = ("yamnet", "vggish-stub")
+BATCHES = (1, 16, 64)
+
+
+@dataclass
+class EmbedBenchConfig:
+    seconds: float = 600.0
+    repeats: int = 5
+    models: tuple[str, ...] = MODELS
+    batches: tuple[int, ...] = BATCHES
+    threads: int = 2
+    e2e_seconds: float = 3600.0
+
+
+@dataclass
+class Row:
+    stage: str
+    detail: str
+    seconds: float  # median compute time
+    audio_s: float
+    frames: int = 0
+    peak_rss_mb: float | None = None
+    runs: list[float] = field(default_factory=list)
+
+    @property
+    def realtime(self) -> float:
+        return self.audio_s / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def frames_per_s(self) -> float | None:
+        return self.frames / self.seconds if self.frames and self.seconds > 0 else None
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
+            "load_1m": round(os.getloadavg()[0], 2)}
+
+
+def generated_audio(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """Varied sound (not silence, not one tone): 2 s segments of tone, chirp, band noise or clicks."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    out = np.empty(n, dtype=np.float32)
+    seg = 2 * sr
+    t = np.arange(seg) / sr
+    for start in range(0, n, seg):
+        kind = rng.integers(4)
+        if kind == 0:
+            x = np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
+        elif kind == 1:
+            f0, f1 = rng.uniform(100, 6000, 2)
+            x = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / 4))
+        elif kind == 2:
+            x = rng.standard_normal(seg) * np.exp(-t * rng.uniform(0.5, 4))
+        else:
+            x = np.zeros(seg)
+            x[rng.integers(0, seg, 40)] = 1.0
+        stop = min(n, start + seg)
+        out[start:stop] = 0.3 * x[: stop - start]
+    return out
+
+
+def write_wav(path: Path, seconds: float, sr: int, channels: int) -> Path:
+    """16-bit PCM WAV via ffmpeg (resampling our 16 kHz signal when ``sr`` differs)."""
+    from echovids.audio import ffmpeg_exe
+
+    samples = generated_audio(seconds)
+    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(SR), "-ac", "1",
+           "-i", "pipe:0", "-ar", str(sr), "-ac", str(channels), "-c:a", "pcm_s16le", str(path)]
+    subprocess.run(cmd, input=samples.tobytes(), check=True)
+    return path
+
+
+def timed(fn: Callable[[], object], repeats: int) -> list[float]:
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return runs
+
+
+def load_model(name: str, threads: int, stub_dir: Path) -> Any:
+    from echovids.settings import get_settings
+
+    if name == "yamnet":
+        from services.embedder.models import YamnetTflite
+
+        return YamnetTflite(get_settings().model_dir, threads=threads)
+    if name == "vggish-stub":
+        from services.embedder.vggish import VggishHub
+        from services.embedder.vggish_stub import save_stub
+
+        handle = stub_dir / "vggish-stub"
+        if not handle.exists():
+            save_stub(handle)
+        return VggishHub(str(handle))
+    raise ValueError(f"unknown model {name!r}; one of {', '.join(MODELS)}")
+
+
+def _end_to_end_child(name: str, threads: int, stub_dir: str, path: str, streamed: bool, out: Any) -> None:
+    from echovids.audio import decode_file, decode_stream
+    from echovids.framing import frame_waveform
+    from services.embedder.streaming import embed_stream
+
+    model = load_model(name, threads, Path(stub_dir))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    if streamed:
+        result = embed_stream(model, decode_stream(Path(path), chunk_seconds=30.0))
+        frames = result.embedded.vectors.shape[0]
+    else:
+        frames = model.embed(frame_waveform(decode_file(Path(path)))).vectors.shape[0]
+    elapsed = time.perf_counter() - start
+    out.send((elapsed, frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base))
+
+
+def end_to_end(
+    name: str, threads: int, stub_dir: Path, path: Path, streamed: bool
+) -> tuple[float, int, float, float]:
+    """(seconds, frames, peak RSS MB, RSS MB once the model is loaded) in a fresh spawned process."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_end_to_end_child, args=(name, threads, str(stub_dir), str(path), streamed, send))
+    child.start()
+    elapsed, frames, peak, base = receive.recv()
+    child.join()
+    return elapsed, frames, peak, base
+
+
+def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[list[Row], dict[str, Any]]:
+    from echovids.audio import decode_file
+    from echovids.framing import frame_waveform
+    from services.embedder import melspec
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="echovids-bench-") as tmp:
+        folder = Path(tmp)
+        log(f"generating {config.seconds:g} s of audio ...")
+        wav16 = write_wav(folder / "mono16k.wav", config.seconds, SR, 1)
+        wav44 = write_wav(folder / "stereo44k.wav", config.seconds, 44_100, 2)
+        waveform = decode_file(wav16)
+        audio_s = waveform.size / SR
+        for label, path in (("16 kHz mono WAV", wav16), ("44.1 kHz stereo WAV", wav44)):
+            runs = timed(lambda p=path: decode_file(p), config.repeats)  # type: ignore[misc]
+            rows.append(Row("decode", label, statistics.median(runs), audio_s, runs=runs))
+        frames = frame_waveform(waveform)
+        runs = timed(lambda: frame_waveform(waveform), config.repeats)
+        rows.append(Row("framing", "frame_waveform", statistics.median(runs), audio_s, frames.shape[0], runs=runs))
+        runs = timed(lambda: melspec.patches(melspec.log_mel(waveform)), config.repeats)
+        rows.append(Row("front end", "numpy log-mel + [96, 64] patches (0.48 s hop)", statistics.median(runs),
+                        audio_s, frames.shape[0], runs=runs))
+        for name in config.models:
+            log(f"{name}: model ...")
+            model = load_model(name, config.threads, folder)
+            model.embed(frames[:64])  # warm up
+            for batch in config.batches:
+                def embed_all(model: Any = model, batch: int = batch) -> None:
+                    for start in range(0, frames.shape[0], batch):
+                        model.embed(frames[start : start + batch])
+
+                runs = timed(embed_all, config.repeats)
+                threads = f", {config.threads} interpreters" if name == "yamnet" else ""
+                rows.append(Row("model", f"{name}, batch {batch}{threads}", statistics.median(runs), audio_s,
+                                frames.shape[0], runs=runs))
+            log(f"{name}: end to end ...")
+            e2e_path = wav16
+            e2e_audio = audio_s
+            if config.e2e_seconds != config.seconds:
+                e2e_path = write_wav(folder / "e2e.wav", config.e2e_seconds, SR, 1)
+                e2e_audio = config.e2e_seconds
+            for streamed in (True, False):
+                results = [end_to_end(name, config.threads, folder, e2e_path, streamed) for _ in range(config.repeats)]
+                runs = [r[0] for r in results]
+                kind = "streamed (decode_stream, blocks of 256 frames)" if streamed else "whole file in memory"
+                base = statistics.median(r[3] for r in results)
+                rows.append(Row("end to end", f"{name}, 16 kHz WAV, {kind}; RSS with the model loaded {base:,.0f} MB",
+                                statistics.median(runs), e2e_audio, results[0][1],
+                                peak_rss_mb=max(r[2] for r in results), runs=runs))
+                if name != "yamnet":
+                    break  # the whole-file comparison is the same for every model; one is enough
+    return rows, machine()
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| stage | what | median s | frames/s | x real time | peak RSS |",
+             "|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        fps = f"{row.frames_per_s:,.0f}" if row.frames_per_s else ""
+        rss = f"{row.peak_rss_mb:,.0f} MB" if row.peak_rss_mb is not None else ""
+        lines.append(f"| {row.stage} | {row.detail} | {row.seconds:.3f} | {fps} | {row.realtime:,.0f} | {rss} |")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Embedding long audio in bounded memory: frames are made and embedded a block at a time.
+
+``embed_waveform`` replaces ``model.embed(frame_waveform(waveform))``: same vectors, but the [n, 15 600] frame
+matrix (about twice the waveform, since frames overlap by half) is never built whole. ``embed_stream`` goes
+further and never holds the waveform either: ffmpeg's output is read in chunks (``echovids.audio.decode_stream``),
+framed across chunk boundaries, embedded and hashed as it arrives, so an hour-long file costs one chunk plus one
+block of memory (plus the vectors themselves: 2 frames/s x dim x 4 bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from echovids.audio import SAMPLE_RATE
+from echovids.framing import frame_blocks
+from services.embedder.models import AudioModel, Embedded
+
+BLOCK_FRAMES = 256  # about 2 minutes of audio, 16 MB of frames
+
+
+def embed_blocks(model: AudioModel, blocks: Iterable[np.ndarray]) -> Embedded:
+    vectors: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    for block in blocks:
+        part = model.embed(block)
+        vectors.append(part.vectors)
+        if part.scores is not None:
+            scores.append(part.scores)
+        del block, part  # free this block before the generator builds the next
+    return Embedded(
+        vectors=np.concatenate(vectors) if vectors else np.zeros((0, model.space.dim), dtype=np.float32),
+        scores=np.concatenate(scores) if scores else None,
+    )
+
+
+def embed_waveform(model: AudioModel, waveform: np.ndarray, block_frames: int = BLOCK_FRAMES) -> Embedded:
+    """``model.embed(frame_waveform(waveform))`` without the whole frame matrix; raises AudioTooShort."""
+    return embed_blocks(model, frame_blocks([waveform], block_frames))
+
+
+@dataclass
+class StreamEmbedded:
+    embedded: Embedded
+    n_samples: int
+    content_hash: str  # sha256 of the decoded float32 samples, as hashlib.sha256(waveform.tobytes())
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / SAMPLE_RATE
+
+
+def embed_stream(model: AudioModel, chunks: Iterable[np.ndarray], block_frames: int = BLOCK_FRAMES) -> StreamEmbedded:
+    """Embed decoded chunks (``decode_stream``/``decode_bytes_stream``) as they come; raises what they raise."""
+    digest = hashlib.sha256()
+    count = 0
+
+    def tee() -> Iterator[np.ndarray]:
+        nonlocal count
+        for chunk in chunks:
+            samples = np.ascontiguousarray(chunk, dtype=np.float32)
+            digest.update(samples.tobytes())
+            count += samples.size
+            yield samples
+
+    embedded = embed_blocks(model, frame_blocks(prefetch(tee(), PREFETCH_CHUNKS), block_frames))
+    return StreamEmbedded(embedded=embedded, n_samples=count, content_hash=digest.hexdigest())
+
+
+PREFETCH_CHUNKS = 2  # decoded chunks read ahead while the model works (2 x 30 s = 4 MB)
+
+
+def prefetch(items: Iterable[np.ndarray], depth: int) -> Iterator[np.ndarray]:
+    """Iterate ``items`` in a background thread, ``depth`` ahead: ffmpeg decodes while the model runs.
+
+    Exceptions from the producer (AudioTooLong, UndecodableAudio) are re-raised in the consumer, in order.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(("item", item))
+            slots.put(("end", None))
+        except BaseException as error:  # handed to the consumer
+            slots.put(("error", error))
+
+    thread = threading.Thread(target=produce, name="decode-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
