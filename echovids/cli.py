@@ -16,6 +16,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# `echovids bench <what>`: each benchmark's code lives in benchmarks/<what>.py (see docs/benchmarks.md).
+bench_app = typer.Typer(help="Benchmarks (figures in docs/benchmarks.md).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".aif",
                   ".aiff"}
 
@@ -183,6 +187,35 @@ def search(
         table.add_row(str(i), r["title"], f"{int(minutes)}:{seconds:05.2f}", r["match"], f"{r['score']:.3f}",
                       ", ".join(r["labels"][:3]), source)
     Console().print(table)
+
+
+def _benchmarks_importable() -> None:
+    """benchmarks/ is not an installed package: make the checkout's root importable (console script or -m)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+@bench_app.command("embed")
+def bench_embed(
+    seconds: Annotated[float, typer.Option(help="generated audio for the per-stage figures, seconds")] = 600.0,
+    e2e_seconds: Annotated[float, typer.Option(help="audio for the end-to-end runs, seconds")] = 3600.0,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per figure (the median is reported)")] = 5,
+    model: Annotated[list[str] | None, typer.Option(help="yamnet | vggish-stub, repeated (default both)")] = None,
+    batch: Annotated[list[int] | None, typer.Option(help="frames per embed call, repeated (default 1 16 64)")] = None,
+    threads: Annotated[int | None, typer.Option(help="YAMNet interpreters (default ECHOVIDS_TFLITE_THREADS)")] = None,
+) -> None:
+    """Embedder speed: decode, front end, model (batch 1/16/64) and end to end, with peak memory."""
+    _benchmarks_importable()
+    from benchmarks.embed import BATCHES, MODELS, EmbedBenchConfig, run, table
+
+    config = EmbedBenchConfig(
+        seconds=seconds, e2e_seconds=e2e_seconds, repeats=repeats, models=tuple(model or MODELS),
+        batches=tuple(batch or BATCHES), threads=threads or get_settings().tflite_threads,
+    )
+    rows, machine = run(config, log=lambda line: typer.echo(line, err=True))
+    typer.echo(f"machine: {machine}")
+    typer.echo(table(rows))
 
 
 def main() -> None:
