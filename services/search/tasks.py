@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from celery import Task, shared_task
+from celery.signals import worker_process_init
 
 from echovids import catalog, landmarks, queues
 from echovids.celery_app import get_celery
@@ -34,6 +35,15 @@ from services.search.shard import ShardIndex
 _indexes: dict[int, ShardIndex] = {}
 _generations: dict[int, int] = {}
 _lock = threading.Lock()
+# The shards this worker serves, set by `echovids worker search` before the pool starts.
+PRELOAD_SHARDS: list[int] = []
+
+
+@worker_process_init.connect
+def _preload(**_: Any) -> None:
+    """Load the served shards when a pool process starts, so no query waits for a cold index."""
+    for shard in PRELOAD_SHARDS:
+        get_index(shard)
 
 
 def _generation_key(shard: int) -> str:

@@ -1,0 +1,165 @@
+"""End-to-end query latency (submit to done, through the HTTP API) against a large synthetic library.
+
+The library is written straight to the data dir (segments, catalog rows, cached availability) and each
+shard is compacted before the stack starts, so the measurement is of queries, not of ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+FRAMES_PER_CLIP = 20  # 10 s clips at a 0.48 s hop
+SPACE = "yamnet:tflite-1:1024"
+
+
+@dataclass
+class LatencyReport:
+    frames: int
+    clips: int
+    shards: int
+    dim: int
+    build_s: float
+    queries: int
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+
+
+def clustered_vectors(rng: np.random.Generator, n: int, dim: int, centers: np.ndarray) -> np.ndarray:
+    """Frames near one of the centres, as real embeddings cluster by sound type; unit length."""
+    picks = rng.integers(0, centers.shape[0], size=n)
+    x = centers[picks] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> int:
+    """Write segments, catalog rows and cached availability for ``frames`` frames; compact every shard."""
+    os.environ["ECHOVIDS_DATA_DIR"] = str(data_dir)
+    os.environ["ECHOVIDS_SEARCH_SHARDS"] = str(shards)
+    from echovids import catalog
+    from echovids.settings import get_settings
+
+    get_settings.cache_clear()
+    from services.search.shard import ShardIndex
+
+    rng = np.random.default_rng(seed)
+    dim = 1024
+    centers = rng.standard_normal((2048, dim)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    clips = frames // FRAMES_PER_CLIP
+    indexes = {i: ShardIndex(data_dir, i) for i in range(shards)}
+    rows = []
+    for c in range(clips):
+        clip_id = f"bench{c:07d}"
+        shard = catalog.shard_of(clip_id, shards)
+        # A clip drifts between a few sound types, as a real recording does.
+        base = clustered_vectors(rng, FRAMES_PER_CLIP, dim, centers[rng.integers(0, 2048, size=3)])
+        hashes = rng.integers(0, 2**22, size=1900, dtype=np.uint32)
+        times = np.sort(rng.integers(0, 625, size=1900)).astype(np.int32)
+        indexes[shard].write_segment(clip_id, {"vectors": base, "hashes": hashes, "times": times}, SPACE)
+        rows.append({"id": clip_id, "title": f"Bench clip {c}", "source_kind": "youtube",
+                     "youtube_id": f"bv{c:09d}", "start_s": 30.0, "end_s": 40.0, "duration_s": 10.0,
+                     "labels": [], "space": SPACE, "shard": shard, "n_frames": FRAMES_PER_CLIP,
+                     "status": "ready"})
+    with catalog.session() as s:
+        s.bulk_insert_mappings(catalog.Clip, rows)  # type: ignore[arg-type]
+    for index in indexes.values():
+        index.refresh()
+        index.compact()
+    return clips
+
+
+def cache_availability(redis_url: str, clips: int) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    for c in range(clips):
+        pipe.set(f"echovids:yt:bv{c:09d}", "available", ex=86400)
+    pipe.execute()
+
+
+def query_wav(path: Path, seconds: float = 10.0) -> Path:
+    rng = np.random.default_rng(5)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) + 0.05 * rng.standard_normal(t.size)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+async def one_query(client: httpx.AsyncClient, content: bytes) -> float:
+    started = time.perf_counter()
+    answer = await client.post("/v1/searches", files={"file": ("q.wav", content, "audio/wav")})
+    answer.raise_for_status()
+    location = answer.headers["Location"]
+    while True:
+        job = (await client.get(location)).json()
+        if job["status"] in ("done", "failed"):
+            if job["status"] == "failed":
+                raise RuntimeError(job["error"])
+            return (time.perf_counter() - started) * 1000
+        await asyncio.sleep(0.002)
+
+
+async def measure(url: str, content: bytes, queries: int, warmup: int = 5) -> list[float]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for _ in range(warmup):
+            await one_query(client, content)
+        return [await one_query(client, content) for _ in range(queries)]
+
+
+def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Path | None = None) -> LatencyReport:
+    """Build the library, start `echovids serve` on it, time ``queries`` sequential 10 s queries."""
+    root = Path(workdir or tempfile.mkdtemp(prefix="echovids-latency-"))
+    data_dir = root / "data"
+    started = time.perf_counter()
+    clips = build_library(data_dir, frames, shards)
+    build_s = time.perf_counter() - started
+    port = 18_000 + os.getpid() % 1000
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}
+    env.update(ECHOVIDS_DATA_DIR=str(data_dir), ECHOVIDS_SEARCH_SHARDS=str(shards), ECHOVIDS_PORT=str(port),
+               ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", ""), ECHOVIDS_SEARCH_DELTA_MAX="100000000")
+    if not env["ECHOVIDS_MODEL_DIR"]:
+        del env["ECHOVIDS_MODEL_DIR"]
+    log = (root / "serve.log").open("wb")
+    serve = subprocess.Popen([sys.executable, "-m", "echovids.cli", "serve"], env=env, stdout=log,
+                             stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"stack not ready; see {root / 'serve.log'}")
+        cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
+        content = query_wav(root / "query.wav").read_bytes()
+        latencies = asyncio.run(measure(url, content, queries))
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=60)
+    ms = np.array(latencies)
+    return LatencyReport(frames=clips * FRAMES_PER_CLIP, clips=clips, shards=shards, dim=1024,
+                         build_s=round(build_s, 1), queries=queries,
+                         p50_ms=round(float(np.percentile(ms, 50)), 1),
+                         p95_ms=round(float(np.percentile(ms, 95)), 1), mean_ms=round(float(ms.mean()), 1))
