@@ -218,6 +218,25 @@ def bench_embed(
     typer.echo(table(rows))
 
 
+bench_app = typer.Typer(help="Measure throughput (results go to docs/benchmarks.md by hand).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    files: Annotated[int, typer.Option(min=1, help="generated audio files")] = 24,
+    seconds: Annotated[float, typer.Option(min=1, help="length of each file")] = 150.0,
+    records: Annotated[int, typer.Option(min=0, help="AudioSet records to import (0: skip)")] = 2000,
+    redis_url: Annotated[str | None, typer.Option(help="Redis to use (default: embedded)")] = None,
+) -> None:
+    """Ingest a folder of generated files (h of audio per minute) and import AudioSet records (records/s)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives beside the package
+    from benchmarks.ingest import run
+
+    for key, value in run(files=files, seconds=seconds, records=records, redis_url=redis_url).items():
+        typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+
+
 def main() -> None:
     app()
 
