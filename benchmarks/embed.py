@@ -80,8 +80,12 @@ def machine() -> dict[str, Any]:
         )
     except (OSError, StopIteration):
         cpu = platform.processor()
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
-            "load_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def generated_audio(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
@@ -113,8 +117,28 @@ def write_wav(path: Path, seconds: float, sr: int, channels: int) -> Path:
     from echovids.audio import ffmpeg_exe
 
     samples = generated_audio(seconds)
-    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(SR), "-ac", "1",
-           "-i", "pipe:0", "-ar", str(sr), "-ac", str(channels), "-c:a", "pcm_s16le", str(path)]
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "f32le",
+        "-ar",
+        str(SR),
+        "-ac",
+        "1",
+        "-i",
+        "pipe:0",
+        "-ar",
+        str(sr),
+        "-ac",
+        str(channels),
+        "-c:a",
+        "pcm_s16le",
+        str(path),
+    ]
     subprocess.run(cmd, input=samples.tobytes(), check=True)
     return path
 
@@ -163,9 +187,7 @@ def _end_to_end_child(name: str, threads: int, stub_dir: str, path: str, streame
     out.send((elapsed, frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base))
 
 
-def end_to_end(
-    name: str, threads: int, stub_dir: Path, path: Path, streamed: bool
-) -> tuple[float, int, float, float]:
+def end_to_end(name: str, threads: int, stub_dir: Path, path: Path, streamed: bool) -> tuple[float, int, float, float]:
     """(seconds, frames, peak RSS MB, RSS MB once the model is loaded) in a fresh spawned process."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
@@ -196,21 +218,38 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
         runs = timed(lambda: frame_waveform(waveform), config.repeats)
         rows.append(Row("framing", "frame_waveform", statistics.median(runs), audio_s, frames.shape[0], runs=runs))
         runs = timed(lambda: melspec.patches(melspec.log_mel(waveform)), config.repeats)
-        rows.append(Row("front end", "numpy log-mel + [96, 64] patches (0.48 s hop)", statistics.median(runs),
-                        audio_s, frames.shape[0], runs=runs))
+        rows.append(
+            Row(
+                "front end",
+                "numpy log-mel + [96, 64] patches (0.48 s hop)",
+                statistics.median(runs),
+                audio_s,
+                frames.shape[0],
+                runs=runs,
+            )
+        )
         for name in config.models:
             log(f"{name}: model ...")
             model = load_model(name, config.threads, folder)
             model.embed(frames[:64])  # warm up
             for batch in config.batches:
+
                 def embed_all(model: Any = model, batch: int = batch) -> None:
                     for start in range(0, frames.shape[0], batch):
                         model.embed(frames[start : start + batch])
 
                 runs = timed(embed_all, config.repeats)
                 threads = f", {config.threads} interpreters" if name == "yamnet" else ""
-                rows.append(Row("model", f"{name}, batch {batch}{threads}", statistics.median(runs), audio_s,
-                                frames.shape[0], runs=runs))
+                rows.append(
+                    Row(
+                        "model",
+                        f"{name}, batch {batch}{threads}",
+                        statistics.median(runs),
+                        audio_s,
+                        frames.shape[0],
+                        runs=runs,
+                    )
+                )
             log(f"{name}: end to end ...")
             e2e_path = wav16
             e2e_audio = audio_s
@@ -222,17 +261,24 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
                 runs = [r[0] for r in results]
                 kind = "streamed (decode_stream, blocks of 256 frames)" if streamed else "whole file in memory"
                 base = statistics.median(r[3] for r in results)
-                rows.append(Row("end to end", f"{name}, 16 kHz WAV, {kind}; RSS with the model loaded {base:,.0f} MB",
-                                statistics.median(runs), e2e_audio, results[0][1],
-                                peak_rss_mb=max(r[2] for r in results), runs=runs))
+                rows.append(
+                    Row(
+                        "end to end",
+                        f"{name}, 16 kHz WAV, {kind}; RSS with the model loaded {base:,.0f} MB",
+                        statistics.median(runs),
+                        e2e_audio,
+                        results[0][1],
+                        peak_rss_mb=max(r[2] for r in results),
+                        runs=runs,
+                    )
+                )
                 if name != "yamnet":
                     break  # the whole-file comparison is the same for every model; one is enough
     return rows, machine()
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| stage | what | median s | frames/s | x real time | peak RSS |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| stage | what | median s | frames/s | x real time | peak RSS |", "|---|---|---:|---:|---:|---:|"]
     for row in rows:
         fps = f"{row.frames_per_s:,.0f}" if row.frames_per_s else ""
         rss = f"{row.peak_rss_mb:,.0f} MB" if row.peak_rss_mb is not None else ""

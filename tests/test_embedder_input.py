@@ -135,8 +135,21 @@ def two_hours(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """Two hours of 8 kHz silence as FLAC: 0.7 MB, made by ffmpeg in a few seconds."""
     path = tmp_path_factory.mktemp("long") / "2h.flac"
     subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono",
-         "-t", "7200", "-c:a", "flac", str(path)],
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=8000:cl=mono",
+            "-t",
+            "7200",
+            "-c:a",
+            "flac",
+            str(path),
+        ],
         check=True,
     )
     return path.read_bytes()

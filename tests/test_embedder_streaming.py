@@ -43,8 +43,10 @@ class FakeModel:
         return Embedded(vectors=np.array(frames[:, :8], dtype=np.float32), scores=None)
 
 
-@pytest.mark.parametrize("n_samples", [MIN_SAMPLES, FRAME_SAMPLES, FRAME_SAMPLES + HOP_SAMPLES // 2,
-                                       FRAME_SAMPLES + HOP_SAMPLES, 7 * SR + 123, 31 * SR])
+@pytest.mark.parametrize(
+    "n_samples",
+    [MIN_SAMPLES, FRAME_SAMPLES, FRAME_SAMPLES + HOP_SAMPLES // 2, FRAME_SAMPLES + HOP_SAMPLES, 7 * SR + 123, 31 * SR],
+)
 @pytest.mark.parametrize("chunk", [1000, 15_600, 48_000, 10**7])
 @pytest.mark.parametrize("block", [1, 3, 256])
 def test_frame_blocks_equal_frame_waveform(n_samples: int, chunk: int, block: int) -> None:
@@ -76,8 +78,21 @@ def test_decode_stream_equals_decode_file(tmp_path: Path) -> None:
 def test_two_hour_file_streams_in_flat_memory(tmp_path: Path) -> None:
     path = tmp_path / "2h.flac"
     subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono",
-         "-t", "7200", "-c:a", "flac", str(path)],
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=8000:cl=mono",
+            "-t",
+            "7200",
+            "-c:a",
+            "flac",
+            str(path),
+        ],
         check=True,
     )
     tracemalloc.start()

@@ -35,8 +35,11 @@ def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def mel_matrix(
-    bands: int = MEL_BANDS, fft_length: int = FFT_LENGTH, sample_rate: int = SAMPLE_RATE,
-    low_hz: float = MEL_MIN_HZ, high_hz: float = MEL_MAX_HZ,
+    bands: int = MEL_BANDS,
+    fft_length: int = FFT_LENGTH,
+    sample_rate: int = SAMPLE_RATE,
+    low_hz: float = MEL_MIN_HZ,
+    high_hz: float = MEL_MAX_HZ,
 ) -> np.ndarray:
     """[fft_length // 2 + 1, bands] triangular weights, overlapping by half in mel space."""
     bins = fft_length // 2 + 1
@@ -87,6 +90,8 @@ def patches(spectrogram: np.ndarray, hop_frames: int = PATCH_HOP_FRAMES) -> np.n
 
 def frame_patches(frames: np.ndarray, log_offset: float = YAMNET_LOG_OFFSET) -> np.ndarray:
     """[n, 96, 64]: one patch per 0.975 s model frame (echovids.framing.frame_waveform's rows)."""
-    return np.stack([log_mel(frame, log_offset)[:PATCH_FRAMES] for frame in frames]) if len(frames) else (
-        np.zeros((0, PATCH_FRAMES, MEL_BANDS), dtype=np.float32)
+    return (
+        np.stack([log_mel(frame, log_offset)[:PATCH_FRAMES] for frame in frames])
+        if len(frames)
+        else (np.zeros((0, PATCH_FRAMES, MEL_BANDS), dtype=np.float32))
     )

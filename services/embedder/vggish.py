@@ -74,9 +74,7 @@ class PcaParams:
 def dequantize(quantized: np.ndarray) -> np.ndarray:
     """uint8 postprocessed features (ours or AudioSet's) back to whitened floats in [-2, 2]."""
     scale = (QUANTIZE_MAX - QUANTIZE_MIN) / 255.0
-    return (np.asarray(quantized, dtype=np.float32) * np.float32(scale) + np.float32(QUANTIZE_MIN)).astype(
-        np.float32
-    )
+    return (np.asarray(quantized, dtype=np.float32) * np.float32(scale) + np.float32(QUANTIZE_MIN)).astype(np.float32)
 
 
 def contiguous_runs(frames: np.ndarray) -> list[tuple[int, int]]:

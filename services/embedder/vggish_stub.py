@@ -47,16 +47,13 @@ def save_stub(path: Path, seed: int = 0) -> Path:
 
         @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.float32)])
         def __call__(self, waveform: tf.Tensor) -> tf.Tensor:
-            spectrum = tf.abs(tf.signal.stft(waveform, melspec.WINDOW_SAMPLES, melspec.HOP_SAMPLES,
-                                             melspec.FFT_LENGTH))
+            spectrum = tf.abs(tf.signal.stft(waveform, melspec.WINDOW_SAMPLES, melspec.HOP_SAMPLES, melspec.FFT_LENGTH))
             log_mel = tf.math.log(tf.matmul(spectrum, self.mel) + melspec.VGGISH_LOG_OFFSET)
             patches = tf.signal.frame(log_mel, melspec.PATCH_FRAMES, melspec.PATCH_FRAMES, axis=0)
             flat = tf.reshape(patches, [-1, melspec.PATCH_FRAMES * melspec.MEL_BANDS])
             projected = tf.matmul(flat, self.w) + self.b
             examples = tf.signal.frame(waveform, EXAMPLE_SPAN, EXAMPLE_SAMPLES)[: tf.shape(flat)[0]]
-            marks = tf.stack(
-                [examples[:, 0], examples[:, EXAMPLE_SPAN - 1], tf.reduce_mean(examples, axis=1)], axis=1
-            )
+            marks = tf.stack([examples[:, 0], examples[:, EXAMPLE_SPAN - 1], tf.reduce_mean(examples, axis=1)], axis=1)
             return tf.concat([marks, projected], axis=1)
 
     module = VggishStub()
