@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.search.matching import best_per_clip, neighbour_values
+
 # A hash this common says nothing about which recording it came from (a stop word).
 MAX_POSTINGS_PER_HASH = 2_000
 
@@ -70,18 +72,13 @@ class LandmarkPostings:
         base = int(offsets.min()) - 1
         span = int(offsets.max()) - base + 2
         keys = clips.astype(np.int64) * span + (offsets - base)
-        uniq, _inverse, votes = np.unique(keys, return_inverse=True, return_counts=True)
-        lookup = dict(zip(uniq.tolist(), votes.tolist()))
-        smoothed = votes + np.array([lookup.get(k - 1, 0) + lookup.get(k + 1, 0) for k in uniq.tolist()])
-        best: dict[int, tuple[int, int]] = {}
-        for key, vote in zip(uniq.tolist(), smoothed.tolist()):
-            clip = key // span
-            if vote > best.get(clip, (0, 0))[0]:
-                best[clip] = (vote, key)
-        ranked = sorted(best.items(), key=lambda item: -item[1][0])[:limit]
+        uniq, votes = np.unique(keys, return_counts=True)
+        smoothed = votes + neighbour_values(uniq, votes, -1) + neighbour_values(uniq, votes, 1)
         matches = []
-        for clip, (vote, key) in ranked:
+        for i in best_per_clip(uniq // span, smoothed, limit):
+            key = int(uniq[i])
             near = np.abs(keys - key) <= 1
-            matches.append(LandmarkMatch(clip=clip, offset=key % span + base, votes=vote,
+            matches.append(LandmarkMatch(clip=key // span, offset=key % span + base, votes=int(smoothed[i]),
                                          query_start=int(q_times[near].min())))
         return matches
+

@@ -50,11 +50,24 @@ def vote(
     uniq, inverse = np.unique(pair, return_inverse=True)
     votes = np.bincount(inverse, weights=pair_sims)
     # One hop of tolerance: neighbours on either side of an offset add half their weight.
-    lookup = dict(zip(uniq.tolist(), votes.tolist()))
-    smoothed = votes + 0.5 * np.array(
-        [lookup.get(key - 1, 0.0) + lookup.get(key + 1, 0.0) for key in uniq.tolist()]
-    )
+    smoothed = votes + 0.5 * (neighbour_values(uniq, votes, -1) + neighbour_values(uniq, votes, 1))
     return uniq // span, uniq % span - m, smoothed
+
+
+def neighbour_values(keys: np.ndarray, values: np.ndarray, step: int) -> np.ndarray:
+    """For each sorted key, the value at key + step (0 where absent)."""
+    at = np.searchsorted(keys, keys + step)
+    clipped = np.minimum(at, keys.size - 1)
+    return np.where((at < keys.size) & (keys[clipped] == keys + step), values[clipped], 0.0)
+
+
+def best_per_clip(clips: np.ndarray, votes: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of each clip's highest vote, the ``limit`` best clips first."""
+    order = np.lexsort((-votes, clips))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = clips[order][1:] != clips[order][:-1]
+    best = order[first]
+    return best[np.argsort(-votes[best], kind="stable")][: max(limit, 1)]
 
 
 DiagonalScore = Callable[[int, int], tuple[float, int]]
@@ -70,13 +83,8 @@ def best_matches(
     """Best offset per clip by votes; the top ``limit`` clips re-scored by ``rescore(clip, offset)``."""
     if clips.size == 0:
         return []
-    order = np.lexsort((-votes, clips))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = clips[order][1:] != clips[order][:-1]
-    best = order[first]
-    best = best[np.argsort(-votes[best])][: max(limit, 1)]
     matches = []
-    for i in best:
+    for i in best_per_clip(clips, votes, limit):
         clip, offset = int(clips[i]), int(offsets[i])
         # Votes are smoothed over one hop; the exact diagonal is whichever of the three scores best.
         scored = [(rescore(clip, o), o) for o in (offset - 1, offset, offset + 1)]

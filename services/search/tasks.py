@@ -101,11 +101,14 @@ def search_shard(
     vectors = arrays["vectors"].astype(np.float32)
     rows, sims = index.search(vectors, settings.search_neighbours)
     clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
-    matches = best_matches(
-        clips, offsets, votes,
-        rescore=lambda clip, offset: diagonal_score(vectors, index.clip_frames(clip), offset),
-        limit=limit,
-    )
+    frames: dict[int, np.ndarray] = {}  # each candidate clip's frames, converted once
+
+    def rescore(clip: int, offset: int) -> tuple[float, int]:
+        if clip not in frames:
+            frames[clip] = index.clip_frames(clip)
+        return diagonal_score(vectors, frames[clip], offset)
+
+    matches = best_matches(clips, offsets, votes, rescore=rescore, limit=limit)
     candidates = {
         index.clip_ids[mt.clip]: ShardCandidate(
             clip_id=index.clip_ids[mt.clip], match=MatchKind.similar, score=mt.score, votes=mt.votes,
