@@ -7,6 +7,7 @@ exactly as a user runs it, through the real queues and workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -126,11 +127,9 @@ def write_audioset(folder: Path, records: int, seconds: int = 10) -> Path:
 def machine() -> str:
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     model = ""
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return f"{len(cpus)} CPU cores ({model or platform.processor()}), Python {platform.python_version()}"
 
 
