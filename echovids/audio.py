@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -9,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import scipy.signal
 
 from echovids.errors import AudioTooLong, UndecodableAudio
 
@@ -46,7 +49,10 @@ def _ffmpeg_command(path: Path, max_seconds: float | None) -> list[str]:
     if max_seconds is not None:
         # Decode one second past the limit: enough to know it is too long, bounded memory.
         cmd += ["-t", f"{max_seconds + 1.0:.3f}"]
-    cmd += ["-vn", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
+    # rematrix_maxval 1: a downmix that averages channels (as the in-process WAV path does) instead of
+    # summing them at -3 dB each, which makes stereo 3 dB louder than mono and can clip.
+    cmd += ["-vn", "-rematrix_maxval", "1.0", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1",
+            "-ar", str(SAMPLE_RATE), "pipe:1"]
     return cmd
 
 
@@ -103,10 +109,75 @@ def decode_stream(
             proc.wait()
 
 
+_PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
+
+
+def parse_wav(data: bytes) -> tuple[np.ndarray, int] | None:
+    """Samples [n, channels] as float64 and the rate of a plain PCM/float WAV; None for anything else.
+
+    A short query recorded as WAV is the common case, and starting ffmpeg costs more than the search itself.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    fmt: tuple[int, int, int, int] | None = None
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 8 : pos + 8 + size]
+        if chunk == b"fmt " and len(body) >= 16:
+            tag, channels, rate = struct.unpack_from("<HHI", body)
+            bits = struct.unpack_from("<H", body, 14)[0]
+            if tag == _EXTENSIBLE and len(body) >= 26:
+                tag = struct.unpack_from("<H", body, 24)[0]  # the sub-format GUID starts with the real tag
+            fmt = (tag, channels, rate, bits)
+        elif chunk == b"data" and fmt is not None:
+            tag, channels, rate, bits = fmt
+            if size != len(body) or channels < 1 or rate < 1:
+                return None  # truncated or odd: ffmpeg's judgement
+            width = bits // 8
+            usable = len(body) // (width * channels) * width * channels
+            raw = body[:usable]
+            if tag == _FLOAT and bits == 32:
+                x = np.frombuffer(raw, "<f4").astype(np.float64)
+            elif tag == _PCM and bits == 16:
+                x = np.frombuffer(raw, "<i2") / 32768.0
+            elif tag == _PCM and bits == 8:
+                x = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
+            elif tag == _PCM and bits == 24:
+                b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+                x = ((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8 >> 8) / 8388608.0
+            elif tag == _PCM and bits == 32:
+                x = np.frombuffer(raw, "<i4") / 2147483648.0
+            else:
+                return None
+            return x.reshape(-1, channels), rate
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _decode_wav(data: bytes, max_seconds: float | None) -> np.ndarray | None:
+    parsed = parse_wav(data)
+    if parsed is None:
+        return None
+    frames, rate = parsed
+    if max_seconds is not None and frames.shape[0] > (max_seconds + 1.0) * rate:
+        raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+    mono = frames.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        common = math.gcd(rate, SAMPLE_RATE)
+        mono = scipy.signal.resample_poly(mono, SAMPLE_RATE // common, rate // common)
+    if max_seconds is not None and mono.size > max_seconds * SAMPLE_RATE:
+        raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+    return _clean(mono.astype(np.float32))
+
+
 def decode_bytes(data: bytes, max_seconds: float | None = None) -> np.ndarray:
-    """Decode in-memory audio; a temp file (not a pipe) lets ffmpeg seek, which MP4/M4A need."""
+    """Decode in-memory audio: plain WAV in-process, the rest by ffmpeg through a temp file (MP4/M4A seek)."""
     if not data:
         raise UndecodableAudio("The file is empty.")
+    wav = _decode_wav(data, max_seconds)
+    if wav is not None:
+        return wav
     with tempfile.NamedTemporaryFile(suffix=".bin") as tmp:
         tmp.write(data)
         tmp.flush()

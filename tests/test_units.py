@@ -129,3 +129,30 @@ def test_shard_routing_is_stable_and_spread() -> None:
     shards = [shard_of(c, 4) for c in ids]
     assert shards == [shard_of(c, 4) for c in ids]
     assert min(np.bincount(shards, minlength=4)) > 200
+
+
+@pytest.mark.parametrize(("rate", "width", "channels"), [(16_000, 2, 1), (44_100, 3, 2), (8_000, 1, 1),
+                                                        (48_000, 4, 6), (22_050, 2, 2)])
+def test_wav_fast_path_matches_ffmpeg(tmp_path: Path, rate: int, width: int, channels: int) -> None:
+    t = np.arange(int(1.5 * rate)) / rate
+    wav = write_wav(tmp_path / "x.wav", 0.4 * np.sin(2 * np.pi * 700 * t) + 0.2 * np.sin(2 * np.pi * 3100 * t),
+                    sr=rate, sample_width=width, channels=channels)
+    assert audio.parse_wav(wav.read_bytes()) is not None  # the in-process path is the one taken
+    ours = audio.decode_bytes(wav.read_bytes())
+    theirs = audio.decode_file(wav)
+    assert abs(ours.size - theirs.size) <= 2
+    n = min(ours.size, theirs.size)
+    # Resamplers differ in their filters: compare the signals where both are settled, not at the edges.
+    assert np.abs(ours[200 : n - 200] - theirs[200 : n - 200]).max() < 0.02
+
+
+def test_float_wav_fast_path_and_truncated_wav_falls_back(tmp_path: Path) -> None:
+    samples = np.linspace(-0.5, 0.5, SR, dtype=np.float32)
+    header = b"RIFF" + (36 + samples.nbytes).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    header += (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + SR.to_bytes(4, "little")
+    header += (SR * 4).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
+    data = header + b"data" + samples.nbytes.to_bytes(4, "little") + samples.tobytes()
+    assert np.allclose(audio.decode_bytes(data), samples, atol=1e-6)
+    assert audio.parse_wav(data[:-1000]) is None  # truncated: ffmpeg decides
+    with pytest.raises(AudioTooLong):
+        audio.decode_bytes(data, max_seconds=0.2)

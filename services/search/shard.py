@@ -92,6 +92,16 @@ class ShardIndex:
     def write_tombstone(self, clip_id: str) -> None:
         (self.tombstones / clip_id).touch()
 
+    def add_segment(self, clip_id: str) -> None:
+        """Take in one segment this process has just written (no folder scan)."""
+        with self._lock:
+            if clip_id in self._clips or clip_id in self.deleted:
+                return
+            data = self._read_segment(self.segments / f"{clip_id}.npz")
+            if data is not None:
+                self._clips[clip_id] = data
+                self._append([clip_id])
+
     def check_space(self, space: str) -> None:
         if self.space is not None and space != self.space:
             raise SpaceMismatch(

@@ -64,8 +64,16 @@ def get_index(shard: int) -> ShardIndex:
         return index
 
 
-def _bump(shard: int) -> None:
-    get_redis().incr(_generation_key(shard))
+def _bump(shard: int, written: str | None = None) -> None:
+    """Tell the shard's replicas something changed; the writer itself takes in its own segment directly.
+
+    Re-reading the segment folder on every write would make bulk indexing quadratic.
+    """
+    generation = int(get_redis().incr(_generation_key(shard)))
+    with _lock:
+        if written is not None and _generations.get(shard) == generation - 1:
+            _indexes[shard].add_segment(written)
+            _generations[shard] = generation
 
 
 def maybe_compact(index: ShardIndex) -> None:
@@ -239,7 +247,7 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
     except EchovidsError as error:
         catalog.set_status(clip_id, "failed")
         fail_job(job_id, error)
-    _bump(shard)
+    _bump(shard, written=clip_id)
     maybe_compact(index)
     catalog.mark_ready(clip_id, info)
     store.drop_blobs(clip_id)
