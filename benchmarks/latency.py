@@ -35,6 +35,7 @@ class LatencyReport:
     p50_ms: float
     p95_ms: float
     mean_ms: float
+    stage_p50_ms: dict[str, float]  # median time from submission to the start of each stage
 
 
 def clustered_vectors(rng: np.random.Generator, n: int, dim: int, centers: np.ndarray) -> np.ndarray:
@@ -103,7 +104,7 @@ def query_wav(path: Path, seconds: float = 10.0) -> Path:
     return path
 
 
-async def one_query(client: httpx.AsyncClient, content: bytes) -> float:
+async def one_query(client: httpx.AsyncClient, content: bytes) -> tuple[float, dict[str, float]]:
     started = time.perf_counter()
     answer = await client.post("/v1/searches", files={"file": ("q.wav", content, "audio/wav")})
     answer.raise_for_status()
@@ -113,11 +114,11 @@ async def one_query(client: httpx.AsyncClient, content: bytes) -> float:
         if job["status"] in ("done", "failed"):
             if job["status"] == "failed":
                 raise RuntimeError(job["error"])
-            return (time.perf_counter() - started) * 1000
+            return (time.perf_counter() - started) * 1000, job["stage_ms"]
         await asyncio.sleep(0.002)
 
 
-async def measure(url: str, content: bytes, queries: int, warmup: int = 5) -> list[float]:
+async def measure(url: str, content: bytes, queries: int, warmup: int = 5) -> list[tuple[float, dict[str, float]]]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         for _ in range(warmup):
             await one_query(client, content)
@@ -154,12 +155,15 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
             raise RuntimeError(f"stack not ready; see {root / 'serve.log'}")
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         content = query_wav(root / "query.wav").read_bytes()
-        latencies = asyncio.run(measure(url, content, queries))
+        answers = asyncio.run(measure(url, content, queries))
     finally:
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=60)
-    ms = np.array(latencies)
+    ms = np.array([total for total, _ in answers])
+    stages = {name: round(float(np.median([st[name] for _, st in answers if name in st])), 1)
+              for name in answers[0][1]}
     return LatencyReport(frames=clips * FRAMES_PER_CLIP, clips=clips, shards=shards, dim=1024,
                          build_s=round(build_s, 1), queries=queries,
                          p50_ms=round(float(np.percentile(ms, 50)), 1),
-                         p95_ms=round(float(np.percentile(ms, 95)), 1), mean_ms=round(float(ms.mean()), 1))
+                         p95_ms=round(float(np.percentile(ms, 95)), 1), mean_ms=round(float(ms.mean()), 1),
+                         stage_p50_ms=stages)

@@ -69,6 +69,9 @@ class JobStore:
             return job
         for name, value in fields.items():
             setattr(job, name, value)
+        status = fields.get("status")
+        if status is not None and status.value not in job.stage_ms:
+            job.stage_ms[status.value] = round((_now() - job.created_at).total_seconds() * 1000, 1)
         self._save(job)
         return job
 

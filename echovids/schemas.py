@@ -61,6 +61,9 @@ class Job(BaseModel):
     missing_shards: list[int] = []
     error: ErrorBody | None = None
     clip_id: str | None = None
+    stage_ms: dict[str, float] = Field(
+        default={}, description="Milliseconds from submission to the start of each stage (and to done)"
+    )
 
 
 class EmbeddingSpace(BaseModel):

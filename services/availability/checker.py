@@ -103,3 +103,23 @@ async def open_checker(settings: Settings) -> AsyncIterator[Checker]:
             yield checker
         finally:
             await checker.counters.flush(client)
+
+
+_process_checkers: dict[int, Checker] = {}
+
+
+async def process_checker(settings: Settings) -> Checker:
+    """One Checker per worker process and event loop, kept open across queries.
+
+    Opening an HTTP client (its TLS context) and a Redis connection for every query cost more than the
+    whole cached-availability step; the worker's long-lived loop (see tasks.run) keeps these instead.
+    """
+    loop_id = id(asyncio.get_running_loop())
+    checker = _process_checkers.get(loop_id)
+    if checker is None:
+        limits = httpx.Limits(max_connections=settings.availability_concurrency)
+        client = aioredis.Redis.from_url(redis_url(settings))
+        http = httpx.AsyncClient(timeout=settings.availability_timeout_s, limits=limits)
+        limiter = SharedRateLimiter(client, settings.availability_rate_per_s, settings.availability_burst)
+        checker = _process_checkers[loop_id] = Checker(settings=settings, redis=client, http=http, limiter=limiter)
+    return checker

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from echovids.schemas import SearchResult
 from echovids.settings import Settings
 from services.availability import cache
-from services.availability.checker import Checker, open_checker
+from services.availability.checker import Checker, open_checker, process_checker
 from services.availability.status import VideoStatus
 
 # About one AudioSet video in six is gone: checking a quarter more candidates up front usually saves the
@@ -90,9 +90,12 @@ async def resolve(results: list[SearchResult], k: int, checker: Checker, budget_
 
 
 async def resolve_query(results: list[SearchResult], k: int, settings: Settings) -> Resolved:
-    """resolve() with this process's settings and the query budget."""
-    async with open_checker(settings) as checker:
+    """resolve() with this process's long-lived checker and the query budget."""
+    checker = await process_checker(settings)
+    try:
         return await resolve(results, k, checker, budget_s=settings.availability_budget_ms / 1000)
+    finally:
+        await checker.counters.flush(checker.redis)
 
 
 async def check_in_background(video_ids: list[str], settings: Settings) -> dict[str, VideoStatus]:

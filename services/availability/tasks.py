@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from celery import Task, shared_task
 
@@ -19,7 +20,19 @@ from services.availability.cache import BOOKKEEPING
 from services.availability.refresh import refresh
 from services.availability.resolve import check_in_background, resolve_query
 
+T = TypeVar("T")
+
 PENDING = f"{BOOKKEEPING}pending:"
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on this process's one event loop, which keeps the availability checker's connections open."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop.run_until_complete(coro)
 
 
 @shared_task(name=TaskName.CHECK_AVAILABILITY, **TASK_OPTIONS)
@@ -27,7 +40,7 @@ def check_results(self: Task, results: list[dict[str, Any]], *, job_id: str, k: 
     """Finish the job with k results, dead videos dropped; what the budget left unknown is checked later."""
     settings = get_settings()
     parsed = [SearchResult.model_validate(r) for r in results]
-    resolved = asyncio.run(resolve_query(parsed, k, settings))
+    resolved = run(resolve_query(parsed, k, settings))
     JobStore().finish(job_id, resolved.results)
     if resolved.deferred:
         defer(resolved.deferred, settings)
