@@ -1,0 +1,148 @@
+"""The running Echovids, through its public HTTP API: what the library holds, adding to it, timed searches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+BATCH = 16  # files per POST /v1/library
+
+
+@dataclass
+class SearchAnswer:
+    status: str  # done | failed | timeout | rejected
+    results: list[dict]
+    latency_s: float  # submit to done, as the client sees it
+    error: str | None = None
+
+
+class EchovidsClient:
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 60.0, poll_s: float = 0.02) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=60, headers=headers)
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self._paths: dict[str, list[str]] | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- what the service offers -----------------------------------------------------------------------------
+    def paths(self) -> dict[str, list[str]]:
+        if self._paths is None:
+            spec = self.http.get("/openapi.json").raise_for_status().json()
+            self._paths = {p: [m.lower() for m in v] for p, v in spec.get("paths", {}).items()}
+        return self._paths
+
+    def has(self, path: str, method: str) -> bool:
+        return method.lower() in self.paths().get(path, [])
+
+    def ready(self) -> bool:
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def config(self) -> dict:
+        if self.has("/v1/config", "get"):
+            return self.http.get("/v1/config").json()
+        return {}
+
+    # -- the library -----------------------------------------------------------------------------------------
+    def library_titles(self) -> dict[str, str] | None:
+        """title -> status of every clip in the library; None when the service cannot list its library."""
+        if not self.has("/v1/library", "get"):
+            return None
+        titles: dict[str, str] = {}
+        page = 1
+        while True:
+            answer = self.http.get("/v1/library", params={"page": page, "page_size": 200}).raise_for_status().json()
+            for item in answer["items"]:
+                titles[item["title"]] = item["status"]
+            if page * answer["page_size"] >= answer["total"] or not answer["items"]:
+                return titles
+            page += 1
+
+    def add(self, files: list[tuple[Path, str, list[str]]], log=print, timeout_s: float = 1800.0) -> list[str]:
+        """Add (path, title, labels) files and wait until each is ready; returns failures as text.
+
+        POST /v1/library where the service has it; otherwise `echovids ingest` in a subprocess with this process's
+        environment (which must then point at the same Redis / data dir as the service).
+        """
+        if not files:
+            return []
+        if not self.has("/v1/library", "post"):
+            return self._add_by_cli(files, log)
+        clip_ids: dict[str, str] = {}
+        failures: list[str] = []
+        for i in range(0, len(files), BATCH):
+            batch = files[i : i + BATCH]
+            # The title of a clip sent with others is its file name's stem.
+            multipart = [("file", (f"{title}{path.suffix}", path.read_bytes(), "application/octet-stream"))
+                         for path, title, _ in batch]
+            # A request's labels apply to all its files: one request per set of labels.
+            by_labels: dict[tuple[str, ...], list[int]] = {}
+            for j, (_, _, labels) in enumerate(batch):
+                by_labels.setdefault(tuple(labels), []).append(j)
+            for labels, members in by_labels.items():
+                answer = self.http.post("/v1/library", files=[multipart[j] for j in members],
+                                        data={"labels": ",".join(labels)} if labels else None)
+                if answer.status_code != 202:
+                    failures += [f"{batch[j][0].name}: {answer.status_code} {answer.text[:200]}" for j in members]
+                    continue
+                for j, job in zip(members, answer.json(), strict=True):
+                    clip_ids[batch[j][0].name] = job["clip_id"]
+            log(f"  sent {min(i + BATCH, len(files))} of {len(files)} files")
+        deadline = time.monotonic() + timeout_s
+        pending = dict(clip_ids)
+        while pending and time.monotonic() < deadline:
+            for name, clip_id in list(pending.items()):
+                item = self.http.get(f"/v1/library/{clip_id}").json()
+                if item.get("status") in ("ready", "duplicate"):
+                    del pending[name]
+                elif item.get("status") == "failed":
+                    del pending[name]
+                    failures.append(f"{name}: {(item.get('error') or {}).get('message', 'failed')}")
+            if pending:
+                time.sleep(1.0)
+        failures += [f"{name}: not ready after {timeout_s:g} s" for name in pending]
+        return failures
+
+    def _add_by_cli(self, files: list[tuple[Path, str, list[str]]], log=print) -> list[str]:
+        log("  POST /v1/library is not offered by this service: adding through `echovids ingest`")
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, title, _ in files:
+                (Path(tmp) / f"{title}{path.suffix}").symlink_to(path.resolve())
+            done = subprocess.run([sys.executable, "-m", "echovids.cli", "ingest", tmp], env=dict(os.environ),
+                                  capture_output=True, text=True, check=False)
+        log("  " + done.stdout.strip())
+        return [] if done.returncode == 0 else done.stderr.strip().splitlines()
+
+    # -- searches --------------------------------------------------------------------------------------------
+    def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
+        """POST /v1/searches and poll until done; latency from just before the upload to the poll that saw done."""
+        started = time.perf_counter()
+        answer = self.http.post("/v1/searches", files={"file": (file_name, data, "application/octet-stream")},
+                                data={"k": str(k)})
+        if answer.status_code != 202:
+            return SearchAnswer("rejected", [], time.perf_counter() - started,
+                                f"{answer.status_code}: {answer.text[:200]}")
+        location = answer.headers["Location"]
+        deadline = started + self.timeout_s
+        while True:
+            job = self.http.get(location).json()
+            if job["status"] in ("done", "failed"):
+                latency = time.perf_counter() - started
+                error = (job.get("error") or {}).get("message") if job["status"] == "failed" else None
+                return SearchAnswer(job["status"], job.get("results") or [], latency, error)
+            if time.perf_counter() > deadline:
+                return SearchAnswer("timeout", [], time.perf_counter() - started, f"still {job['status']}")
+            time.sleep(self.poll_s)
