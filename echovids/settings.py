@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     search_delta_max: int = Field(default=4096, ge=0)
     search_neighbours: int = Field(default=20, ge=1, description="Library frames retrieved per query frame")
+    # ScaNN parameters of a shard's index; 0 = chosen from the shard's size (services.search.shard.scann_parameters,
+    # tuned by `echovids bench search`, docs/benchmarks.md).
+    search_scann_leaves: int = Field(default=0, ge=0, description="Partitions of the ScaNN tree")
+    search_scann_leaves_to_search: int = Field(default=0, ge=0, description="Partitions searched per query frame")
+    search_scann_reorder: int = Field(default=0, ge=0, description="Candidates re-scored exactly (reordering)")
     # A landmark match is "exact" (this very recording) with this many aligned hashes, and this share of
     # the query's hashes; chance alignments stay far below both.
     landmark_min_votes: int = Field(default=12, ge=1)

@@ -27,19 +27,55 @@ from services.search.landmark_index import LandmarkMatch, LandmarkPostings
 log = logging.getLogger(__name__)
 
 
-def scann_searcher(data: np.ndarray, neighbours: int):  # type: ignore[no-untyped-def]
-    """A ScaNN searcher sized to the data: exact for small shards, partitioned + quantised for large."""
+SCANN_BRUTE_FORCE_BELOW = 20_000
+
+
+def scann_parameters(n: int, dim: int, neighbours: int, leaves: int = 0, leaves_to_search: int = 0,
+                     reorder: int = 0) -> dict:
+    """ScaNN tree + AH parameters for ``n`` unit vectors; a 0 argument means "chosen from the size".
+
+    Tuned with `echovids bench search` (docs/benchmarks.md, "Search (ANN)"): a sqrt(n)-leaf tree trained on up
+    to 250k rows (a smaller sample made the partitions markedly worse: recall@10 0.94 instead of 0.98 at the same
+    leaves searched), searching 1/40 of the leaves (the old 1/10 bought recall 0.99+ at 3-4x the cost), AH with 2
+    dims per 4-bit block (recall there is limited by the leaves, not by AH: 100 or 200 reordered gave the same
+    recall) and float32 reordering (int8 reordering lost 0.02 recall on 1024-d frames).
+    """
+    leaves = leaves or max(16, int(np.sqrt(n)))
+    return {
+        "leaves": leaves,
+        "lts": min(leaves, leaves_to_search or max(8, leaves // 40)),
+        "dpb": 2,
+        "thr": float("nan"),  # no anisotropic AH: it slowed the build and did not change recall (limited by lts)
+        "reorder": reorder or max(100, neighbours * 4),
+        "sample": min(n, 250_000),
+    }
+
+
+def scann_searcher(data: np.ndarray, neighbours: int, *, leaves: int | None = None,
+                   leaves_to_search: int | None = None, reorder: int | None = None):  # type: ignore[no-untyped-def]
+    """A ScaNN searcher sized to the data: exact for small shards, partitioned + quantised for large.
+
+    ``leaves``/``leaves_to_search``/``reorder`` default to the settings ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
+    """
     from scann import scann_ops_pybind
 
     builder = scann_ops_pybind.builder(data, neighbours, "dot_product")
     n = data.shape[0]
-    if n < 20_000:
+    if n < SCANN_BRUTE_FORCE_BELOW:
         return builder.score_brute_force().build()
-    leaves = int(np.sqrt(n))
+    from echovids.settings import get_settings
+
+    settings = get_settings()
+    p = scann_parameters(
+        n, data.shape[1], neighbours,
+        leaves=settings.search_scann_leaves if leaves is None else leaves,
+        leaves_to_search=settings.search_scann_leaves_to_search if leaves_to_search is None else leaves_to_search,
+        reorder=settings.search_scann_reorder if reorder is None else reorder,
+    )
     return (
-        builder.tree(num_leaves=leaves, num_leaves_to_search=max(8, leaves // 10), training_sample_size=min(n, 250_000))
-        .score_ah(2, anisotropic_quantization_threshold=0.2)
-        .reorder(max(100, neighbours * 4))
+        builder.tree(num_leaves=p["leaves"], num_leaves_to_search=p["lts"], training_sample_size=p["sample"])
+        .score_ah(p["dpb"], anisotropic_quantization_threshold=p["thr"])
+        .reorder(p["reorder"])
         .build()
     )
 
