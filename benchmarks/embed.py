@@ -60,6 +60,7 @@ class Row:
     frames: int = 0
     peak_rss_mb: float | None = None
     runs: list[float] = field(default_factory=list)
+    cpu: float | None = None  # median CPU seconds (all threads, and ffmpeg)
 
     @property
     def realtime(self) -> float:
@@ -143,12 +144,24 @@ def write_wav(path: Path, seconds: float, sr: int, channels: int) -> Path:
     return path
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children (ffmpeg)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+CPU_RUNS: list[float] = []  # CPU seconds of the runs of the last timed() call
+
+
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` runs; their CPU seconds are left in CPU_RUNS."""
     runs = []
+    CPU_RUNS.clear()
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         fn()
         runs.append(time.perf_counter() - start)
+        CPU_RUNS.append(cpu_seconds() - cpu)
     return runs
 
 
@@ -170,32 +183,47 @@ def load_model(name: str, threads: int, stub_dir: Path) -> Any:
     raise ValueError(f"unknown model {name!r}; one of {', '.join(MODELS)}")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across fork + exec, so a
+    spawned child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _end_to_end_child(name: str, threads: int, stub_dir: str, path: str, streamed: bool, out: Any) -> None:
     from echovids.audio import decode_file, decode_stream
     from echovids.framing import frame_waveform
     from services.embedder.streaming import embed_stream
 
     model = load_model(name, threads, Path(stub_dir))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
+    base = peak_rss_mb()
+    start, cpu = time.perf_counter(), cpu_seconds()
     if streamed:
         result = embed_stream(model, decode_stream(Path(path), chunk_seconds=30.0))
         frames = result.embedded.vectors.shape[0]
     else:
         frames = model.embed(frame_waveform(decode_file(Path(path)))).vectors.shape[0]
     elapsed = time.perf_counter() - start
-    out.send((elapsed, frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base))
+    out.send((elapsed, frames, peak_rss_mb(), base, cpu_seconds() - cpu))
 
 
-def end_to_end(name: str, threads: int, stub_dir: Path, path: Path, streamed: bool) -> tuple[float, int, float, float]:
-    """(seconds, frames, peak RSS MB, RSS MB once the model is loaded) in a fresh spawned process."""
+def end_to_end(
+    name: str, threads: int, stub_dir: Path, path: Path, streamed: bool
+) -> tuple[float, int, float, float, float]:
+    """(seconds, frames, peak RSS MB, RSS MB once the model is loaded, CPU s) in a fresh spawned process."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_end_to_end_child, args=(name, threads, str(stub_dir), str(path), streamed, send))
     child.start()
-    elapsed, frames, peak, base = receive.recv()
+    elapsed, frames, peak, base, cpu = receive.recv()
     child.join()
-    return elapsed, frames, peak, base
+    return elapsed, frames, peak, base, cpu
+
+
+def _cpu() -> float:
+    return statistics.median(CPU_RUNS)
 
 
 def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[list[Row], dict[str, Any]]:
@@ -213,10 +241,12 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
         audio_s = waveform.size / SR
         for label, path in (("16 kHz mono WAV", wav16), ("44.1 kHz stereo WAV", wav44)):
             runs = timed(lambda p=path: decode_file(p), config.repeats)  # type: ignore[misc]
-            rows.append(Row("decode", label, statistics.median(runs), audio_s, runs=runs))
+            rows.append(Row("decode", label, statistics.median(runs), audio_s, runs=runs, cpu=_cpu()))
         frames = frame_waveform(waveform)
         runs = timed(lambda: frame_waveform(waveform), config.repeats)
-        rows.append(Row("framing", "frame_waveform", statistics.median(runs), audio_s, frames.shape[0], runs=runs))
+        rows.append(
+            Row("framing", "frame_waveform", statistics.median(runs), audio_s, frames.shape[0], runs=runs, cpu=_cpu())
+        )
         runs = timed(lambda: melspec.patches(melspec.log_mel(waveform)), config.repeats)
         rows.append(
             Row(
@@ -226,6 +256,7 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
                 audio_s,
                 frames.shape[0],
                 runs=runs,
+                cpu=_cpu(),
             )
         )
         for name in config.models:
@@ -248,8 +279,31 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
                         audio_s,
                         frames.shape[0],
                         runs=runs,
+                        cpu=_cpu(),
                     )
                 )
+            if name == "yamnet" and config.threads > 1:  # what the parallel interpreters buy
+                single = load_model(name, 1, folder)
+                single.embed(frames[:64])
+                batch = max(config.batches)
+
+                def embed_single(batch: int = batch, single: Any = single) -> None:
+                    for start in range(0, frames.shape[0], batch):
+                        single.embed(frames[start : start + batch])
+
+                runs = timed(embed_single, config.repeats)
+                rows.append(
+                    Row(
+                        "model",
+                        f"{name}, batch {batch}, 1 interpreter",
+                        statistics.median(runs),
+                        audio_s,
+                        frames.shape[0],
+                        runs=runs,
+                        cpu=_cpu(),
+                    )
+                )
+                del single
             log(f"{name}: end to end ...")
             e2e_path = wav16
             e2e_audio = audio_s
@@ -270,6 +324,7 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
                         results[0][1],
                         peak_rss_mb=max(r[2] for r in results),
                         runs=runs,
+                        cpu=statistics.median(r[4] for r in results),
                     )
                 )
                 if name != "yamnet":
@@ -278,9 +333,15 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| stage | what | median s | frames/s | x real time | peak RSS |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| stage | what | median s | frames/s | x real time | CPU s | x real time per CPU s | peak RSS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         fps = f"{row.frames_per_s:,.0f}" if row.frames_per_s else ""
         rss = f"{row.peak_rss_mb:,.0f} MB" if row.peak_rss_mb is not None else ""
-        lines.append(f"| {row.stage} | {row.detail} | {row.seconds:.3f} | {fps} | {row.realtime:,.0f} | {rss} |")
+        cpu = f"{row.cpu:.3f} | {row.audio_s / row.cpu:,.0f}" if row.cpu else " | "
+        lines.append(
+            f"| {row.stage} | {row.detail} | {row.seconds:.3f} | {fps} | {row.realtime:,.0f} | {cpu} | {rss} |"
+        )
     return "\n".join(lines)
