@@ -57,8 +57,12 @@ def _ffmpeg_command(path: Path, max_seconds: float | None) -> list[str]:
 
 
 def _clean(samples: np.ndarray) -> np.ndarray:
-    # Float WAVs may carry NaN/inf or overs; the model expects finite values in [-1, 1].
-    return np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    # Float WAVs may carry NaN/inf or overs; the model expects finite values in [-1, 1]: overs and +-inf clip
+    # to +-1, NaN becomes 0. One clipping pass, then a sum (NaN iff some sample is NaN) before the rare fix-up.
+    cleaned = np.clip(samples, -1.0, 1.0)
+    if np.isnan(cleaned.sum()):
+        cleaned[np.isnan(cleaned)] = 0.0
+    return cleaned
 
 
 def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:

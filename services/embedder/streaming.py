@@ -65,7 +65,7 @@ def embed_stream(model: AudioModel, chunks: Iterable[np.ndarray], block_frames: 
         nonlocal count
         for chunk in chunks:
             samples = np.ascontiguousarray(chunk, dtype=np.float32)
-            digest.update(samples.tobytes())
+            digest.update(samples.data)  # the buffer itself, no copy
             count += samples.size
             yield samples
 

@@ -15,8 +15,8 @@ waveform:
 
 So every output row is the module's embedding of exactly that frame's 0.975 s of samples (what a per-frame call
 would give), the time base stays ``index * HOP_S``, and a batch of frames from one or many jobs costs one call
-and (for a run) about half a slot per frame of overhead. GPU: TensorFlow places the module on a GPU when it sees
-one; nothing here is CPU-specific.
+whose only waste is one discarded example between consecutive stretches (a run of frames makes two stretches).
+GPU: TensorFlow places the module on a GPU when it sees one; nothing here is CPU-specific.
 
 AudioSet postprocess (``pca_params``): PCA whitening with the published ``vggish_pca_params.npz``
 (``pca_eigen_vectors`` [128, 128], ``pca_means`` [128]), clip to [-2, 2] and quantise to uint8 with
