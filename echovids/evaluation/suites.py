@@ -104,7 +104,9 @@ def machine() -> dict:
         pass
     import os
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    # Latencies are only comparable on an otherwise idle machine: the load says whether it was.
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 # -- the libraries ----------------------------------------------------------------------------------------------
@@ -430,6 +432,7 @@ def run(cfg: EvalConfig) -> dict:
         report["suites"]["clips"] = run_clips(cfg, client, clips)
         client.close()
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["machine"]["load_average_at_end"] = machine()["load_average"]
     (cfg.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (cfg.out / "report.md").write_text(markdown(report))
     return report
@@ -443,7 +446,9 @@ def markdown(report: dict) -> str:
     s = report["settings"]
     lines = [f"# Echovids quality: {report['started']}", "",
              f"Dataset: {report['dataset']['name']}, {report['dataset']['licence']}. "
-             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. "
+             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, load average "
+             f"{report['machine']['load_average'][0]:.1f} at the start, "
+             f"{report['machine'].get('load_average_at_end', ['-'])[0]} at the end. "
              f"Seed {s['seed']}, {s['queries_per_condition']} queries per condition, library seed {s['library_seed']}.",
              ""]
     suites = report["suites"]
