@@ -218,8 +218,7 @@ def bench_embed(
     typer.echo(table(rows))
 
 
-bench_app = typer.Typer(help="Measure throughput (results go to docs/benchmarks.md by hand).", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
+# (bench_app is defined once, near the top.)
 
 
 @bench_app.command("ingest")
