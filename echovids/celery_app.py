@@ -44,12 +44,13 @@ def create_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
-_app: Celery | None = None
+_apps: dict[tuple[str, int], Celery] = {}
 
 
 def get_celery() -> Celery:
-    """The process's Celery app, created on first use (Redis may be embedded and start late)."""
-    global _app
-    if _app is None:
-        _app = create_celery()
-    return _app
+    """The process's Celery app for the current settings, created on first use (Redis may start late)."""
+    settings = get_settings()
+    key = (redis_url(settings), settings.search_shards)
+    if key not in _apps:
+        _apps[key] = create_celery(settings)
+    return _apps[key]

@@ -11,8 +11,13 @@ import redis
 
 from tests.stack import Stack, make_stack
 
-# The machine's Redis; tests take their own database number so parallel suites do not collide.
+# The machine's Redis. Each module that runs workers takes a database of its own (external_redis), so stacks
+# alive at the same time (the session's stack and a module's) never consume each other's queues.
 EXTERNAL_REDIS = os.environ.get("ECHOVIDS_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def external_redis(db: int) -> str:
+    return EXTERNAL_REDIS.rsplit("/", 1)[0] + f"/{db}"
 
 
 def external_redis_available() -> bool:

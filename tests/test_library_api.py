@@ -13,9 +13,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from tests.conftest import EXTERNAL_REDIS, external_redis_available
+from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
 from tests.sounds import write_wav
 from tests.test_library_catalog import database  # noqa: F401  (fixture: SQLite and PostgreSQL)
+
+REDIS_URL = external_redis(13)  # this module's own database (see conftest)
 
 pytestmark = pytest.mark.skipif(not external_redis_available(), reason=f"no Redis at {EXTERNAL_REDIS}")
 
@@ -30,7 +32,7 @@ def client(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClien
     from echovids import celery_app
     from echovids.settings import get_settings
 
-    monkeypatch.setenv("ECHOVIDS_REDIS_URL", EXTERNAL_REDIS)
+    monkeypatch.setenv("ECHOVIDS_REDIS_URL", REDIS_URL)
     monkeypatch.setenv("ECHOVIDS_API_KEY", "s3cret")
     monkeypatch.setattr(celery_app, "_app", None)
     get_settings.cache_clear()
@@ -38,7 +40,7 @@ def client(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClien
 
     with TestClient(create_app()) as c:
         yield c
-    redis.Redis.from_url(EXTERNAL_REDIS).flushdb()
+    redis.Redis.from_url(REDIS_URL).flushdb()
     get_settings.cache_clear()
 
 
@@ -150,7 +152,7 @@ def test_get_and_delete(client: TestClient) -> None:
     assert client.get("/v1/library/gone").status_code == 404
     assert [i["clip_id"] for i in client.get("/v1/library").json()["items"]] == ["kept"]
     # The tombstone went to the clip's shard queue, by task name.
-    queued = redis.Redis.from_url(EXTERNAL_REDIS).lrange("search.shard.0", 0, -1)
+    queued = redis.Redis.from_url(REDIS_URL).lrange("search.shard.0", 0, -1)
     bodies = [json.loads(m) for m in queued]
     assert any(b["headers"]["task"] == "echovids.search.delete_clip" for b in bodies)
 

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import redis
 
-from tests.conftest import EXTERNAL_REDIS, external_redis_available
+from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
 from tests.sounds import synthetic_library, write_wav
 from tests.stack import Stack, make_stack
+
+REDIS_URL = external_redis(12)  # this module's own database (see conftest)
 
 IDS = ["-0RWZT-miFs", "--PJHxphWEs", "a1b2c3d4e5F", "Zz_9-8x7w6V", "q-q_q-q_q-q"]
 
@@ -149,12 +151,12 @@ def test_a_match_inside_an_audioset_clip_lands_at_the_right_second(tmp_path: Pat
 def vggish_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not external_redis_available():
         pytest.skip(f"no Redis at {EXTERNAL_REDIS}")
-    redis.Redis.from_url(EXTERNAL_REDIS).flushdb()
-    running = make_stack(tmp_path_factory.mktemp("audioset-stack") / "data", EXTERNAL_REDIS)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    running = make_stack(tmp_path_factory.mktemp("audioset-stack") / "data", REDIS_URL)
     running.start()
     yield running
     running.stop()
-    redis.Redis.from_url(EXTERNAL_REDIS).flushdb()
+    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def test_import_then_a_yamnet_query_is_refused(vggish_stack: Stack, audioset_files: tuple[Path, Path],

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import redis
 
-from tests.conftest import EXTERNAL_REDIS, external_redis_available
+from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
 from tests.sounds import SR, synthetic_library, write_wav
 from tests.stack import ROOT, Stack, free_port, make_stack
 
@@ -82,7 +82,7 @@ def test_two_sounds_in_one_query_are_both_found_with_their_offsets(sharded: Stac
 @pytest.mark.skipif(not external_redis_available(), reason=f"no Redis at {EXTERNAL_REDIS}")
 def test_a_shard_that_is_down_gives_a_partial_result(tmp_path: Path, library) -> None:
     """Two shards, only shard 0 served: the answer comes at the search timeout, partial, shard 1 named."""
-    url = EXTERNAL_REDIS.rsplit("/", 1)[0] + "/11"
+    url = external_redis(11)
     redis.Redis.from_url(url).flushdb()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}

@@ -73,7 +73,7 @@ def test_framing_counts_and_hop() -> None:
     frames = framing.frame_waveform(x)
     assert frames.shape[1] == framing.FRAME_SAMPLES
     assert frames[3, 0] == 3 * framing.HOP_SAMPLES
-    assert framing.HOP_S == pytest.approx(0.48)
+    assert pytest.approx(0.48) == framing.HOP_S
     with pytest.raises(AudioTooShort):
         framing.frame_waveform(np.zeros(int(0.3 * SR), dtype=np.float32))
 
