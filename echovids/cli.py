@@ -283,6 +283,41 @@ def evaluate(
     typer.echo((out / "report.md").read_text())
 
 
+@bench_app.command("search")
+def bench_search(
+    n: Annotated[int, typer.Option(min=1000, help="library frame vectors")] = 1_000_000,
+    dim: Annotated[list[int] | None, typer.Option(help="index dimension, repeated; below 1024 = PCA projection "
+                                                       "(default 1024)")] = None,
+    queries: Annotated[int, typer.Option(min=10, help="query vectors (recall and batched timing)")] = 1000,
+    method: Annotated[list[str] | None, typer.Option(help="exact | scann | faiss-hnsw | faiss-ivfpq | hnswlib, "
+                                                          "repeated (default all)")] = None,
+    scann: Annotated[list[str] | None, typer.Option(
+        help="ScaNN variants: production | brute-force | custom:leaves=..,lts=..,dpb=..,thr=..,reorder=..,q=int8",
+    )] = None,
+    threads: Annotated[int, typer.Option(min=0, help="threads for builds and batched search (0: all CPUs)")] = 0,
+    repeats: Annotated[int, typer.Option(min=1, help="timing runs (the median is reported)")] = 3,
+    source: Annotated[str, typer.Option(help="auto | real | synthetic")] = "auto",
+    hnsw_budget: Annotated[float, typer.Option(help="seconds per HNSW build before it is estimated instead")] = 300.0,
+    out: Annotated[Path | None, typer.Option(help="write the full report as JSON here")] = None,
+) -> None:
+    """ANN search: ScaNN vs FAISS (HNSW, IVF-PQ), hnswlib and exact: build, memory, queries/s, recall@10."""
+    _benchmarks_importable()
+    from benchmarks.search import ALL_METHODS, BenchConfig, run, to_markdown, write_report
+
+    config = BenchConfig(
+        n=n, dims=tuple(dim or (1024,)), queries=queries, methods=tuple(method or ALL_METHODS), threads=threads,
+        repeats=repeats, source=source, hnsw_budget_s=hnsw_budget,
+        scann_variants=tuple(scann or BenchConfig.scann_variants), data_dir=get_settings().data_dir,
+    )
+    report = run(config, log=lambda line: typer.echo(line, err=True))
+    if out is not None:
+        write_report(report, out)
+    m = report.machine
+    typer.echo(f"machine: {m['nproc']} CPUs, {m['cpu']}; threads {report.config['threads']}; "
+               f"data: {report.dataset['source']}, n={report.dataset['n']}; {report.elapsed_s:.0f} s")
+    typer.echo(to_markdown(report))
+
+
 def main() -> None:
     app()
 
