@@ -35,15 +35,15 @@ def scann_parameters(n: int, dim: int, neighbours: int, leaves: int = 0, leaves_
     """ScaNN tree + AH parameters for ``n`` unit vectors; a 0 argument means "chosen from the size".
 
     Tuned with `echovids bench search` (docs/benchmarks.md, "Search (ANN)"): a sqrt(n)-leaf tree trained on up
-    to 250k rows (a smaller sample made the partitions markedly worse: recall@10 0.94 instead of 0.98 at the same
-    leaves searched), searching 1/40 of the leaves (the old 1/10 bought recall 0.99+ at 3-4x the cost), AH with 2
-    dims per 4-bit block (recall there is limited by the leaves, not by AH: 100 or 200 reordered gave the same
-    recall) and float32 reordering (int8 reordering lost 0.02 recall on 1024-d frames).
+    to 250k rows (a 50k sample made the partitions markedly worse: recall@10 0.94 instead of 0.97 at the same
+    leaves searched), searching 1/80 of the leaves (recall@10 0.96 at 1M x 1024; the old 1/10 bought 0.998 at
+    ~4x the cost), AH with 2 dims per 4-bit block (4 dims lost ~0.05 recall even with 300 reordered; with 2, 100
+    or 200 reordered gave the same recall: the leaves searched limit it) and float32 reordering (int8 lost 0.02).
     """
     leaves = leaves or max(16, int(np.sqrt(n)))
     return {
         "leaves": leaves,
-        "lts": min(leaves, leaves_to_search or max(8, leaves // 40)),
+        "lts": min(leaves, leaves_to_search or max(8, leaves // 80)),
         "dpb": 2,
         "thr": float("nan"),  # no anisotropic AH: it slowed the build and did not change recall (limited by lts)
         "reorder": reorder or max(100, neighbours * 4),
@@ -317,9 +317,11 @@ class ShardIndex:
         return np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
 
     # -- search --------------------------------------------------------------------------------
-    def match_landmarks(self, hashes: np.ndarray, times: np.ndarray, limit: int) -> list[LandmarkMatch]:
+    def match_landmarks(
+        self, hashes: np.ndarray, times: np.ndarray, limit: int, weights: np.ndarray | None = None
+    ) -> list[LandmarkMatch]:
         with self._lock:
-            return self.landmarks.match(hashes, times, self.live_mask(), limit)
+            return self.landmarks.match(hashes, times, self.live_mask(), limit, weights)
 
     def search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads."""
