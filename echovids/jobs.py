@@ -92,19 +92,19 @@ class JobStore:
 
     def get_upload(self, item_id: str) -> bytes:
         data = self.redis.get(upload_key(item_id))
-        if data is None:
+        if not isinstance(data, bytes):
             raise NotFound(f"The upload for {item_id!r} has expired or was never stored.")
-        return bytes(data)
+        return data
 
     def put_arrays(self, item_id: str, arrays: dict[str, np.ndarray]) -> None:
         """Hand arrays (frame vectors, landmarks) to the next service as one compact binary blob."""
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
         self.redis.set(arrays_key(item_id), buffer.getvalue(), ex=get_settings().upload_ttl_s)
 
     def get_arrays(self, item_id: str) -> dict[str, np.ndarray]:
         raw = self.redis.get(arrays_key(item_id))
-        if raw is None:
+        if not isinstance(raw, bytes):
             raise NotFound(f"The embeddings for {item_id!r} have expired.")
         with np.load(io.BytesIO(raw)) as data:
             return {name: data[name] for name in data.files}

@@ -25,12 +25,15 @@ MAX_DT = 48  # ... within 0.77 s ...
 MAX_DF = 40  # ... and +-40 bins
 QUERY_SHIFTS = (0, 64, 128, 192)  # sub-hop shifts of the query, so its frames meet the library's grid
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
+DYNAMIC_RANGE = np.log(10**3)  # 60 dB, in the natural-log magnitude units of the spectrogram
+ABSOLUTE_FLOOR = np.log(N_FFT / 4 * 10**-4)  # -80 dB below a full-scale sine's peak bin (about N/4)
 
 
 @dataclass
 class Landmarks:
     hashes: np.ndarray  # uint32, 22 bits: f1 (9) | df + 40 (7) | dt (6)
     times: np.ndarray  # int32, the first peak's frame (16 ms hops)
+    weights: np.ndarray  # float32, the weaker peak's magnitude: a query's loud sound outvotes a quiet one
 
     def __len__(self) -> int:
         return int(self.hashes.size)
@@ -65,32 +68,40 @@ def local_max(spec: np.ndarray) -> np.ndarray:
     return _running_max(_running_max(spec, PEAK_TIME_RADIUS, 0), PEAK_FREQ_RADIUS, 1)
 
 
-def find_peaks(spec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frame, bin, log magnitude) of local maxima, the strongest PEAKS_PER_SECOND in each second."""
+def find_peaks(spec: np.ndarray, whole: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, bin, log magnitude) of local maxima: the strongest PEAKS_PER_SECOND in each second, or with
+    ``whole`` as many over the whole excerpt (a query: where the sound it holds is loud, the peaks go there)."""
     if spec.shape[0] == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
-    # Peaks must stand above the frame's median, so silence and flat noise floors make none.
-    floor = np.partition(spec, spec.shape[1] // 2, axis=1)[:, spec.shape[1] // 2 : spec.shape[1] // 2 + 1] + 1.0
+    # Peaks must stand above the frame's median (flat noise makes none), within 60 dB of the loudest moment
+    # and above -80 dBFS: dither and quantisation noise in a quiet stretch must not fill that second's quota.
+    median = np.partition(spec, spec.shape[1] // 2, axis=1)[:, spec.shape[1] // 2 : spec.shape[1] // 2 + 1]
+    floor = np.maximum(median + 1.0, max(float(spec.max()) - DYNAMIC_RANGE, ABSOLUTE_FLOOR))
     is_peak = (spec == local_max(spec)) & (spec > floor)
     is_peak[:, 0] = False  # DC carries offsets, not content
     t, f = np.nonzero(is_peak)
     values = spec[t, f]
     second = (t * HOP_S).astype(np.int64)
+    if whole:
+        quota = max(PEAKS_PER_SECOND, int(PEAKS_PER_SECOND * spec.shape[0] * HOP_S))
+        second = np.zeros_like(second)
+    else:
+        quota = PEAKS_PER_SECOND
     order = np.lexsort((-values, second))
     t, f, values, second = t[order], f[order], values[order], second[order]
     starts = np.searchsorted(second, second, side="left")
-    keep = (np.arange(t.size) - starts) < PEAKS_PER_SECOND
+    keep = (np.arange(t.size) - starts) < quota
     t, f, values = t[keep], f[keep], values[keep]
     order = np.lexsort((f, t))
     return t[order], f[order], values[order]
 
 
-def pair_peaks(t: np.ndarray, f: np.ndarray) -> Landmarks:
+def pair_peaks(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
     """Hash each peak with up to FAN_OUT later peaks inside the target zone."""
     n = t.size
     if n < 2:
-        return Landmarks(np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.int32))
+        return Landmarks(np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32))
     reach = min(n - 1, FAN_OUT * 6)  # later peaks to look at before the zone is surely passed
     i = np.arange(n)[:, None]
     j = i + np.arange(1, reach + 1)[None, :]
@@ -103,19 +114,25 @@ def pair_peaks(t: np.ndarray, f: np.ndarray) -> Landmarks:
     ii, jj = np.nonzero(valid)
     f1 = f[ii].astype(np.uint32)
     hashes = (f1 << 13) | ((df[ii, jj] + MAX_DF).astype(np.uint32) << 6) | dt[ii, jj].astype(np.uint32)
-    return Landmarks(hashes=hashes, times=t[ii].astype(np.int32))
+    weights = np.exp(np.minimum(values[ii], values[jj])).astype(np.float32)
+    return Landmarks(hashes=hashes, times=t[ii].astype(np.int32), weights=weights)
 
 
-def extract(waveform: np.ndarray) -> Landmarks:
-    """Landmarks of a library recording."""
-    t, f, _ = find_peaks(log_spectrogram(waveform))
-    return pair_peaks(t, f)
+def extract(waveform: np.ndarray, whole: bool = False) -> Landmarks:
+    """Landmarks of a library recording (or, with ``whole``, of a query excerpt)."""
+    return pair_peaks(*find_peaks(log_spectrogram(waveform), whole=whole))
 
 
 def extract_query(waveform: np.ndarray) -> Landmarks:
-    """Landmarks of a query at several sub-hop shifts (union, duplicates removed)."""
-    parts = [extract(waveform[shift:]) for shift in QUERY_SHIFTS if waveform.size > shift]
+    """Landmarks of a query at several sub-hop shifts (union; a repeated one keeps its largest weight)."""
+    parts = [extract(waveform[shift:], whole=True) for shift in QUERY_SHIFTS if waveform.size > shift]
     hashes = np.concatenate([p.hashes for p in parts])
     times = np.concatenate([p.times for p in parts])
-    packed = np.unique((hashes.astype(np.uint64) << 32) | times.astype(np.uint64))
-    return Landmarks(hashes=(packed >> 32).astype(np.uint32), times=(packed & 0xFFFFFFFF).astype(np.int32))
+    weights = np.concatenate([p.weights for p in parts])
+    packed = (hashes.astype(np.uint64) << 32) | times.astype(np.uint64)
+    order = np.lexsort((-weights, packed))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = packed[order][1:] != packed[order][:-1]
+    keep = order[first]
+    peak = float(weights.max()) if weights.size else 1.0
+    return Landmarks(hashes=hashes[keep], times=times[keep], weights=weights[keep] / peak)

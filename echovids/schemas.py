@@ -42,7 +42,11 @@ class SearchResult(BaseModel):
     source: Source
     match_start_s: float = Field(description="Where in the library clip the best-matching moment starts")
     query_start_s: float = Field(description="Where in the query that moment starts")
-    score: float = Field(description="Mean cosine similarity along the aligned frames, in [-1, 1]")
+    score: float = Field(
+        description="How alike the query and the clip sound at the matched moment, in [-1, 1]: mostly the "
+        "cosine similarity of their mean embeddings there, partly the frame-by-frame fit. Results are "
+        "ordered exact matches first (this very recording), then by score."
+    )
     match: MatchKind = MatchKind.similar
     labels: list[str] = []
     available: bool | None = None
@@ -93,7 +97,8 @@ class ShardCandidate(BaseModel):
     match_start_s: float
     query_start_s: float
     score: float
-    votes: float = Field(description="Aligned landmark hashes for exact matches; summed similarity otherwise")
+    votes: float = Field(description="Aligned landmark hashes weighted by loudness for exact matches; summed "
+                         "similarity otherwise")
 
 
 class ShardAnswer(BaseModel):

@@ -54,10 +54,12 @@ class Settings(BaseSettings):
     search_scann_leaves: int = Field(default=0, ge=0, description="Partitions of the ScaNN tree")
     search_scann_leaves_to_search: int = Field(default=0, ge=0, description="Partitions searched per query frame")
     search_scann_reorder: int = Field(default=0, ge=0, description="Candidates re-scored exactly (reordering)")
-    # A landmark match is "exact" (this very recording) with this many aligned hashes, and this share of
-    # the query's hashes; chance alignments stay far below both.
+    # A landmark match is "exact" (this very recording) with this many aligned hashes, this share of the
+    # query's hashes, and this many times the clip's best other offset; chance alignments fail all three
+    # (tuned on ESC-10 recordings, docs/quality.md).
     landmark_min_votes: int = Field(default=12, ge=1)
-    landmark_min_fraction: float = Field(default=0.01, ge=0, le=1)
+    landmark_min_fraction: float = Field(default=0.008, ge=0, le=1)
+    landmark_min_peak_ratio: float = Field(default=1.5, ge=1)
 
     # Availability (YouTube oEmbed); tests point the base URL at a local stub.
     youtube_oembed_url: str = "https://www.youtube.com/oembed"

@@ -12,7 +12,7 @@ from echovids import audio, framing, landmarks
 from echovids.catalog import shard_of
 from echovids.errors import AudioTooLong, AudioTooShort, UndecodableAudio
 from services.search.landmark_index import LandmarkPostings
-from services.search.matching import best_matches, diagonal_score, vote
+from services.search.matching import aligned_score, best_matches, vote
 from tests.sounds import SR, synthetic_library, write_wav
 
 
@@ -91,17 +91,18 @@ def test_vote_prefers_the_consistent_offset() -> None:
     assert best[0][1] > best[1][1]
 
 
-def test_diagonal_rescoring_finds_offset_and_query_start() -> None:
+def test_rescoring_finds_offset_and_query_start() -> None:
     rng = np.random.default_rng(0)
     clip = rng.standard_normal((30, 16)).astype(np.float32)
     clip /= np.linalg.norm(clip, axis=1, keepdims=True)
     noise = rng.standard_normal((4, 16)).astype(np.float32)
     query = np.concatenate([noise / np.linalg.norm(noise, axis=1, keepdims=True), clip[10:16]])
-    score, start = diagonal_score(query, clip, 6)
-    assert start == 4  # the clip's part of the query begins at its 5th frame
-    assert score > diagonal_score(query, clip, 7)[0]
+    right = aligned_score(query, clip, 6)
+    assert right.query_start == 4  # the clip's part of the query begins at its 5th frame
+    assert right.fit > max(aligned_score(query, clip, o).fit for o in (5, 7, 12))
+    assert right.score > aligned_score(query, clip, 12).score
     matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]),
-                           rescore=lambda c, o: diagonal_score(query, clip, o), limit=1)
+                           rescore=lambda c, o: aligned_score(query, clip, o), limit=1)
     assert (matches[0].offset, matches[0].query_start) == (6, 4)
 
 

@@ -34,7 +34,7 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
         fail_job(job_id, error)
     marks = landmarks.extract_query(waveform)
     store.put_arrays(job_id, {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes,
-                              "times": marks.times})
+                              "times": marks.times, "weights": marks.weights})
     store.set_status(job_id, JobStatus.searching)
     return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(embedded.vectors), k=k).model_dump()
 

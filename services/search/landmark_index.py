@@ -10,6 +10,9 @@ from services.search.matching import best_per_clip, neighbour_values
 
 # A hash this common says nothing about which recording it came from (a stop word).
 MAX_POSTINGS_PER_HASH = 2_000
+# The runner-up offset must lie this many hops (160 ms) away: nearer ones are the same match, smeared by
+# sub-hop shifts and sustained tones.
+RUNNER_UP_GAP = 10
 
 
 @dataclass
@@ -17,6 +20,8 @@ class LandmarkMatch:
     clip: int
     offset: int  # library frame minus query frame, in 16 ms hops
     votes: int  # aligned hashes, one hop of tolerance
+    weight: float  # the same hashes weighted by the query's peak magnitudes (what ranks exact matches)
+    runner_up: int  # aligned hashes at the clip's best other offset: chance alignments of a periodic sound
     query_start: int  # first query frame among the aligned hashes
 
 
@@ -46,11 +51,15 @@ class LandmarkPostings:
     def __len__(self) -> int:
         return int(self._hashes.size + sum(t[0].size for t in self._tail))
 
-    def match(self, hashes: np.ndarray, times: np.ndarray, live: np.ndarray, limit: int) -> list[LandmarkMatch]:
+    def match(
+        self, hashes: np.ndarray, times: np.ndarray, live: np.ndarray, limit: int, weights: np.ndarray | None = None
+    ) -> list[LandmarkMatch]:
         """The best-aligned clips for a query's landmarks; ``live[clip]`` is False for tombstoned clips."""
         self._merge()
         if hashes.size == 0 or self._hashes.size == 0:
             return []
+        if weights is None:
+            weights = np.ones(hashes.size, dtype=np.float32)
         lo = np.searchsorted(self._hashes, hashes, side="left")
         hi = np.searchsorted(self._hashes, hashes, side="right")
         counts = hi - lo
@@ -72,13 +81,20 @@ class LandmarkPostings:
         base = int(offsets.min()) - 1
         span = int(offsets.max()) - base + 2
         keys = clips.astype(np.int64) * span + (offsets - base)
-        uniq, votes = np.unique(keys, return_counts=True)
-        smoothed = votes + neighbour_values(uniq, votes, -1) + neighbour_values(uniq, votes, 1)
+        uniq, inverse, counted = np.unique(keys, return_inverse=True, return_counts=True)
+        weighed = np.bincount(inverse, weights=weights[owner].astype(np.float64))
+        counted = counted + neighbour_values(uniq, counted, -1) + neighbour_values(uniq, counted, 1)
+        weighed = weighed + neighbour_values(uniq, weighed, -1) + neighbour_values(uniq, weighed, 1)
+        clip_of = uniq // span
         matches = []
-        for i in best_per_clip(uniq // span, smoothed, limit):
+        for i in best_per_clip(clip_of, weighed, limit):
             key = int(uniq[i])
             near = np.abs(keys - key) <= 1
-            matches.append(LandmarkMatch(clip=key // span, offset=key % span + base, votes=int(smoothed[i]),
+            # The clip's strongest offset well away from this one.
+            other = (clip_of == clip_of[i]) & (np.abs(uniq - key) > RUNNER_UP_GAP)
+            runner_up = int(counted[other].max()) if other.any() else 0
+            matches.append(LandmarkMatch(clip=key // span, offset=key % span + base, votes=int(counted[i]),
+                                         weight=float(weighed[i]), runner_up=runner_up,
                                          query_start=int(q_times[near].min())))
         return matches
 

@@ -29,7 +29,7 @@ from echovids.schemas import (
 )
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.search.matching import best_matches, diagonal_score, vote
+from services.search.matching import Aligned, aligned_score, best_matches, vote
 from services.search.shard import ShardIndex
 
 _indexes: dict[int, ShardIndex] = {}
@@ -111,10 +111,10 @@ def search_shard(
     clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
     frames: dict[int, np.ndarray] = {}  # each candidate clip's frames, converted once
 
-    def rescore(clip: int, offset: int) -> tuple[float, int]:
+    def rescore(clip: int, offset: int) -> Aligned:
         if clip not in frames:
             frames[clip] = index.clip_frames(clip)
-        return diagonal_score(vectors, frames[clip], offset)
+        return aligned_score(vectors, frames[clip], offset)
 
     matches = best_matches(clips, offsets, votes, rescore=rescore, limit=limit)
     candidates = {
@@ -126,14 +126,14 @@ def search_shard(
     }
     hashes = arrays["hashes"]
     needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
-    for lm in index.match_landmarks(hashes, arrays["times"], limit):
-        if lm.votes < needed:
+    for lm in index.match_landmarks(hashes, arrays["times"], limit, arrays.get("weights")):
+        # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
+        if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             continue
-        frames = index.clip_frames(lm.clip)
-        score, _ = diagonal_score(vectors, frames, round(lm.offset * landmarks.HOP_S / HOP_S))
+        score = aligned_score(vectors, index.clip_frames(lm.clip), round(lm.offset * landmarks.HOP_S / HOP_S)).score
         clip_id = index.clip_ids[lm.clip]
         candidates[clip_id] = ShardCandidate(
-            clip_id=clip_id, match=MatchKind.exact, score=score, votes=lm.votes,
+            clip_id=clip_id, match=MatchKind.exact, score=score, votes=lm.weight,
             match_start_s=(lm.query_start + lm.offset) * landmarks.HOP_S,
             query_start_s=lm.query_start * landmarks.HOP_S,
         )
@@ -146,7 +146,7 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     arrays = JobStore().get_arrays(job_id)
     try:
         answer = ShardAnswer(shard=shard, candidates=search_shard(get_index(shard), query.space.key, arrays,
-                                                                  limit=max(query.k * 2, 20)))
+                                                                  limit=max(query.k * 2, 100)))
     except EchovidsError as error:
         answer = ShardAnswer(shard=shard, candidates=[], error=ErrorBody(code=error.code, message=error.message))
     key = _answers_key(job_id)
