@@ -57,13 +57,22 @@ def free_port() -> int:
 class Serve:
     def __init__(self, data_dir: Path, redis_url: str | None) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}
-        self.env.update(ECHOVIDS_DATA_DIR=str(data_dir), ECHOVIDS_PORT=str(free_port()), TF_CPP_MIN_LOG_LEVEL="2",
-                        ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", str(ROOT.parent / "shared" / "models")))
+        self.env.update(
+            ECHOVIDS_DATA_DIR=str(data_dir),
+            ECHOVIDS_PORT=str(free_port()),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", str(ROOT.parent / "shared" / "models")),
+        )
         if redis_url:
             self.env["ECHOVIDS_REDIS_URL"] = redis_url
         self.log = (data_dir.parent / "serve.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "echovids.cli", "serve"], env=self.env, cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "echovids.cli", "serve"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         import httpx
 
         deadline = time.monotonic() + 120
@@ -80,8 +89,14 @@ class Serve:
 
     def cli(self, *args: str) -> tuple[float, str]:
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "echovids.cli", *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "echovids.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wall = time.monotonic() - started
         if done.returncode != 0:
             raise RuntimeError(f"echovids {args[0]} failed: {done.stdout}\n{done.stderr[-3000:]}")
@@ -128,13 +143,17 @@ def machine() -> str:
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     model = ""
     with contextlib.suppress(OSError, StopIteration):
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     return f"{len(cpus)} CPU cores ({model or platform.processor()}), Python {platform.python_version()}"
 
 
-def run(files: int = 24, seconds: float = 150.0, records: int = 2000, redis_url: str | None = None,
-        keep: bool = False) -> dict[str, float | str]:
+def run(
+    files: int = 24, seconds: float = 150.0, records: int = 2000, redis_url: str | None = None, keep: bool = False
+) -> dict[str, float | str]:
     workdir = Path(tempfile.mkdtemp(prefix="echovids-bench-ingest-"))
     out: dict[str, float | str] = {"machine": machine()}
     try:
@@ -142,20 +161,30 @@ def run(files: int = 24, seconds: float = 150.0, records: int = 2000, redis_url:
         serve = Serve(workdir / "data", redis_url)
         try:
             wall, stdout = serve.cli("ingest", str(workdir / "audio"), "--window", "16")
-            out.update(files=files, audio_h=audio_s / 3600, ingest_wall_s=wall,
-                       ingest_h_per_min=audio_s / 3600 / (wall / 60), ingest_summary=stdout.strip())
+            out.update(
+                files=files,
+                audio_h=audio_s / 3600,
+                ingest_wall_s=wall,
+                ingest_h_per_min=audio_s / 3600 / (wall / 60),
+                ingest_summary=stdout.strip(),
+            )
         finally:
             serve.stop()
         if records:
             csv_path = write_audioset(workdir / "audioset", records)
             serve = Serve(workdir / "data-audioset", redis_url)
             try:
-                wall, stdout = serve.cli("import-audioset", "--segments", str(csv_path), "--features",
-                                         str(workdir / "audioset"))
+                wall, stdout = serve.cli(
+                    "import-audioset", "--segments", str(csv_path), "--features", str(workdir / "audioset")
+                )
                 sent = re.search(r"\(([\d.]+) records/s\)", stdout)
-                out.update(records=records, import_wall_s=wall, import_records_per_s=records / wall,
-                           import_send_records_per_s=float(sent.group(1)) if sent else 0.0,
-                           import_summary=stdout.strip())
+                out.update(
+                    records=records,
+                    import_wall_s=wall,
+                    import_records_per_s=records / wall,
+                    import_send_records_per_s=float(sent.group(1)) if sent else 0.0,
+                    import_summary=stdout.strip(),
+                )
             finally:
                 serve.stop()
     finally:

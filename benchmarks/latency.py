@@ -70,10 +70,22 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
         hashes = rng.integers(0, 2**22, size=1900, dtype=np.uint32)
         times = np.sort(rng.integers(0, 625, size=1900)).astype(np.int32)
         indexes[shard].write_segment(clip_id, {"vectors": base, "hashes": hashes, "times": times}, SPACE)
-        rows.append({"id": clip_id, "title": f"Bench clip {c}", "source_kind": "youtube",
-                     "youtube_id": f"bv{c:09d}", "start_s": 30.0, "end_s": 40.0, "duration_s": 10.0,
-                     "labels": [], "space": SPACE, "shard": shard, "n_frames": FRAMES_PER_CLIP,
-                     "status": "ready"})
+        rows.append(
+            {
+                "id": clip_id,
+                "title": f"Bench clip {c}",
+                "source_kind": "youtube",
+                "youtube_id": f"bv{c:09d}",
+                "start_s": 30.0,
+                "end_s": 40.0,
+                "duration_s": 10.0,
+                "labels": [],
+                "space": SPACE,
+                "shard": shard,
+                "n_frames": FRAMES_PER_CLIP,
+                "status": "ready",
+            }
+        )
     with catalog.session() as s:
         s.bulk_insert_mappings(catalog.Clip, rows)  # type: ignore[arg-type]
     for index in indexes.values():
@@ -134,13 +146,19 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
     build_s = time.perf_counter() - started
     port = 18_000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}
-    env.update(ECHOVIDS_DATA_DIR=str(data_dir), ECHOVIDS_SEARCH_SHARDS=str(shards), ECHOVIDS_PORT=str(port),
-               ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", ""), ECHOVIDS_SEARCH_DELTA_MAX="100000000")
+    env.update(
+        ECHOVIDS_DATA_DIR=str(data_dir),
+        ECHOVIDS_SEARCH_SHARDS=str(shards),
+        ECHOVIDS_PORT=str(port),
+        ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", ""),
+        ECHOVIDS_SEARCH_DELTA_MAX="100000000",
+    )
     if not env["ECHOVIDS_MODEL_DIR"]:
         del env["ECHOVIDS_MODEL_DIR"]
     log = (root / "serve.log").open("wb")
-    serve = subprocess.Popen([sys.executable, "-m", "echovids.cli", "serve"], env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "echovids.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600
@@ -160,10 +178,16 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=60)
     ms = np.array([total for total, _ in answers])
-    stages = {name: round(float(np.median([st[name] for _, st in answers if name in st])), 1)
-              for name in answers[0][1]}
-    return LatencyReport(frames=clips * FRAMES_PER_CLIP, clips=clips, shards=shards, dim=1024,
-                         build_s=round(build_s, 1), queries=queries,
-                         p50_ms=round(float(np.percentile(ms, 50)), 1),
-                         p95_ms=round(float(np.percentile(ms, 95)), 1), mean_ms=round(float(ms.mean()), 1),
-                         stage_p50_ms=stages)
+    stages = {name: round(float(np.median([st[name] for _, st in answers if name in st])), 1) for name in answers[0][1]}
+    return LatencyReport(
+        frames=clips * FRAMES_PER_CLIP,
+        clips=clips,
+        shards=shards,
+        dim=1024,
+        build_s=round(build_s, 1),
+        queries=queries,
+        p50_ms=round(float(np.percentile(ms, 50)), 1),
+        p95_ms=round(float(np.percentile(ms, 95)), 1),
+        mean_ms=round(float(ms.mean()), 1),
+        stage_p50_ms=stages,
+    )

@@ -103,8 +103,13 @@ def machine_info() -> dict[str, Any]:
     mem_gb = None
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
         mem_gb = round(int(f.readline().split()[1]) / 2**20, 1)
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": model, "memory_gb": mem_gb,
-            "python": platform.python_version(), "libraries": _library_versions()}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "libraries": _library_versions(),
+    }
 
 
 def _library_versions() -> dict[str, str]:
@@ -183,10 +188,12 @@ def synthetic_vectors(n: int, n_queries: int, dim: int = 1024, seed: int = 0) ->
         stop = min(n, start + chunk)
         base[start:stop] = frames(centres[np.arange(start, stop) // frames_per_clip])
     known = n_queries // 2
-    query_centres = np.concatenate([
-        centres[rng.integers(0, n_clips, size=known)],
-        clip_centres(rng.choice(n_classes, size=n_queries - known, p=popularity)),
-    ])
+    query_centres = np.concatenate(
+        [
+            centres[rng.integers(0, n_clips, size=known)],
+            clip_centres(rng.choice(n_classes, size=n_queries - known, p=popularity)),
+        ]
+    )
     queries = frames(query_centres)
     return base, queries[rng.permutation(n_queries)]
 
@@ -226,11 +233,22 @@ def load_dataset(config: BenchConfig) -> tuple[np.ndarray, np.ndarray, dict[str,
         held = np.zeros(len(real), dtype=bool)
         held[rng.choice(len(real), size=config.queries, replace=False)] = True
         queries, base = real[held], real[~held]
-        return base, queries, {"source": "real YAMNet frames", "n": len(base), "queries": len(queries),
-                               "stored_dim": base.shape[1]}
+        return (
+            base,
+            queries,
+            {"source": "real YAMNet frames", "n": len(base), "queries": len(queries), "stored_dim": base.shape[1]},
+        )
     base, queries = synthetic_vectors(config.n, config.queries, 1024, config.seed)
-    return base, queries, {"source": "synthetic clustered (512 classes, 20-frame clips, 96-d latent)",
-                           "n": len(base), "queries": len(queries), "stored_dim": base.shape[1]}
+    return (
+        base,
+        queries,
+        {
+            "source": "synthetic clustered (512 classes, 20-frame clips, 96-d latent)",
+            "n": len(base),
+            "queries": len(queries),
+            "stored_dim": base.shape[1],
+        },
+    )
 
 
 def pca_project(base: np.ndarray, queries: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -292,8 +310,9 @@ def single_qps(search_one: Callable[[np.ndarray], Any], queries: np.ndarray, con
     return median_qps(run_once, config.repeats)
 
 
-def batched_qps(search_all: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
-                config: BenchConfig) -> tuple[float, np.ndarray]:
+def batched_qps(
+    search_all: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, config: BenchConfig
+) -> tuple[float, np.ndarray]:
     """(median queries/s, the ids of the first run); repeats only while a run is short."""
     start = time.perf_counter()
     ids = search_all(queries)
@@ -330,16 +349,33 @@ def measure_build(build: Callable[[], Any]) -> tuple[Any, float, float]:
     return index, seconds, (rss_bytes() - before) / 2**20
 
 
-def sweep(dim: int, method: str, built: Built, queries: np.ndarray, truth: np.ndarray, config: BenchConfig,
-          log: Callable[[str], None], stop_above: float = 0.995) -> list[Row]:
+def sweep(
+    dim: int,
+    method: str,
+    built: Built,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    config: BenchConfig,
+    log: Callable[[str], None],
+    stop_above: float = 0.995,
+) -> list[Row]:
     """Rows for the settings in order (cheap to costly); stops after recall passes ``stop_above``."""
     rows: list[Row] = []
     for name, setting in built.settings:
         qps_b, ids = batched_qps(lambda q, s=setting: built.search_all(built.index, q, s), queries, config)
         recall = recall_at_k(np.asarray(ids), truth)
         qps_s = single_qps(lambda q, s=setting: built.search_one(built.index, q, s), queries, config)
-        row = Row(dim, method, name, round(recall, 4), round(qps_s, 1), round(qps_b, 1), round(built.build_s, 1),
-                  round(built.memory_mb, 1), built.note)
+        row = Row(
+            dim,
+            method,
+            name,
+            round(recall, 4),
+            round(qps_s, 1),
+            round(qps_b, 1),
+            round(built.build_s, 1),
+            round(built.memory_mb, 1),
+            built.note,
+        )
         log(f"  {method} {name}: recall {recall:.4f}  single {qps_s:.1f}/s  batched {qps_b:.1f}/s")
         rows.append(row)
         if recall >= stop_above:
@@ -362,8 +398,15 @@ def build_exact(base: np.ndarray, config: BenchConfig, threads: int) -> Built:
     def one_1thread(index: Any, q: np.ndarray, s: Any) -> np.ndarray:
         return one(index, q, s)
 
-    return Built(None, 0.0, base.nbytes / 2**20, [("numpy matmul, float32", None)], one_1thread, all_,
-                 "memory: the float32 matrix")
+    return Built(
+        None,
+        0.0,
+        base.nbytes / 2**20,
+        [("numpy matmul, float32", None)],
+        one_1thread,
+        all_,
+        "memory: the float32 matrix",
+    )
 
 
 def scann_variant_params(variant: str, n: int, dim: int, k: int) -> dict[str, Any]:
@@ -391,6 +434,7 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
     k = config.k
     n, dim = base.shape
     if variant == "brute-force":
+
         def make() -> Any:
             return scann_ops_pybind.builder(base, k, "dot_product").score_brute_force().build()
 
@@ -400,8 +444,7 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         p = scann_variant_params(variant, n, dim, k)
         leaves, dpb = int(p["leaves"]), int(p["dpb"])
         reorder = int(p["reorder"])
-        quant = {"int8": ReorderType.INT8, "bf16": ReorderType.BFLOAT16}.get(str(p.get("q", "")),
-                                                                               ReorderType.FLOAT32)
+        quant = {"int8": ReorderType.INT8, "bf16": ReorderType.BFLOAT16}.get(str(p.get("q", "")), ReorderType.FLOAT32)
 
         def make() -> Any:
             builder = scann_ops_pybind.builder(base, k, "dot_product").set_n_training_threads(threads)
@@ -417,8 +460,10 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         searched = sorted({int(x) for x in p.get("lts_sweep", default_sweep)})
         reorders = sorted({int(x) for x in p.get("reorder_sweep", [reorder])})
         settings = [(f"search {lts}/{leaves} leaves, reorder {r}", (lts, r)) for lts in searched for r in reorders]
-        label = (f"tree {leaves} leaves + AH {dpb} dims/block thr {p['thr']} + reorder {reorder} "
-                 f"({p.get('q') or 'float32'})" + (f" + SOAR {p['soar']}" if p.get("soar") else ""))
+        label = (
+            f"tree {leaves} leaves + AH {dpb} dims/block thr {p['thr']} + reorder {reorder} "
+            f"({p.get('q') or 'float32'})" + (f" + SOAR {p['soar']}" if p.get("soar") else "")
+        )
 
     searcher, seconds, memory = measure_build(make)
     searcher.set_num_threads(threads)
@@ -430,15 +475,15 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
     def all_(s: Any, qs: np.ndarray, setting: tuple[int, int]) -> np.ndarray:
         lts, r = setting
         kw = {"leaves_to_search": lts, "pre_reorder_num_neighbors": r} if lts > 0 else {}
-        ids, _ = s.search_batched_parallel(qs, final_num_neighbors=k, batch_size=max(16, len(qs) // threads // 4),
-                                           **kw)
+        ids, _ = s.search_batched_parallel(qs, final_num_neighbors=k, batch_size=max(16, len(qs) // threads // 4), **kw)
         return ids
 
     return Built(searcher, seconds, memory, settings, one, all_, label)
 
 
-def _hnsw_build(add: Callable[[np.ndarray], None], base: np.ndarray, config: BenchConfig,
-                log: Callable[[str], None]) -> tuple[float, float | None]:
+def _hnsw_build(
+    add: Callable[[np.ndarray], None], base: np.ndarray, config: BenchConfig, log: Callable[[str], None]
+) -> tuple[float, float | None]:
     """Insert rows in chunks; (seconds, estimated total) - stops early when the estimate passes the budget."""
     n = len(base)
     probe = min(n, max(20_000, n // 50))
@@ -478,8 +523,17 @@ def build_faiss_hnsw(base: np.ndarray, config: BenchConfig, threads: int, log: C
 
     index, seconds, memory = measure_build(make)
     settings = [(f"M {config.hnsw_m}, efC {config.hnsw_ef_construction}, efSearch {ef}", ef) for ef in HNSW_EF]
-    return _faiss_built(index, seconds, memory, settings, threads, config.k, estimate[0], n,
-                        lambda ef: faiss.SearchParametersHNSW(efSearch=ef))
+    return _faiss_built(
+        index,
+        seconds,
+        memory,
+        settings,
+        threads,
+        config.k,
+        estimate[0],
+        n,
+        lambda ef: faiss.SearchParametersHNSW(efSearch=ef),
+    )
 
 
 def build_faiss_ivfpq(base: np.ndarray, config: BenchConfig, threads: int) -> Built:
@@ -500,20 +554,31 @@ def build_faiss_ivfpq(base: np.ndarray, config: BenchConfig, threads: int) -> Bu
         return index
 
     index, seconds, memory = measure_build(make)
-    settings = [(f"nlist {nlist}, PQ{m}x8, nprobe {p}, refine x{f}", (p, f))
-                for p in (8, 16, 32, 64, 128) for f in (4, 16)]
+    settings = [
+        (f"nlist {nlist}, PQ{m}x8, nprobe {p}, refine x{f}", (p, f)) for p in (8, 16, 32, 64, 128) for f in (4, 16)
+    ]
     settings.sort(key=lambda s: s[1][0] * (1 + s[1][1] / 16))
 
     def params(setting: tuple[int, int]) -> Any:
         nprobe, factor = setting
-        return faiss.IndexRefineSearchParameters(k_factor=factor,
-                                                 base_index_params=faiss.SearchParametersIVF(nprobe=nprobe))
+        return faiss.IndexRefineSearchParameters(
+            k_factor=factor, base_index_params=faiss.SearchParametersIVF(nprobe=nprobe)
+        )
 
     return _faiss_built(index, seconds, memory, settings, threads, config.k, None, n, params)
 
 
-def _faiss_built(index: Any, seconds: float, memory: float, settings: list[tuple[str, Any]], threads: int, k: int,
-                 estimate: float | None, n: int, make_params: Callable[[Any], Any]) -> Built:
+def _faiss_built(
+    index: Any,
+    seconds: float,
+    memory: float,
+    settings: list[tuple[str, Any]],
+    threads: int,
+    k: int,
+    estimate: float | None,
+    n: int,
+    make_params: Callable[[Any], Any],
+) -> Built:
     import faiss
 
     def one(ix: Any, q: np.ndarray, s: Any) -> Any:
@@ -538,8 +603,9 @@ def build_hnswlib(base: np.ndarray, config: BenchConfig, threads: int, log: Call
 
     def make() -> Any:
         index = hnswlib.Index(space="ip", dim=dim)
-        index.init_index(max_elements=n, ef_construction=config.hnsw_ef_construction, M=config.hnsw_m,
-                         random_seed=config.seed)
+        index.init_index(
+            max_elements=n, ef_construction=config.hnsw_ef_construction, M=config.hnsw_m, random_seed=config.seed
+        )
         index.set_num_threads(threads)
         offset = [0]
 
@@ -577,10 +643,15 @@ def run(config: BenchConfig, log: Callable[[str], None] = print) -> Report:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
     with blas_threads(threads):
         base_full, queries_full, dataset = load_dataset(config)
-    log(f"data: {dataset['source']}, {dataset['n']} x {dataset['stored_dim']}, {dataset['queries']} queries "
-        f"({time.perf_counter() - started:.0f} s)")
-    report = Report(config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-                    machine=machine_info(), dataset=dataset)
+    log(
+        f"data: {dataset['source']}, {dataset['n']} x {dataset['stored_dim']}, {dataset['queries']} queries "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
+    report = Report(
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        machine=machine_info(),
+        dataset=dataset,
+    )
     report.config["threads"] = threads
     projected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for dim in config.dims:
@@ -604,8 +675,9 @@ def run(config: BenchConfig, log: Callable[[str], None] = print) -> Report:
     return report
 
 
-def run_dim(base: np.ndarray, queries: np.ndarray, dim: int, config: BenchConfig, threads: int,
-            log: Callable[[str], None]) -> list[Row]:
+def run_dim(
+    base: np.ndarray, queries: np.ndarray, dim: int, config: BenchConfig, threads: int, log: Callable[[str], None]
+) -> list[Row]:
     start = time.perf_counter()
     with blas_threads(threads):
         truth = exact_topk(base, queries, config.k)
@@ -620,14 +692,29 @@ def run_dim(base: np.ndarray, queries: np.ndarray, dim: int, config: BenchConfig
             qps_b, ids = len(queries) / truth_s, truth
         else:
             qps_b, ids = batched_qps(lambda q: exact_built.search_all(None, q, None), queries, config)
-        rows.append(Row(dim, "exact", exact_built.settings[0][0], round(recall_at_k(ids, truth), 4), round(qps_s, 2),
-                        round(qps_b, 1), 0.0, round(exact_built.memory_mb, 1), exact_built.note))
+        rows.append(
+            Row(
+                dim,
+                "exact",
+                exact_built.settings[0][0],
+                round(recall_at_k(ids, truth), 4),
+                round(qps_s, 2),
+                round(qps_b, 1),
+                0.0,
+                round(exact_built.memory_mb, 1),
+                exact_built.note,
+            )
+        )
         log(f"  exact: single {qps_s:.2f}/s  batched {qps_b:.1f}/s")
     builders: list[tuple[str, Callable[[], Built]]] = []
     if "scann" in config.methods:
         for variant in config.scann_variants:
-            builders.append((f"scann {variant}" if variant.startswith("custom") else f"scann ({variant})",
-                             lambda v=variant: build_scann(base, config, threads, v)))
+            builders.append(
+                (
+                    f"scann {variant}" if variant.startswith("custom") else f"scann ({variant})",
+                    lambda v=variant: build_scann(base, config, threads, v),
+                )
+            )
     if "faiss-ivfpq" in config.methods:
         builders.append(("faiss IVF-PQ", lambda: build_faiss_ivfpq(base, config, threads)))
     if "faiss-hnsw" in config.methods:
@@ -639,8 +726,19 @@ def run_dim(base: np.ndarray, queries: np.ndarray, dim: int, config: BenchConfig
         built = make()
         log(f"  {method}: built in {built.build_s:.1f} s, {built.memory_mb:.0f} MB  {built.note}")
         if built.note.startswith("build stopped"):
-            rows.append(Row(dim, method, f"M {config.hnsw_m}, efC {config.hnsw_ef_construction}", None, None, None,
-                            round(built.build_s, 1), None, built.note))
+            rows.append(
+                Row(
+                    dim,
+                    method,
+                    f"M {config.hnsw_m}, efC {config.hnsw_ef_construction}",
+                    None,
+                    None,
+                    None,
+                    round(built.build_s, 1),
+                    None,
+                    built.note,
+                )
+            )
         else:
             rows += sweep(dim, method, built, queries, truth, config, log)
         del built
@@ -662,8 +760,14 @@ def summarise(rows: list[Row], target: float) -> list[dict[str, Any]]:
         scann = [r for m, r in best.items() if m.startswith("scann") and "brute" not in m]
         top_scann = max(scann, key=lambda r: r.qps_batched or 0, default=None)
         for method, r in best.items():
-            entry: dict[str, Any] = {"dim": dim, "method": method, "params": r.params, "recall": r.recall,
-                                     "qps_single": r.qps_single, "qps_batched": r.qps_batched}
+            entry: dict[str, Any] = {
+                "dim": dim,
+                "method": method,
+                "params": r.params,
+                "recall": r.recall,
+                "qps_single": r.qps_single,
+                "qps_batched": r.qps_batched,
+            }
             if exact and exact.qps_single and exact.qps_batched:
                 entry["speedup_vs_exact_single"] = round((r.qps_single or 0) / exact.qps_single, 1)
                 entry["speedup_vs_exact_batched"] = round((r.qps_batched or 0) / exact.qps_batched, 1)
@@ -682,21 +786,31 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    lines = ["| dim | method | setting | recall@10 | q/s single | q/s batched | build s | memory MB | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dim | method | setting | recall@10 | q/s single | q/s batched | build s | memory MB | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report.rows:
         build = _fmt(r.build_s, 1) if not r.note.startswith("build stopped") else f"est. ≥{_fmt(r.build_s)}"
-        lines.append(f"| {r.dim} | {r.method} | {r.params} | {_fmt(r.recall, 3)} | {_fmt(r.qps_single, 1)} | "
-                     f"{_fmt(r.qps_batched)} | {build} | {_fmt(r.memory_mb)} | {r.note} |")
-    lines += ["", f"Fastest setting per method at recall@10 >= {report.config['target_recall']}:", "",
-              "| dim | method | setting | recall@10 | q/s single | q/s batched | x exact single | x exact batched "
-              "| ScaNN / peer single | ScaNN / peer batched |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r.dim} | {r.method} | {r.params} | {_fmt(r.recall, 3)} | {_fmt(r.qps_single, 1)} | "
+            f"{_fmt(r.qps_batched)} | {build} | {_fmt(r.memory_mb)} | {r.note} |"
+        )
+    lines += [
+        "",
+        f"Fastest setting per method at recall@10 >= {report.config['target_recall']}:",
+        "",
+        "| dim | method | setting | recall@10 | q/s single | q/s batched | x exact single | x exact batched "
+        "| ScaNN / peer single | ScaNN / peer batched |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in report.summary:
-        lines.append(f"| {s['dim']} | {s['method']} | {s['params']} | {s['recall']:.3f} | {_fmt(s['qps_single'], 1)} "
-                     f"| {_fmt(s['qps_batched'])} | {s.get('speedup_vs_exact_single', '-')} | "
-                     f"{s.get('speedup_vs_exact_batched', '-')} | {s.get('scann_over_peer_single', '-')} | "
-                     f"{s.get('scann_over_peer_batched', '-')} |")
+        lines.append(
+            f"| {s['dim']} | {s['method']} | {s['params']} | {s['recall']:.3f} | {_fmt(s['qps_single'], 1)} "
+            f"| {_fmt(s['qps_batched'])} | {s.get('speedup_vs_exact_single', '-')} | "
+            f"{s.get('speedup_vs_exact_batched', '-')} | {s.get('scann_over_peer_single', '-')} | "
+            f"{s.get('scann_over_peer_batched', '-')} |"
+        )
     return "\n".join(lines)
 
 

@@ -51,8 +51,20 @@ def _ffmpeg_command(path: Path, max_seconds: float | None) -> list[str]:
         cmd += ["-t", f"{max_seconds + 1.0:.3f}"]
     # rematrix_maxval 1: a downmix that averages channels (as the in-process WAV path does) instead of
     # summing them at -3 dB each, which makes stereo 3 dB louder than mono and can clip.
-    cmd += ["-vn", "-rematrix_maxval", "1.0", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1",
-            "-ar", str(SAMPLE_RATE), "pipe:1"]
+    cmd += [
+        "-vn",
+        "-rematrix_maxval",
+        "1.0",
+        "-f",
+        "f32le",
+        "-acodec",
+        "pcm_f32le",
+        "-ac",
+        "1",
+        "-ar",
+        str(SAMPLE_RATE),
+        "pipe:1",
+    ]
     return cmd
 
 
@@ -79,9 +91,7 @@ def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:
     return _clean(samples)
 
 
-def decode_stream(
-    path: Path, max_seconds: float | None = None, chunk_seconds: float = 30.0
-) -> Iterator[np.ndarray]:
+def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Decode like :func:`decode_file`, yielding chunks of ``chunk_seconds`` (the last one shorter).
 
     The chunks, concatenated, are exactly what ``decode_file`` returns; memory stays at one chunk however long

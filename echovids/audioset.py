@@ -151,8 +151,7 @@ def _feature(buf: bytes) -> list[bytes] | list[float] | list[int]:
             if kind == 1:
                 values.append(value)
             elif kind == 2:
-                values.extend(struct.unpack(f"<{len(value) // 4}f", value) if wire == 2 else
-                              struct.unpack("<f", value))  # type: ignore[arg-type]
+                values.extend(struct.unpack(f"<{len(value) // 4}f", value) if wire == 2 else struct.unpack("<f", value))  # type: ignore[arg-type]
             elif kind == 3:
                 if wire == 2:
                     assert isinstance(value, bytes)
@@ -297,12 +296,14 @@ class ImportReport:
 
     def summary(self) -> str:
         rate = self.records / self.submit_s if self.submit_s else 0.0
-        return (f"imported {self.added} AudioSet clips ({self.already} already in the library); {self.records} "
-                f"records read and sent in {self.submit_s:.1f} s ({rate:.0f} records/s), all indexed after "
-                f"{self.wall_s:.1f} s; {len(self.malformed_records)} "
-                f"malformed records, {len(self.malformed_lines)} malformed CSV lines, {self.not_in_segments} "
-                f"records not in the segment CSVs, {self.missing_features} segments without features, "
-                f"{len(self.failed)} failed to index")
+        return (
+            f"imported {self.added} AudioSet clips ({self.already} already in the library); {self.records} "
+            f"records read and sent in {self.submit_s:.1f} s ({rate:.0f} records/s), all indexed after "
+            f"{self.wall_s:.1f} s; {len(self.malformed_records)} "
+            f"malformed records, {len(self.malformed_lines)} malformed CSV lines, {self.not_in_segments} "
+            f"records not in the segment CSVs, {self.missing_features} segments without features, "
+            f"{len(self.failed)} failed to index"
+        )
 
 
 def feature_files(paths: list[Path]) -> list[Path]:
@@ -315,8 +316,14 @@ def feature_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def import_audioset(segment_csvs: list[Path], feature_paths: list[Path], space_version: str = DEFAULT_SPACE_VERSION,
-                    batch: int = 256, wait: bool = True, timeout_s: float = 3600.0) -> ImportReport:
+def import_audioset(
+    segment_csvs: list[Path],
+    feature_paths: list[Path],
+    space_version: str = DEFAULT_SPACE_VERSION,
+    batch: int = 256,
+    wait: bool = True,
+    timeout_s: float = 3600.0,
+) -> ImportReport:
     """Add every record whose segment is in the CSVs as a YouTube clip, indexed by its shard's worker."""
     from echovids import catalog
     from echovids.errors import SpaceMismatch
@@ -333,11 +340,14 @@ def import_audioset(segment_csvs: list[Path], feature_paths: list[Path], space_v
     with catalog.session() as s:
         from sqlalchemy import select
 
-        other = s.scalar(select(catalog.Clip.space).where(catalog.Clip.status == "ready",
-                                                          catalog.Clip.space != space.key).limit(1))
+        other = s.scalar(
+            select(catalog.Clip.space).where(catalog.Clip.status == "ready", catalog.Clip.space != space.key).limit(1)
+        )
     if other:
-        raise SpaceMismatch(f"The library holds vectors of the embedding space {other!r}; AudioSet's features are "
-                            f"{space.key!r} and cannot be searched beside them.")
+        raise SpaceMismatch(
+            f"The library holds vectors of the embedding space {other!r}; AudioSet's features are "
+            f"{space.key!r} and cannot be searched beside them."
+        )
     seen: set[tuple[str, int]] = set()
     sent: dict[str, str] = {}  # clip id -> job id
     pending: list[tuple[Segment, FeatureRecord]] = []
@@ -376,8 +386,9 @@ def import_audioset(segment_csvs: list[Path], feature_paths: list[Path], space_v
     return report
 
 
-def _submit(items: list[tuple[Segment, FeatureRecord]], space: EmbeddingSpace, report: ImportReport,
-            sent: dict[str, str]) -> None:
+def _submit(
+    items: list[tuple[Segment, FeatureRecord]], space: EmbeddingSpace, report: ImportReport, sent: dict[str, str]
+) -> None:
     """One batch: catalog rows, vectors to Redis, then an index_clip task per clip on its shard's queue."""
     if not items:
         return
@@ -399,12 +410,21 @@ def _submit(items: list[tuple[Segment, FeatureRecord]], space: EmbeddingSpace, r
                 report.already += 1
                 continue
             if row is None:
-                s.add(catalog.Clip(
-                    id=clip_id, title=f"{seg.labels[0] if seg.labels else 'AudioSet'} ({seg.ytid})",
-                    source_kind="youtube", youtube_id=seg.ytid, start_s=seg.start_s, end_s=seg.end_s,
-                    duration_s=seg.end_s - seg.start_s, labels=seg.labels, shard=catalog.shard_of(clip_id, shards),
-                    status="pending", space=space.key,
-                ))
+                s.add(
+                    catalog.Clip(
+                        id=clip_id,
+                        title=f"{seg.labels[0] if seg.labels else 'AudioSet'} ({seg.ytid})",
+                        source_kind="youtube",
+                        youtube_id=seg.ytid,
+                        start_s=seg.start_s,
+                        end_s=seg.end_s,
+                        duration_s=seg.end_s - seg.start_s,
+                        labels=seg.labels,
+                        shard=catalog.shard_of(clip_id, shards),
+                        status="pending",
+                        space=space.key,
+                    )
+                )
                 shard = catalog.shard_of(clip_id, shards)
             else:
                 row_obj = s.get(catalog.Clip, clip_id)
@@ -415,15 +435,29 @@ def _submit(items: list[tuple[Segment, FeatureRecord]], space: EmbeddingSpace, r
     celery = get_celery()
     for clip_id, shard, seg, rec in todo:
         frames = to_search_frames(rec.features)
-        store.put_arrays(clip_id, {"vectors": frames.astype(np.float16), "hashes": np.empty(0, dtype=np.uint32),
-                                   "times": np.empty(0, dtype=np.int32)})
+        store.put_arrays(
+            clip_id,
+            {
+                "vectors": frames.astype(np.float16),
+                "hashes": np.empty(0, dtype=np.uint32),
+                "times": np.empty(0, dtype=np.int32),
+            },
+        )
         job = store.create(kind="ingest", clip_id=clip_id)
-        info = ClipEmbedded(clip_id=clip_id, space=space, n_frames=len(frames),
-                            duration_s=seg.end_s - seg.start_s,
-                            content_hash=hashlib.sha256(rec.features.tobytes()).hexdigest(), labels=seg.labels)
-        celery.send_task(TaskName.INDEX_CLIP, args=[info.model_dump(mode="json")],
-                         kwargs={"clip_id": clip_id, "job_id": job.id, "shard": shard},
-                         queue=queues.shard_queue(shard))
+        info = ClipEmbedded(
+            clip_id=clip_id,
+            space=space,
+            n_frames=len(frames),
+            duration_s=seg.end_s - seg.start_s,
+            content_hash=hashlib.sha256(rec.features.tobytes()).hexdigest(),
+            labels=seg.labels,
+        )
+        celery.send_task(
+            TaskName.INDEX_CLIP,
+            args=[info.model_dump(mode="json")],
+            kwargs={"clip_id": clip_id, "job_id": job.id, "shard": shard},
+            queue=queues.shard_queue(shard),
+        )
         sent[clip_id] = job.id
 
 

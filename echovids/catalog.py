@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import fcntl
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -41,9 +41,7 @@ class Clip(Base):
     n_frames: Mapped[int] = mapped_column(Integer, default=0)
     # pending | ready | failed | duplicate (same decoded audio as `duplicate_of`, not indexed twice)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=lambda: datetime.now(UTC), index=True
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: datetime.now(UTC), index=True)
     # sha256 of the uploaded file's bytes: lets a bulk ingest skip a file before decoding or embedding it.
     file_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # The job processing the clip; written only once its tasks were sent (see pipeline.submit_clip).
@@ -202,14 +200,14 @@ def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
         assert clip is not None
         others = s.execute(
             select(Clip.id, Clip.status, Clip.created_at).where(
-                Clip.content_hash == info.content_hash, Clip.space == space, Clip.id != clip_id,
+                Clip.content_hash == info.content_hash,
+                Clip.space == space,
+                Clip.id != clip_id,
                 Clip.status.in_(("ready", "pending")),
             )
         ).all()
         mine = (clip.created_at, clip.id)
-        earlier = sorted(
-            (o.created_at, o.id) for o in others if o.status == "ready" or (o.created_at, o.id) < mine
-        )
+        earlier = sorted((o.created_at, o.id) for o in others if o.status == "ready" or (o.created_at, o.id) < mine)
         if not earlier:
             return None
         clip.status = "duplicate"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,16 +11,23 @@ import typer
 from echovids.settings import get_settings
 
 app = typer.Typer(
-    help="Echovids: audio-by-example search.", no_args_is_help=True, add_completion=False,
+    help="Echovids: audio-by-example search.",
+    no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 # `echovids bench <what>`: each benchmark's code lives in benchmarks/<what>.py (see docs/benchmarks.md).
-bench_app = typer.Typer(help="Benchmarks (figures in docs/benchmarks.md).", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".aif",
-                  ".aiff"}
+
+def _add_bench() -> None:
+    """`echovids bench ...`: the benchmarks live in benchmarks/ (figures in docs/benchmarks.md)."""
+    from benchmarks.cli import bench_app
+
+    app.add_typer(bench_app, name="bench")
+
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".aif", ".aiff"}
 
 
 @app.command()
@@ -54,17 +60,33 @@ def worker(
         import services.search.tasks
 
         shards = shard if shard else list(range(settings.search_shards))
+        services.search.tasks.PRELOAD_SHARDS[:] = shards
+        # A pool process loads its shards before it takes tasks; a large shard needs more than Celery's 4 s.
+        celery.conf.worker_proc_alive_timeout = 600
         names = [queues.shard_queue(i) for i in shards] + ([queues.SEARCH_MERGE] if merge else [])
     elif service == "availability":
-        import services.availability.tasks  # noqa: F401
+        import services.availability.tasks
 
         names = [queues.AVAILABILITY]
     else:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(queues.SERVICES)}")
-    celery.worker_main([
-        "worker", "-Q", ",".join(names), "-n", f"{service}-%i@%h", "--pool", "prefork",
-        "--concurrency", str(concurrency), "--loglevel", loglevel, "--without-mingle", "--without-gossip",
-    ])
+    celery.worker_main(
+        [
+            "worker",
+            "-Q",
+            ",".join(names),
+            "-n",
+            f"{service}-%i@%h",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
 
 
 @app.command()
@@ -77,9 +99,15 @@ def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     celery = get_celery()
     celery.conf.beat_schedule = beat_schedule(settings)
-    celery.start([
-        "beat", "--loglevel", loglevel, "--schedule", str((settings.data_dir / "celerybeat-schedule").resolve()),
-    ])
+    celery.start(
+        [
+            "beat",
+            "--loglevel",
+            loglevel,
+            "--schedule",
+            str((settings.data_dir / "celerybeat-schedule").resolve()),
+        ]
+    )
 
 
 def audio_files(paths: list[Path]) -> list[Path]:
@@ -112,8 +140,7 @@ def ingest(
     try:
         report = ingest_files(files, labels=label_list, window=window)
     except KeyboardInterrupt:
-        typer.echo("interrupted: files already sent keep processing; run the same command again to resume",
-                   err=True)
+        typer.echo("interrupted: files already sent keep processing; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
     typer.echo(report.summary())
     for path, reason in report.failures:
@@ -184,77 +211,46 @@ def search(
     for i, r in enumerate(job["results"], 1):
         minutes, seconds = divmod(r["match_start_s"], 60)
         source = r["source"].get("url") or r["source"].get("file_name") or ""
-        table.add_row(str(i), r["title"], f"{int(minutes)}:{seconds:05.2f}", r["match"], f"{r['score']:.3f}",
-                      ", ".join(r["labels"][:3]), source)
+        table.add_row(
+            str(i),
+            r["title"],
+            f"{int(minutes)}:{seconds:05.2f}",
+            r["match"],
+            f"{r['score']:.3f}",
+            ", ".join(r["labels"][:3]),
+            source,
+        )
     Console().print(table)
-
-
-def _benchmarks_importable() -> None:
-    """benchmarks/ is not an installed package: make the checkout's root importable (console script or -m)."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-
-
-@bench_app.command("embed")
-def bench_embed(
-    seconds: Annotated[float, typer.Option(help="generated audio for the per-stage figures, seconds")] = 600.0,
-    e2e_seconds: Annotated[float, typer.Option(help="audio for the end-to-end runs, seconds")] = 3600.0,
-    repeats: Annotated[int, typer.Option(min=1, help="runs per figure (the median is reported)")] = 5,
-    model: Annotated[list[str] | None, typer.Option(help="yamnet | vggish-stub, repeated (default both)")] = None,
-    batch: Annotated[list[int] | None, typer.Option(help="frames per embed call, repeated (default 1 16 64)")] = None,
-    threads: Annotated[int | None, typer.Option(help="YAMNet interpreters (default ECHOVIDS_TFLITE_THREADS)")] = None,
-) -> None:
-    """Embedder speed: decode, front end, model (batch 1/16/64) and end to end, with peak memory."""
-    _benchmarks_importable()
-    from benchmarks.embed import BATCHES, MODELS, EmbedBenchConfig, run, table
-
-    config = EmbedBenchConfig(
-        seconds=seconds, e2e_seconds=e2e_seconds, repeats=repeats, models=tuple(model or MODELS),
-        batches=tuple(batch or BATCHES), threads=threads or get_settings().tflite_threads,
-    )
-    rows, machine = run(config, log=lambda line: typer.echo(line, err=True))
-    typer.echo(f"machine: {machine}")
-    typer.echo(table(rows))
-
-
-# (bench_app is defined once, near the top.)
-
-
-@bench_app.command("ingest")
-def bench_ingest(
-    files: Annotated[int, typer.Option(min=1, help="generated audio files")] = 24,
-    seconds: Annotated[float, typer.Option(min=1, help="length of each file")] = 150.0,
-    records: Annotated[int, typer.Option(min=0, help="AudioSet records to import (0: skip)")] = 2000,
-    redis_url: Annotated[str | None, typer.Option(help="Redis to use (default: embedded)")] = None,
-) -> None:
-    """Ingest a folder of generated files (h of audio per minute) and import AudioSet records (records/s)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives beside the package
-    from benchmarks.ingest import run
-
-    for key, value in run(files=files, seconds=seconds, records=records, redis_url=redis_url).items():
-        typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
 
 
 @app.command("eval")
 def evaluate(
     url: Annotated[str | None, typer.Option(help="gateway of the Echovids to measure (exact, similar)")] = None,
     out: Annotated[Path, typer.Option(help="folder for report.json, report.md, ground truth and library files")] = Path(
-        "eval-report"),
-    suite: Annotated[list[str] | None, typer.Option(
-        help="exact | similar | clips, repeated (default exact and similar). clips needs an Echovids of its own: "
-             "--clips-url")] = None,
-    clips_url: Annotated[str | None, typer.Option(
-        help="gateway of the Echovids that holds the 400 single clips (clips suite; default --url)")] = None,
+        "eval-report"
+    ),
+    suite: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="exact | similar | clips, repeated (default exact and similar). clips needs an Echovids of its own: "
+            "--clips-url"
+        ),
+    ] = None,
+    clips_url: Annotated[
+        str | None,
+        typer.Option(help="gateway of the Echovids that holds the 400 single clips (clips suite; default --url)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the queries (offsets, noise)")] = 0,
     queries_per_condition: Annotated[int, typer.Option(min=1, help="exact: queries per length and degradation")] = 100,
     length: Annotated[list[float] | None, typer.Option(help="exact: excerpt length(s) in s (default 2 3 5)")] = None,
-    condition: Annotated[list[str] | None, typer.Option(
-        help="exact: degradation(s) by name (default all; see the report for names)")] = None,
+    condition: Annotated[
+        list[str] | None, typer.Option(help="exact: degradation(s) by name (default all; see the report for names)")
+    ] = None,
     library_seed: Annotated[int, typer.Option(help="seed of the shuffle that joins clips into recordings")] = 0,
     esc10: Annotated[Path | None, typer.Option(help="the ESC-10 folder (labels.csv, audio/)")] = None,
-    allow_foreign: Annotated[bool, typer.Option(help="measure even if the library holds clips the suite did not add")
-                             ] = False,
+    allow_foreign: Annotated[
+        bool, typer.Option(help="measure even if the library holds clips the suite did not add")
+    ] = False,
     api_key: Annotated[str | None, typer.Option(envvar="ECHOVIDS_API_KEY", help="key for library writes")] = None,
 ) -> None:
     """Measure search quality through the HTTP API on ESC-10 (issue 7): writes report.json and report.md."""
@@ -268,10 +264,18 @@ def evaluate(
     if unknown:
         raise typer.BadParameter(f"unknown {unknown}; suites: {', '.join(SUITES)}; conditions: {', '.join(names)}")
     cfg = EvalConfig(
-        url=url or f"http://{settings.host}:{settings.port}", out=out, suites=suites, clips_url=clips_url, seed=seed,
-        queries_per_condition=queries_per_condition, lengths_s=tuple(length or LENGTHS_S),
-        conditions=tuple(condition or names), library_seed=library_seed, allow_foreign=allow_foreign,
-        api_key=api_key, log=lambda line: typer.echo(line, err=True),
+        url=url or f"http://{settings.host}:{settings.port}",
+        out=out,
+        suites=suites,
+        clips_url=clips_url,
+        seed=seed,
+        queries_per_condition=queries_per_condition,
+        lengths_s=tuple(length or LENGTHS_S),
+        conditions=tuple(condition or names),
+        library_seed=library_seed,
+        allow_foreign=allow_foreign,
+        api_key=api_key,
+        log=lambda line: typer.echo(line, err=True),
     )
     if esc10 is not None:
         cfg.esc10 = esc10
@@ -283,39 +287,10 @@ def evaluate(
     typer.echo((out / "report.md").read_text())
 
 
-@bench_app.command("search")
-def bench_search(
-    n: Annotated[int, typer.Option(min=1000, help="library frame vectors")] = 1_000_000,
-    dim: Annotated[list[int] | None, typer.Option(help="index dimension, repeated; below 1024 = PCA projection "
-                                                       "(default 1024)")] = None,
-    queries: Annotated[int, typer.Option(min=10, help="query vectors (recall and batched timing)")] = 1000,
-    method: Annotated[list[str] | None, typer.Option(help="exact | scann | faiss-hnsw | faiss-ivfpq | hnswlib, "
-                                                          "repeated (default all)")] = None,
-    scann: Annotated[list[str] | None, typer.Option(
-        help="ScaNN variants: production | brute-force | custom:leaves=..,lts=..,dpb=..,thr=..,reorder=..,q=int8",
-    )] = None,
-    threads: Annotated[int, typer.Option(min=0, help="threads for builds and batched search (0: all CPUs)")] = 0,
-    repeats: Annotated[int, typer.Option(min=1, help="timing runs (the median is reported)")] = 3,
-    source: Annotated[str, typer.Option(help="auto | real | synthetic")] = "auto",
-    hnsw_budget: Annotated[float, typer.Option(help="seconds per HNSW build before it is estimated instead")] = 300.0,
-    out: Annotated[Path | None, typer.Option(help="write the full report as JSON here")] = None,
-) -> None:
-    """ANN search: ScaNN vs FAISS (HNSW, IVF-PQ), hnswlib and exact: build, memory, queries/s, recall@10."""
-    _benchmarks_importable()
-    from benchmarks.search import ALL_METHODS, BenchConfig, run, to_markdown, write_report
+# (bench_app is defined once, near the top.)
 
-    config = BenchConfig(
-        n=n, dims=tuple(dim or (1024,)), queries=queries, methods=tuple(method or ALL_METHODS), threads=threads,
-        repeats=repeats, source=source, hnsw_budget_s=hnsw_budget,
-        scann_variants=tuple(scann or BenchConfig.scann_variants), data_dir=get_settings().data_dir,
-    )
-    report = run(config, log=lambda line: typer.echo(line, err=True))
-    if out is not None:
-        write_report(report, out)
-    m = report.machine
-    typer.echo(f"machine: {m['nproc']} CPUs, {m['cpu']}; threads {report.config['threads']}; "
-               f"data: {report.dataset['source']}, n={report.dataset['n']}; {report.elapsed_s:.0f} s")
-    typer.echo(to_markdown(report))
+
+_add_bench()
 
 
 def main() -> None:

@@ -41,19 +41,24 @@ class IngestReport:
         return self.files - len(self.failures)
 
     def summary(self) -> str:
-        return (f"ingested {self.ok} of {self.files} files ({self.added} new, {self.skipped} already in the library, "
-                f"{self.duplicates} duplicates of other files); {self.audio_s / 3600:.3f} h of audio in "
-                f"{self.wall_s:.1f} s")
+        return (
+            f"ingested {self.ok} of {self.files} files ({self.added} new, {self.skipped} already in the library, "
+            f"{self.duplicates} duplicates of other files); {self.audio_s / 3600:.3f} h of audio in "
+            f"{self.wall_s:.1f} s"
+        )
 
 
 def _progress(total_bytes: int, files: int, enabled: bool):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
-        TextColumn("ingest"), BarColumn(),
+        TextColumn("ingest"),
+        BarColumn(),
         TextColumn("{task.fields[done]}/{task.fields[files]} files"),
         TextColumn("{task.fields[hours]:.2f} h audio"),
-        TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
     )
     progress = Progress(*columns, disable=not enabled)
     # The bar runs on bytes: a fair stand-in for audio length before the audio is decoded, so the ETA holds
@@ -62,9 +67,15 @@ def _progress(total_bytes: int, files: int, enabled: bool):  # type: ignore[no-u
     return progress, task
 
 
-def ingest_files(files: list[Path], labels: list[str] | None = None, window: int = 16,
-                 show_progress: bool | None = None, store: JobStore | None = None,
-                 on_submit: Callable[[Path], None] | None = None, poll_s: float = 0.1) -> IngestReport:
+def ingest_files(
+    files: list[Path],
+    labels: list[str] | None = None,
+    window: int = 16,
+    show_progress: bool | None = None,
+    store: JobStore | None = None,
+    on_submit: Callable[[Path], None] | None = None,
+    poll_s: float = 0.1,
+) -> IngestReport:
     """Add ``files`` to the library; returns what happened. KeyboardInterrupt passes through (resumable)."""
     store = store or JobStore()
     report = IngestReport(files=len(files))

@@ -47,8 +47,7 @@ class JobStore:
 
     def create(self, kind: str = "search", k: int | None = None, clip_id: str | None = None) -> Job:
         now = _now()
-        job = Job(id=new_id(), kind=kind, status=JobStatus.queued, created_at=now, updated_at=now, k=k,
-                  clip_id=clip_id)
+        job = Job(id=new_id(), kind=kind, status=JobStatus.queued, created_at=now, updated_at=now, k=k, clip_id=clip_id)
         self._save(job)
         return job
 
@@ -83,8 +82,9 @@ class JobStore:
         return self.update(job_id, status=JobStatus.done, results=results, progress=None)
 
     def fail(self, job_id: str, error: EchovidsError) -> Job:
-        return self.update(job_id, status=JobStatus.failed, progress=None,
-                           error=ErrorBody(code=error.code, message=error.message))
+        return self.update(
+            job_id, status=JobStatus.failed, progress=None, error=ErrorBody(code=error.code, message=error.message)
+        )
 
     # Uploads and vectors: transient blobs handed between services.
     def put_upload(self, item_id: str, data: bytes, ttl: int | None = None) -> None:

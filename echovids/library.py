@@ -45,14 +45,26 @@ class LibraryPage(BaseModel):
 
 
 def to_item(clip: catalog.Clip) -> LibraryClip:
-    source = Source(kind=clip.source_kind, file_name=clip.file_name, youtube_id=clip.youtube_id,
-                    start_s=clip.start_s, end_s=clip.end_s)
+    source = Source(
+        kind=clip.source_kind,
+        file_name=clip.file_name,
+        youtube_id=clip.youtube_id,
+        start_s=clip.start_s,
+        end_s=clip.end_s,
+    )
     if clip.youtube_id:
         source.url = f"https://www.youtube.com/watch?v={clip.youtube_id}&t={int(clip.start_s or 0)}s"
     return LibraryClip(
-        clip_id=clip.id, title=clip.title, labels=list(clip.labels or []), duration_s=clip.duration_s,
-        source=source, status=clip.status, space=clip.space, created_at=clip.created_at,
-        duplicate_of=clip.duplicate_of, job_id=clip.job_id,
+        clip_id=clip.id,
+        title=clip.title,
+        labels=list(clip.labels or []),
+        duration_s=clip.duration_s,
+        source=source,
+        status=clip.status,
+        space=clip.space,
+        created_at=clip.created_at,
+        duplicate_of=clip.duplicate_of,
+        job_id=clip.job_id,
     )
 
 
@@ -76,8 +88,9 @@ def label_name(label: str) -> str:
 
 
 # -- reads -------------------------------------------------------------------------------------------------------
-def list_clips(page: int = 1, page_size: int = 50, label: str | None = None, q: str | None = None,
-               status: str | None = None) -> LibraryPage:
+def list_clips(
+    page: int = 1, page_size: int = 50, label: str | None = None, q: str | None = None, status: str | None = None
+) -> LibraryPage:
     """Newest first. ``label`` matches a label exactly (an AudioSet id matches its name); ``q`` is a
     case-insensitive substring of the title or file name."""
     query = select(catalog.Clip)
@@ -88,16 +101,21 @@ def list_clips(page: int = 1, page_size: int = 50, label: str | None = None, q: 
         query = query.where(or_(*(as_text.contains(json.dumps(w), autoescape=True) for w in wanted)))
     if q:
         pattern = q.lower()
-        query = query.where(or_(
-            func.lower(catalog.Clip.title).contains(pattern, autoescape=True),
-            func.lower(func.coalesce(catalog.Clip.file_name, "")).contains(pattern, autoescape=True),
-        ))
+        query = query.where(
+            or_(
+                func.lower(catalog.Clip.title).contains(pattern, autoescape=True),
+                func.lower(func.coalesce(catalog.Clip.file_name, "")).contains(pattern, autoescape=True),
+            )
+        )
     if status:
         query = query.where(catalog.Clip.status == status)
     with catalog.session() as s:
         total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = s.scalars(query.order_by(catalog.Clip.created_at.desc(), catalog.Clip.id)
-                         .offset((page - 1) * page_size).limit(page_size)).all()
+        rows = s.scalars(
+            query.order_by(catalog.Clip.created_at.desc(), catalog.Clip.id)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        ).all()
     return LibraryPage(items=[to_item(c) for c in rows], total=total, page=page, page_size=page_size)
 
 
@@ -138,8 +156,13 @@ def job_alive(store: JobStore, job_id: str | None) -> Job | None:
     return None if job.status in (JobStatus.done, JobStatus.failed) else job
 
 
-def submit_once(data: bytes, title: str, file_name: str | None = None, labels: list[str] | None = None,
-                store: JobStore | None = None) -> Submitted:
+def submit_once(
+    data: bytes,
+    title: str,
+    file_name: str | None = None,
+    labels: list[str] | None = None,
+    store: JobStore | None = None,
+) -> Submitted:
     """Add a file to the library unless the same bytes are there already.
 
     Same bytes, clip ready (or a duplicate) -> a done job, nothing queued. Same bytes, clip pending with a live
@@ -156,9 +179,17 @@ def submit_once(data: bytes, title: str, file_name: str | None = None, labels: l
         live = job_alive(store, existing.job_id) if existing.status == "pending" else None
         if live is not None:
             return Submitted(live, skipped=False)
-        return Submitted(submit_clip(data, title=existing.title, file_name=existing.file_name,
-                                     labels=labels or list(existing.labels or []), store=store,
-                                     clip_id=existing.id), skipped=False)
+        return Submitted(
+            submit_clip(
+                data,
+                title=existing.title,
+                file_name=existing.file_name,
+                labels=labels or list(existing.labels or []),
+                store=store,
+                clip_id=existing.id,
+            ),
+            skipped=False,
+        )
     return Submitted(submit_clip(data, title=title, file_name=file_name, labels=labels, store=store), skipped=False)
 
 
@@ -168,8 +199,9 @@ def delete_clip(clip_id: str, store: JobStore | None = None) -> None:
 
     clip = catalog.get_clip(clip_id)  # NotFound -> 404
     # Tombstone first: should sending fail, the clip is still listed and the delete can be retried.
-    get_celery().send_task(TaskName.DELETE_CLIP, kwargs={"clip_id": clip_id, "shard": clip.shard},
-                           queue=queues.shard_queue(clip.shard))
+    get_celery().send_task(
+        TaskName.DELETE_CLIP, kwargs={"clip_id": clip_id, "shard": clip.shard}, queue=queues.shard_queue(clip.shard)
+    )
     with catalog.session() as s:
         row = s.get(catalog.Clip, clip_id)
         if row is not None:

@@ -62,8 +62,18 @@ def submit_clip(
         if row is None:
             clip_id = clip_id or new_id()
             shard = catalog.shard_of(clip_id, get_settings().search_shards)
-            s.add(catalog.Clip(id=clip_id, title=title, source_kind="file", file_name=file_name,
-                               labels=labels or [], shard=shard, status="pending", file_sha256=file_sha256))
+            s.add(
+                catalog.Clip(
+                    id=clip_id,
+                    title=title,
+                    source_kind="file",
+                    file_name=file_name,
+                    labels=labels or [],
+                    shard=shard,
+                    status="pending",
+                    file_sha256=file_sha256,
+                )
+            )
         else:
             shard = row.shard
             row.status, row.job_id, row.file_sha256 = "pending", None, file_sha256

@@ -97,8 +97,9 @@ class ShardCandidate(BaseModel):
     match_start_s: float
     query_start_s: float
     score: float
-    votes: float = Field(description="Aligned landmark hashes weighted by loudness for exact matches; summed "
-                         "similarity otherwise")
+    votes: float = Field(
+        description="Aligned landmark hashes weighted by loudness for exact matches; summed similarity otherwise"
+    )
 
 
 class ShardAnswer(BaseModel):

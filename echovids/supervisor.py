@@ -21,8 +21,16 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     commands["search"] += ["--concurrency", "2"]
     commands["beat"] = [python, "-m", "echovids.cli", "beat", "--loglevel", "WARNING"]
     commands["gateway"] = [
-        python, "-m", "uvicorn", "services.gateway.app:app",
-        "--host", settings.host, "--port", str(settings.port), "--log-level", "warning",
+        python,
+        "-m",
+        "uvicorn",
+        "services.gateway.app:app",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--log-level",
+        "warning",
     ]
     return commands
 

@@ -50,8 +50,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     else:
         url = None
     # A small delta makes even the test library go through a real ScaNN build.
-    running = make_stack(tmp_path_factory.mktemp(f"stack-{request.param}") / "data", url,
-                         ECHOVIDS_SEARCH_DELTA_MAX="64")
+    running = make_stack(
+        tmp_path_factory.mktemp(f"stack-{request.param}") / "data", url, ECHOVIDS_SEARCH_DELTA_MAX="64"
+    )
     running.start()
     yield running
     running.stop()

@@ -39,8 +39,11 @@ class Stack:
         self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "echovids.cli", "serve"], env=self.env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "echovids.cli", "serve"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -65,15 +68,21 @@ class Stack:
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "echovids.cli", *args], env=self.env, cwd=ROOT,
-            capture_output=True, text=True, timeout=timeout, check=False,
+            [sys.executable, "-m", "echovids.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def search(self, path: Path, k: int = 5, timeout: float = 60.0) -> dict:
         """POST a query file and poll until the job ends; returns the job record."""
         with path.open("rb") as f:
-            answer = httpx.post(f"{self.url}/v1/searches", files={"file": (path.name, f, "audio/wav")},
-                                data={"k": str(k)}, timeout=30)
+            answer = httpx.post(
+                f"{self.url}/v1/searches", files={"file": (path.name, f, "audio/wav")}, data={"k": str(k)}, timeout=30
+            )
         assert answer.status_code == 202, answer.text
         location = answer.headers["Location"]
         deadline = time.monotonic() + timeout

@@ -22,10 +22,10 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running.stop()
 
 
-def post(stack: Stack, content: bytes, name: str = "q.wav", media_type: str = "audio/wav",
-         **data: str) -> httpx.Response:
-    return httpx.post(f"{stack.url}/v1/searches", files={"file": (name, content, media_type)}, data=data,
-                      timeout=30)
+def post(
+    stack: Stack, content: bytes, name: str = "q.wav", media_type: str = "audio/wav", **data: str
+) -> httpx.Response:
+    return httpx.post(f"{stack.url}/v1/searches", files={"file": (name, content, media_type)}, data=data, timeout=30)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -86,8 +86,7 @@ def upload_and_wait(stack: Stack, tmp_path: Path, content: bytes, name: str) -> 
     "content",
     [b"\x13\x37garbage" * 500, b"RIFF\x24\x08\x00\x00WAVEfmt " + b"\x10" * 20],  # noise bytes; truncated WAV
 )
-def test_undecodable_audio_fails_the_job_and_the_worker_lives_on(fresh: Stack, tmp_path: Path,
-                                                                  content: bytes) -> None:
+def test_undecodable_audio_fails_the_job_and_the_worker_lives_on(fresh: Stack, tmp_path: Path, content: bytes) -> None:
     job = upload_and_wait(fresh, tmp_path, content, "broken.wav")
     assert job["status"] == "failed"
     assert job["error"]["code"] == "undecodable_audio"
@@ -108,8 +107,7 @@ def test_audio_too_short(fresh: Stack, tmp_path: Path) -> None:
 )
 def test_odd_formats_are_searchable(fresh: Stack, tmp_path: Path, rate: int, width: int, channels: int) -> None:
     t = np.arange(int(2.5 * rate)) / rate
-    content = wav_bytes(tmp_path, 0.5 * np.sin(2 * np.pi * 440 * t), sr=rate, sample_width=width,
-                        channels=channels)
+    content = wav_bytes(tmp_path, 0.5 * np.sin(2 * np.pi * 440 * t), sr=rate, sample_width=width, channels=channels)
     job = upload_and_wait(fresh, tmp_path, content, "odd.wav")
     assert job["status"] == "done", job
 

@@ -22,8 +22,17 @@ def test_tiny_benchmark_report() -> None:
             methods.append(name)
         except ImportError:
             pass
-    config = search.BenchConfig(n=5000, dims=(64,), queries=50, single_queries=20, repeats=1, threads=1,
-                                methods=tuple(methods), source="synthetic", hnsw_budget_s=60.0)
+    config = search.BenchConfig(
+        n=5000,
+        dims=(64,),
+        queries=50,
+        single_queries=20,
+        repeats=1,
+        threads=1,
+        methods=tuple(methods),
+        source="synthetic",
+        hnsw_budget_s=60.0,
+    )
     report = search.run(config, log=lambda _: None)
 
     assert report.dataset["n"] == 5000 and report.dataset["queries"] == 50

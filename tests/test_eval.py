@@ -19,8 +19,10 @@ SR = SAMPLE_RATE
 def _clips(n: int, classes: int = 3) -> tuple[list[Clip], dict[str, np.ndarray]]:
     clips = [Clip(name=f"c{i:02d}", label=f"class{i % classes}", fold=2, path=Path(f"c{i:02d}.wav")) for i in range(n)]
     # Each clip a constant level = its index, so the joined audio shows which clip sits where.
-    waves = {c.name: np.full(int(0.5 * SR) + (7 if i % 2 else -7), (i + 1) / 100, dtype=np.float32)
-             for i, c in enumerate(clips)}
+    waves = {
+        c.name: np.full(int(0.5 * SR) + (7 if i % 2 else -7), (i + 1) / 100, dtype=np.float32)
+        for i, c in enumerate(clips)
+    }
     return clips, waves
 
 

@@ -47,8 +47,7 @@ def client(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClien
 AUTH = {"Authorization": "Bearer s3cret"}
 
 
-def post(client: TestClient, files: list[tuple[str, bytes]], headers: dict[str, str] | None = None,
-         **data: str):  # type: ignore[no-untyped-def]
+def post(client: TestClient, files: list[tuple[str, bytes]], headers: dict[str, str] | None = None, **data: str):  # type: ignore[no-untyped-def]
     parts = [("file", (name, io.BytesIO(body), "audio/wav")) for name, body in files]
     return client.post("/v1/library", files=parts, data=data, headers=headers or {})
 
@@ -68,8 +67,12 @@ def test_writes_need_the_key_reads_do_not(client: TestClient, tmp_path: Path) ->
 
 
 def test_post_queues_a_job_per_file_and_lists_them(client: TestClient, tmp_path: Path) -> None:
-    answer = post(client, [("dog bark.wav", wav_bytes(tmp_path, 1)), ("rain.wav", wav_bytes(tmp_path, 2))], AUTH,
-                  labels="Dog, Animal")
+    answer = post(
+        client,
+        [("dog bark.wav", wav_bytes(tmp_path, 1)), ("rain.wav", wav_bytes(tmp_path, 2))],
+        AUTH,
+        labels="Dog, Animal",
+    )
     assert answer.status_code == 202, answer.text
     jobs = answer.json()
     assert len(jobs) == 2 and all(j["kind"] == "ingest" and j["status"] == "queued" for j in jobs)
@@ -79,8 +82,14 @@ def test_post_queues_a_job_per_file_and_lists_them(client: TestClient, tmp_path:
     by_title = {i["title"]: i for i in listing["items"]}
     item = by_title["dog bark"]
     assert item["labels"] == ["Dog", "Animal"] and item["status"] == "pending"
-    assert item["source"] == {"kind": "file", "file_name": "dog bark.wav", "youtube_id": None, "start_s": None,
-                              "end_s": None, "url": None}
+    assert item["source"] == {
+        "kind": "file",
+        "file_name": "dog bark.wav",
+        "youtube_id": None,
+        "start_s": None,
+        "end_s": None,
+        "url": None,
+    }
     assert set(item) >= {"clip_id", "title", "labels", "duration_s", "source", "status", "space", "created_at"}
     one = client.get(f"/v1/library/{jobs[0]['clip_id']}")
     assert one.status_code == 200 and one.json()["title"] == "dog bark"
@@ -103,10 +112,14 @@ def test_the_same_bytes_twice_are_one_clip(client: TestClient, tmp_path: Path) -
 
 
 def test_a_bad_file_refuses_the_whole_request(client: TestClient, tmp_path: Path) -> None:
-    answer = client.post("/v1/library", headers=AUTH, files=[
-        ("file", ("a.wav", io.BytesIO(wav_bytes(tmp_path, 5)), "audio/wav")),
-        ("file", ("b.png", io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"0" * 100), "image/png")),
-    ])
+    answer = client.post(
+        "/v1/library",
+        headers=AUTH,
+        files=[
+            ("file", ("a.wav", io.BytesIO(wav_bytes(tmp_path, 5)), "audio/wav")),
+            ("file", ("b.png", io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"0" * 100), "image/png")),
+        ],
+    )
     assert answer.status_code == 415 and answer.json()["code"] == "unsupported_media_type"
     assert client.get("/v1/library").json()["total"] == 0
     assert client.post("/v1/library", headers=AUTH).status_code == 422
@@ -120,13 +133,23 @@ def add_rows(rows: list[dict]) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     with catalog.session() as s:
         for i, row in enumerate(rows):
-            s.add(catalog.Clip(shard=0, status="ready", source_kind="file", created_at=base + timedelta(minutes=i),
-                               **row))
+            s.add(
+                catalog.Clip(shard=0, status="ready", source_kind="file", created_at=base + timedelta(minutes=i), **row)
+            )
 
 
 def test_paging_and_filters(client: TestClient) -> None:
-    add_rows([{"id": f"c{i:02d}", "title": f"Clip {i}", "file_name": f"f{i}.wav",
-               "labels": ["Dog"] if i % 3 == 0 else ["Rain", "Dog barking 100%"]} for i in range(25)])
+    add_rows(
+        [
+            {
+                "id": f"c{i:02d}",
+                "title": f"Clip {i}",
+                "file_name": f"f{i}.wav",
+                "labels": ["Dog"] if i % 3 == 0 else ["Rain", "Dog barking 100%"],
+            }
+            for i in range(25)
+        ]
+    )
     page = client.get("/v1/library", params={"page": 2, "page_size": 10}).json()
     assert page["total"] == 25 and [i["clip_id"] for i in page["items"]] == [f"c{i:02d}" for i in range(14, 4, -1)]
     assert client.get("/v1/library", params={"page": 3, "page_size": 10}).json()["items"][-1]["clip_id"] == "c00"
@@ -157,8 +180,9 @@ def test_get_and_delete(client: TestClient) -> None:
     assert any(b["headers"]["task"] == "echovids.search.delete_clip" for b in bodies)
 
 
-def test_no_key_configured_means_open_writes(client: TestClient, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_key_configured_means_open_writes(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from echovids.settings import get_settings
 
     monkeypatch.delenv("ECHOVIDS_API_KEY")

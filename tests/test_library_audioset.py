@@ -56,10 +56,10 @@ def audioset_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
         f'{IDS[1]}, 0.000, 10.000, "/m/05zppz"\n'
         f'{IDS[2]}, 10.000, 20.000, "/m/0bt9lr"\n'
         f'{IDS[3]}, 5.000, 15.000, "/m/068hy,/m/0bt9lr"\n'
-        "not-an-id, 1.0, 2.0, \"/m/0bt9lr\"\n"  # malformed: id
-        f"{IDS[4]}, ten, 20.0, \"/m/0bt9lr\"\n"  # malformed: number
+        'not-an-id, 1.0, 2.0, "/m/0bt9lr"\n'  # malformed: id
+        f'{IDS[4]}, ten, 20.0, "/m/0bt9lr"\n'  # malformed: number
         f"{IDS[4]}, 1.0\n"  # malformed: columns
-        "zzzzzzzzzzz, 0.000, 10.000, \"/m/0bt9lr\"\n"  # a segment without features
+        'zzzzzzzzzzz, 0.000, 10.000, "/m/0bt9lr"\n'  # a segment without features
     )
     folder = root / "bal_train"
     folder.mkdir()
@@ -159,8 +159,9 @@ def vggish_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def test_import_then_a_yamnet_query_is_refused(vggish_stack: Stack, audioset_files: tuple[Path, Path],
-                                               tmp_path: Path) -> None:
+def test_import_then_a_yamnet_query_is_refused(
+    vggish_stack: Stack, audioset_files: tuple[Path, Path], tmp_path: Path
+) -> None:
     csv_path, folder = audioset_files
     done = vggish_stack.cli("import-audioset", "--segments", str(csv_path), "--features", str(folder))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -112,10 +112,12 @@ def test_a_catalog_made_before_migrations_is_stamped_and_upgraded(database: str)
     catalog.migrate(engine, "0001")
     with engine.begin() as c:
         c.execute(text("DROP TABLE alembic_version"))
-        c.execute(text(
-            "INSERT INTO clips (id, title, source_kind, labels, shard, n_frames, status, created_at) "
-            "VALUES ('old', 'an old clip', 'file', '[]', 0, 3, 'ready', CURRENT_TIMESTAMP)"
-        ))
+        c.execute(
+            text(
+                "INSERT INTO clips (id, title, source_kind, labels, shard, n_frames, status, created_at) "
+                "VALUES ('old', 'an old clip', 'file', '[]', 0, 3, 'ready', CURRENT_TIMESTAMP)"
+            )
+        )
     engine.dispose()
     assert catalog.get_clip("old").title == "an old clip"
     assert catalog.get_clip("old").file_sha256 is None
@@ -149,17 +151,28 @@ def test_migrations_run_from_any_directory(database: str, tmp_path: Path) -> Non
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = "from echovids import catalog; catalog.get_engine(); print('ok')"
-    env = {"ECHOVIDS_DATABASE_URL": database, "ECHOVIDS_DATA_DIR": str(tmp_path / "d2"), "PYTHONPATH": str(ROOT),
-           "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    env = {
+        "ECHOVIDS_DATABASE_URL": database,
+        "ECHOVIDS_DATA_DIR": str(tmp_path / "d2"),
+        "PYTHONPATH": str(ROOT),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert current_revision(database) == "0002"
 
 
 def _embedded(clip_id: str, content_hash: str, model: str = "yamnet") -> ClipEmbedded:
-    return ClipEmbedded(clip_id=clip_id, space=EmbeddingSpace(model=model, version="1", dim=4), n_frames=3,
-                        duration_s=1.5, content_hash=content_hash, labels=["Dog"])
+    return ClipEmbedded(
+        clip_id=clip_id,
+        space=EmbeddingSpace(model=model, version="1", dim=4),
+        n_frames=3,
+        duration_s=1.5,
+        content_hash=content_hash,
+        labels=["Dog"],
+    )
 
 
 def test_same_decoded_audio_is_marked_duplicate_once(database: str) -> None:
@@ -181,10 +194,16 @@ def test_a_file_hash_finds_its_clip(database: str) -> None:
     from echovids import catalog
 
     with catalog.session() as s:
-        s.add(catalog.Clip(id="f1", title="x", source_kind="file", labels=["Dog"], shard=0, status="failed",
-                           file_sha256="abc"))
-        s.add(catalog.Clip(id="f2", title="x", source_kind="file", labels=["Dog"], shard=0, status="ready",
-                           file_sha256="abc"))
+        s.add(
+            catalog.Clip(
+                id="f1", title="x", source_kind="file", labels=["Dog"], shard=0, status="failed", file_sha256="abc"
+            )
+        )
+        s.add(
+            catalog.Clip(
+                id="f2", title="x", source_kind="file", labels=["Dog"], shard=0, status="ready", file_sha256="abc"
+            )
+        )
     found = catalog.find_by_file_hash("abc")
     assert found is not None and found.id == "f2"
     assert catalog.find_by_file_hash("nope") is None

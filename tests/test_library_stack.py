@@ -33,8 +33,9 @@ def lib_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not external_redis_available():
         pytest.skip(f"no Redis at {EXTERNAL_REDIS}")
     redis.Redis.from_url(REDIS_URL).flushdb()
-    running = make_stack(tmp_path_factory.mktemp("lib-stack") / "data", REDIS_URL,
-                         ECHOVIDS_SEARCH_DELTA_MAX="64", ECHOVIDS_API_KEY=KEY)
+    running = make_stack(
+        tmp_path_factory.mktemp("lib-stack") / "data", REDIS_URL, ECHOVIDS_SEARCH_DELTA_MAX="64", ECHOVIDS_API_KEY=KEY
+    )
     running.start()
     yield running
     running.stop()
@@ -44,8 +45,12 @@ def lib_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def rows(stack: Stack) -> list[dict]:
     engine = create_engine(f"sqlite:///{stack.data_dir / 'catalog.sqlite3'}")
     with engine.connect() as c:
-        out = [dict(r._mapping) for r in c.execute(text(
-            "SELECT id, title, file_name, file_sha256, status, duplicate_of, duration_s, job_id FROM clips"))]
+        out = [
+            dict(r._mapping)
+            for r in c.execute(
+                text("SELECT id, title, file_name, file_sha256, status, duplicate_of, duration_s, job_id FROM clips")
+            )
+        ]
     engine.dispose()
     return out
 
@@ -93,8 +98,13 @@ def test_ingest_resumes_after_a_kill_with_nothing_twice_and_nothing_lost(lib_sta
     for i, sound in enumerate(sounds):
         write_wav(folder / f"r{i:02d}.wav", sound)
     before = {r["id"] for r in rows(lib_stack)}
-    proc = subprocess.Popen([sys.executable, "-m", "echovids.cli", "ingest", str(folder), "--window", "3"],
-                            env=lib_stack.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "echovids.cli", "ingest", str(folder), "--window", "3"],
+        env=lib_stack.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         ours = [r for r in rows(lib_stack) if r["id"] not in before]
@@ -111,10 +121,14 @@ def test_ingest_resumes_after_a_kill_with_nothing_twice_and_nothing_lost(lib_sta
 
     orphan = folder / "r13.wav"
     with engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO clips (id, title, source_kind, file_name, labels, shard, n_frames, status, created_at, "
-            "file_sha256) VALUES ('orphan0000', 'r13', 'file', 'r13.wav', '[]', 0, 0, 'pending', "
-            "CURRENT_TIMESTAMP, :h)"), {"h": hashlib.sha256(orphan.read_bytes()).hexdigest()})
+        c.execute(
+            text(
+                "INSERT INTO clips (id, title, source_kind, file_name, labels, shard, n_frames, status, created_at, "
+                "file_sha256) VALUES ('orphan0000', 'r13', 'file', 'r13.wav', '[]', 0, 0, 'pending', "
+                "CURRENT_TIMESTAMP, :h)"
+            ),
+            {"h": hashlib.sha256(orphan.read_bytes()).hexdigest()},
+        )
     engine.dispose()
 
     resumed = lib_stack.cli("ingest", str(folder), "--window", "3")
@@ -138,8 +152,12 @@ def test_http_add_search_delete(lib_stack: Stack, tmp_path: Path) -> None:
         refused = httpx.post(f"{lib_stack.url}/v1/library", files={"file": ("http_clip.wav", f, "audio/wav")})
     assert refused.status_code == 401
     with path.open("rb") as f:
-        answer = httpx.post(f"{lib_stack.url}/v1/library", files={"file": ("http_clip.wav", f, "audio/wav")},
-                            data={"title": "HTTP clip", "labels": "Tone"}, headers=AUTH)
+        answer = httpx.post(
+            f"{lib_stack.url}/v1/library",
+            files={"file": ("http_clip.wav", f, "audio/wav")},
+            data={"title": "HTTP clip", "labels": "Tone"},
+            headers=AUTH,
+        )
     assert answer.status_code == 202, answer.text
     clip_id = answer.json()[0]["clip_id"]
     deadline = time.monotonic() + 60

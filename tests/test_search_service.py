@@ -33,8 +33,12 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.nda
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory: pytest.TempPathFactory, library) -> Iterator[Stack]:
-    running = make_stack(tmp_path_factory.mktemp("sharded") / "data", None,
-                         ECHOVIDS_SEARCH_SHARDS=str(SHARDS), ECHOVIDS_SEARCH_DELTA_MAX="40")
+    running = make_stack(
+        tmp_path_factory.mktemp("sharded") / "data",
+        None,
+        ECHOVIDS_SEARCH_SHARDS=str(SHARDS),
+        ECHOVIDS_SEARCH_DELTA_MAX="40",
+    )
     running.start()
     done = running.cli("ingest", str(library[0]))
     assert done.returncode == 0, done.stderr
@@ -67,8 +71,7 @@ def test_compaction_ran_and_results_survive_it(sharded: Stack, library, tmp_path
     assert abs(job["results"][0]["match_start_s"] - 1.0) < 0.1
 
 
-def test_two_sounds_in_one_query_are_both_found_with_their_offsets(sharded: Stack, library,
-                                                                   tmp_path: Path) -> None:
+def test_two_sounds_in_one_query_are_both_found_with_their_offsets(sharded: Stack, library, tmp_path: Path) -> None:
     _, sounds = library
     query = np.concatenate([sounds[2][int(1.5 * SR) : int(4.5 * SR)], sounds[9][int(4.0 * SR) : int(7.0 * SR)]])
     job = sharded.search(write_wav(tmp_path / "two.wav", query), k=5)
@@ -86,15 +89,21 @@ def test_a_shard_that_is_down_gives_a_partial_result(tmp_path: Path, library) ->
     redis.Redis.from_url(url).flushdb()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}
-    env.update(ECHOVIDS_REDIS_URL=url, ECHOVIDS_DATA_DIR=str(tmp_path / "data"), ECHOVIDS_SEARCH_SHARDS="2",
-               ECHOVIDS_SEARCH_TIMEOUT_S="3", ECHOVIDS_PORT=str(port))
+    env.update(
+        ECHOVIDS_REDIS_URL=url,
+        ECHOVIDS_DATA_DIR=str(tmp_path / "data"),
+        ECHOVIDS_SEARCH_SHARDS="2",
+        ECHOVIDS_SEARCH_TIMEOUT_S="3",
+        ECHOVIDS_PORT=str(port),
+    )
     cli = [sys.executable, "-m", "echovids.cli"]
     procs = [
         subprocess.Popen([*cli, "worker", "embedder"], env=env, cwd=ROOT),
         subprocess.Popen([*cli, "worker", "search", "--shard", "0"], env=env, cwd=ROOT),
         subprocess.Popen([*cli, "worker", "availability"], env=env, cwd=ROOT),
-        subprocess.Popen([sys.executable, "-m", "uvicorn", "services.gateway.app:app", "--port", str(port)],
-                         env=env, cwd=ROOT),
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "services.gateway.app:app", "--port", str(port)], env=env, cwd=ROOT
+        ),
     ]
     try:
         base = f"http://127.0.0.1:{port}"
@@ -109,7 +118,7 @@ def test_a_shard_that_is_down_gives_a_partial_result(tmp_path: Path, library) ->
             time.sleep(0.5)
         assert ready["missing_consumers"] == {"search": ["search.shard.1"]}
         _, sounds = library
-        query = write_wav(tmp_path / "q.wav", sounds[0][:3 * SR])
+        query = write_wav(tmp_path / "q.wav", sounds[0][: 3 * SR])
         started = time.monotonic()
         stack = Stack(data_dir=tmp_path / "data", port=port, env=env)
         job = stack.search(query, timeout=30)

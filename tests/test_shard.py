@@ -26,8 +26,11 @@ def excerpt(clip: dict[str, np.ndarray], start: int, frames: int = 5) -> dict[st
     """A query of the clip's frames [start, start + frames), with the landmarks of that stretch."""
     t0, t1 = start * 30, (start + frames) * 30
     sel = (clip["times"] >= t0) & (clip["times"] < t1)
-    return {"vectors": clip["vectors"][start : start + frames], "hashes": clip["hashes"][sel],
-            "times": clip["times"][sel] - t0}
+    return {
+        "vectors": clip["vectors"][start : start + frames],
+        "hashes": clip["hashes"][sel],
+        "times": clip["times"][sel] - t0,
+    }
 
 
 @pytest.fixture

@@ -21,10 +21,16 @@ def encode(src: Path, dst: Path, *args: str) -> Path:
     return dst
 
 
-@pytest.mark.parametrize(("suffix", "args"), [
-    (".flac", []), (".ogg", ["-c:a", "libvorbis"]), (".mp3", []), (".m4a", ["-c:a", "aac"]),
-    (".webm", ["-c:a", "libopus"]),
-])
+@pytest.mark.parametrize(
+    ("suffix", "args"),
+    [
+        (".flac", []),
+        (".ogg", ["-c:a", "libvorbis"]),
+        (".mp3", []),
+        (".m4a", ["-c:a", "aac"]),
+        (".webm", ["-c:a", "libopus"]),
+    ],
+)
 def test_decode_common_formats_to_16k_mono(tmp_path: Path, suffix: str, args: list[str]) -> None:
     t = np.arange(3 * 44_100) / 44_100
     wav = write_wav(tmp_path / "src.wav", 0.5 * np.sin(2 * np.pi * 1000 * t), sr=44_100, channels=2)
@@ -52,8 +58,26 @@ def test_float_wav_with_nan_and_overs_is_cleaned(tmp_path: Path) -> None:
     src = tmp_path / "raw.f32"
     raw.tofile(src)
     wav = tmp_path / "float.wav"
-    subprocess.run([audio.ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "f32le", "-ar", "16000", "-ac", "1",
-                    "-i", str(src), "-c:a", "pcm_f32le", str(wav)], check=True)
+    subprocess.run(
+        [
+            audio.ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "f32le",
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            "-i",
+            str(src),
+            "-c:a",
+            "pcm_f32le",
+            str(wav),
+        ],
+        check=True,
+    )
     decoded = audio.decode_file(wav)
     assert np.isfinite(decoded).all() and np.abs(decoded).max() <= 1.0
 
@@ -101,8 +125,9 @@ def test_rescoring_finds_offset_and_query_start() -> None:
     assert right.query_start == 4  # the clip's part of the query begins at its 5th frame
     assert right.fit > max(aligned_score(query, clip, o).fit for o in (5, 7, 12))
     assert right.score > aligned_score(query, clip, 12).score
-    matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]),
-                           rescore=lambda c, o: aligned_score(query, clip, o), limit=1)
+    matches = best_matches(
+        np.array([0]), np.array([6]), np.array([3.0]), rescore=lambda c, o: aligned_score(query, clip, o), limit=1
+    )
     assert (matches[0].offset, matches[0].query_start) == (6, 4)
 
 
@@ -118,8 +143,7 @@ def test_landmarks_find_the_recording_and_offset_under_noise() -> None:
     marks = landmarks.extract_query(noisy)
     best = postings.match(marks.hashes, marks.times, np.ones(8, dtype=bool), limit=3)[0]
     assert best.clip == 5
-    assert abs((best.query_start + best.offset) * landmarks.HOP_S - best.query_start * landmarks.HOP_S
-               - 2.3) < 0.05
+    assert abs((best.query_start + best.offset) * landmarks.HOP_S - best.query_start * landmarks.HOP_S - 2.3) < 0.05
     tombstoned = np.ones(8, dtype=bool)
     tombstoned[5] = False
     assert all(m.clip != 5 for m in postings.match(marks.hashes, marks.times, tombstoned, limit=3))
@@ -132,12 +156,18 @@ def test_shard_routing_is_stable_and_spread() -> None:
     assert min(np.bincount(shards, minlength=4)) > 200
 
 
-@pytest.mark.parametrize(("rate", "width", "channels"), [(16_000, 2, 1), (44_100, 3, 2), (8_000, 1, 1),
-                                                        (48_000, 4, 6), (22_050, 2, 2)])
+@pytest.mark.parametrize(
+    ("rate", "width", "channels"), [(16_000, 2, 1), (44_100, 3, 2), (8_000, 1, 1), (48_000, 4, 6), (22_050, 2, 2)]
+)
 def test_wav_fast_path_matches_ffmpeg(tmp_path: Path, rate: int, width: int, channels: int) -> None:
     t = np.arange(int(1.5 * rate)) / rate
-    wav = write_wav(tmp_path / "x.wav", 0.4 * np.sin(2 * np.pi * 700 * t) + 0.2 * np.sin(2 * np.pi * 3100 * t),
-                    sr=rate, sample_width=width, channels=channels)
+    wav = write_wav(
+        tmp_path / "x.wav",
+        0.4 * np.sin(2 * np.pi * 700 * t) + 0.2 * np.sin(2 * np.pi * 3100 * t),
+        sr=rate,
+        sample_width=width,
+        channels=channels,
+    )
     assert audio.parse_wav(wav.read_bytes()) is not None  # the in-process path is the one taken
     ours = audio.decode_bytes(wav.read_bytes())
     theirs = audio.decode_file(wav)

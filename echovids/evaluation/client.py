@@ -86,15 +86,20 @@ class EchovidsClient:
         for i in range(0, len(files), BATCH):
             batch = files[i : i + BATCH]
             # The title of a clip sent with others is its file name's stem.
-            multipart = [("file", (f"{title}{path.suffix}", path.read_bytes(), "application/octet-stream"))
-                         for path, title, _ in batch]
+            multipart = [
+                ("file", (f"{title}{path.suffix}", path.read_bytes(), "application/octet-stream"))
+                for path, title, _ in batch
+            ]
             # A request's labels apply to all its files: one request per set of labels.
             by_labels: dict[tuple[str, ...], list[int]] = {}
             for j, (_, _, labels) in enumerate(batch):
                 by_labels.setdefault(tuple(labels), []).append(j)
             for labels, members in by_labels.items():
-                answer = self.http.post("/v1/library", files=[multipart[j] for j in members],
-                                        data={"labels": ",".join(labels)} if labels else None)
+                answer = self.http.post(
+                    "/v1/library",
+                    files=[multipart[j] for j in members],
+                    data={"labels": ",".join(labels)} if labels else None,
+                )
                 if answer.status_code != 202:
                     failures += [f"{batch[j][0].name}: {answer.status_code} {answer.text[:200]}" for j in members]
                     continue
@@ -121,8 +126,13 @@ class EchovidsClient:
         with tempfile.TemporaryDirectory() as tmp:
             for path, title, _ in files:
                 (Path(tmp) / f"{title}{path.suffix}").symlink_to(path.resolve())
-            done = subprocess.run([sys.executable, "-m", "echovids.cli", "ingest", tmp], env=dict(os.environ),
-                                  capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [sys.executable, "-m", "echovids.cli", "ingest", tmp],
+                env=dict(os.environ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         log("  " + done.stdout.strip())
         return [] if done.returncode == 0 else done.stderr.strip().splitlines()
 
@@ -130,11 +140,13 @@ class EchovidsClient:
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
         """POST /v1/searches and poll until done; latency from just before the upload to the poll that saw done."""
         started = time.perf_counter()
-        answer = self.http.post("/v1/searches", files={"file": (file_name, data, "application/octet-stream")},
-                                data={"k": str(k)})
+        answer = self.http.post(
+            "/v1/searches", files={"file": (file_name, data, "application/octet-stream")}, data={"k": str(k)}
+        )
         if answer.status_code != 202:
-            return SearchAnswer("rejected", [], time.perf_counter() - started,
-                                f"{answer.status_code}: {answer.text[:200]}")
+            return SearchAnswer(
+                "rejected", [], time.perf_counter() - started, f"{answer.status_code}: {answer.text[:200]}"
+            )
         location = answer.headers["Location"]
         deadline = started + self.timeout_s
         while True:

@@ -53,8 +53,7 @@ class Recording:
         return any(s.label == label for s in self.segments)
 
     def truth(self) -> dict:
-        return {"name": self.name, "duration_s": self.duration_s,
-                "segments": [asdict(s) for s in self.segments]}
+        return {"name": self.name, "duration_s": self.duration_s, "segments": [asdict(s) for s in self.segments]}
 
 
 def fold_of(file_name: str) -> int:
@@ -110,8 +109,10 @@ def join_recordings(
     recordings = []
     for r in range(count):
         members = shuffled[r * clips_per_recording : (r + 1) * clips_per_recording]
-        segments = [Segment(start_s=i * clip_s, end_s=(i + 1) * clip_s, clip=c.name, label=c.label)
-                    for i, c in enumerate(members)]
+        segments = [
+            Segment(start_s=i * clip_s, end_s=(i + 1) * clip_s, clip=c.name, label=c.label)
+            for i, c in enumerate(members)
+        ]
         recording = Recording(name=f"{prefix}{r:02d}", segments=segments)
         if waveforms is not None:
             recording.waveform = np.concatenate([fit(waveforms[c.name], clip_s, sr) for c in members])

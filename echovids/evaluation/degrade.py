@@ -50,15 +50,17 @@ def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(n).astype(np.float32)
 
 
-def band_limit(x: np.ndarray, low_hz: float = 300.0, high_hz: float = 3400.0, sr: int = SAMPLE_RATE,
-               order: int = 8) -> np.ndarray:
+def band_limit(
+    x: np.ndarray, low_hz: float = 300.0, high_hz: float = 3400.0, sr: int = SAMPLE_RATE, order: int = 8
+) -> np.ndarray:
     """Telephone band: Butterworth band-pass, run forwards and backwards (zero phase, so no time shift)."""
     sos = butter(order, [low_hz, high_hz], btype="bandpass", fs=sr, output="sos")
     return normalise_peak(sosfiltfilt(sos, x.astype(np.float64)).astype(np.float32))
 
 
-def room_impulse_response(rng: np.random.Generator, rt60_s: float = 0.4, sr: int = SAMPLE_RATE,
-                          drr_db: float = 0.0) -> np.ndarray:
+def room_impulse_response(
+    rng: np.random.Generator, rt60_s: float = 0.4, sr: int = SAMPLE_RATE, drr_db: float = 0.0
+) -> np.ndarray:
     """Synthetic room: a direct path, then exponentially decaying noise (60 dB down after ``rt60_s``).
 
     ``drr_db`` is the direct-to-reverberant energy ratio (0 dB: a few metres from the speaker).
@@ -88,9 +90,25 @@ def opus_roundtrip(x: np.ndarray, bitrate_kbps: int = 32, sr: int = SAMPLE_RATE)
         source = write_wav(Path(tmp) / "in.wav", x, sr)
         target = Path(tmp) / "out.webm"
         subprocess.run(
-            [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
-             "-c:a", "libopus", "-b:a", f"{bitrate_kbps}k", "-f", "webm", str(target)],
-            check=True, capture_output=True,
+            [
+                ffmpeg_exe(),
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                str(source),
+                "-c:a",
+                "libopus",
+                "-b:a",
+                f"{bitrate_kbps}k",
+                "-f",
+                "webm",
+                str(target),
+            ],
+            check=True,
+            capture_output=True,
         )
         data = target.read_bytes()
         decoded = decode_file(target)

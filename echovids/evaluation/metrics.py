@@ -30,8 +30,9 @@ def average_precision(relevant: Sequence[bool], n_relevant: int) -> float:
     return total / n_relevant
 
 
-def timestamped_hit(segments: Sequence[tuple[float, float, str]], label: str, t: float,
-                    tolerance_s: float = 0.5) -> bool:
+def timestamped_hit(
+    segments: Sequence[tuple[float, float, str]], label: str, t: float, tolerance_s: float = 0.5
+) -> bool:
     """True when time ``t`` falls inside a segment ``(start, end, label)`` of ``label``, widened by the tolerance."""
     return any(lab == label and start - tolerance_s <= t <= end + tolerance_s for start, end, lab in segments)
 

@@ -105,8 +105,13 @@ def machine() -> dict:
     import os
 
     # Latencies are only comparable on an otherwise idle machine: the load says whether it was.
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 # -- the libraries ----------------------------------------------------------------------------------------------
@@ -117,16 +122,24 @@ def recordings_library(cfg: EvalConfig, clips: list[Clip], with_audio: bool) -> 
     if with_audio:
         cfg.log(f"decoding {len(pool)} ESC-10 clips of folds 2-5")
         waveforms = {c.name: load_waveform(c, cfg.clip_s) for c in pool}
-    return join_recordings(pool, waveforms, cfg.clips_per_recording, cfg.clip_s, seed=cfg.library_seed,
-                           prefix=f"esc10rec-s{cfg.library_seed}-")
+    return join_recordings(
+        pool,
+        waveforms,
+        cfg.clips_per_recording,
+        cfg.clip_s,
+        seed=cfg.library_seed,
+        prefix=f"esc10rec-s{cfg.library_seed}-",
+    )
 
 
 def ensure_library(client: EchovidsClient, wanted: dict[str, tuple[Path, list[str]]], cfg: EvalConfig) -> dict:
     """Add the clips (title -> (file, labels)) the library lacks; refuse one that holds others."""
     titles = client.library_titles()
     if titles is None:
-        cfg.log("  the service cannot list its library (no GET /v1/library): adding every file (bytes already "
-                "there are skipped by the service)")
+        cfg.log(
+            "  the service cannot list its library (no GET /v1/library): adding every file (bytes already "
+            "there are skipped by the service)"
+        )
         missing = list(wanted)
         foreign: list[str] = []
     else:
@@ -160,13 +173,18 @@ def _excerpt(rng: np.random.Generator, recording: Recording, length_s: float) ->
     raise RuntimeError(f"{recording.name} looks silent")
 
 
-def make_query(cond: Condition, rng: np.random.Generator, recordings: list[Recording], index: int,
-               length_s: float) -> dict:
+def make_query(
+    cond: Condition, rng: np.random.Generator, recordings: list[Recording], index: int, length_s: float
+) -> dict:
     """One query of a condition: its audio (bytes to upload) and what is known about it."""
     recording = recordings[index]
     offset, clean = _excerpt(rng, recording, length_s)
-    query: dict = {"recording": recording.name, "offset_s": round(offset, 4), "length_s": length_s,
-                   "rms_dbfs": round(10 * np.log10(degrade.power(clean) + 1e-12), 1)}
+    query: dict = {
+        "recording": recording.name,
+        "offset_s": round(offset, 4),
+        "length_s": length_s,
+        "rms_dbfs": round(10 * np.log10(degrade.power(clean) + 1e-12), 1),
+    }
     if cond.kind == "clean":
         audio = clean
     elif cond.kind == "recording-noise":
@@ -200,10 +218,16 @@ def judge_exact(query: dict, results: list[dict]) -> dict:
     top = results[0]
     correct = top["title"] == query["recording"]
     error = metrics.offset_error(top["match_start_s"], top["query_start_s"], query["offset_s"]) if correct else None
-    record.update(top=top["title"], match_start_s=top["match_start_s"], query_start_s=top["query_start_s"],
-                  top_match=top["match"], top_exact=top["match"] == "exact", correct=correct,
-                  error_s=None if error is None else round(error, 4),
-                  on_time=correct and error is not None and error <= OFFSET_TOLERANCE_S)
+    record.update(
+        top=top["title"],
+        match_start_s=top["match_start_s"],
+        query_start_s=top["query_start_s"],
+        top_match=top["match"],
+        top_exact=top["match"] == "exact",
+        correct=correct,
+        error_s=None if error is None else round(error, 4),
+        on_time=correct and error is not None and error <= OFFSET_TOLERANCE_S,
+    )
     return record
 
 
@@ -260,16 +284,19 @@ def run_exact(cfg: EvalConfig, client: EchovidsClient, recordings: list[Recordin
                 query = make_query(cond, rng, recordings, index, length)
                 answer = client.search(query["data"], query["file_name"], cfg.k)
                 record = judge_exact(query, answer.results)
-                record.update(condition=cond.name, status=answer.status, latency_s=round(answer.latency_s, 4),
-                              error=answer.error)
+                record.update(
+                    condition=cond.name, status=answer.status, latency_s=round(answer.latency_s, 4), error=answer.error
+                )
                 records.append(record)
             summary = summarise_exact(records)
             summary.update(condition=cond.name, length_s=length)
             out["conditions"].append(summary)
             out["records"] += records
-            cfg.log(f"  exact {length:g} s {cond.name:<16} top-1 {summary['top1_recording']:.2f}  on time "
-                    f"{summary['top1_on_time']:.2f}  median err {_fmt(summary['median_offset_error_ms'], '.0f')} ms"
-                    f"  p50 {_fmt(summary['latency_p50_ms'], '.0f')} ms")
+            cfg.log(
+                f"  exact {length:g} s {cond.name:<16} top-1 {summary['top1_recording']:.2f}  on time "
+                f"{summary['top1_on_time']:.2f}  median err {_fmt(summary['median_offset_error_ms'], '.0f')} ms"
+                f"  p50 {_fmt(summary['latency_p50_ms'], '.0f')} ms"
+            )
     return out
 
 
@@ -294,23 +321,37 @@ def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Record
         for res in answer.results[: cfg.k]:
             rec = by_name.get(res["title"])
             segments = [(s.start_s, s.end_s, s.label) for s in rec.segments] if rec else []
-            rows.append({
-                "recording": res["title"], "match_start_s": res["match_start_s"], "match": res["match"],
-                "timestamped": metrics.timestamped_hit(segments, clip.label, res["match_start_s"], OFFSET_TOLERANCE_S),
-                "recording_has_class": bool(rec and rec.has_label(clip.label)),
-                "labels_there": sorted(rec.labels_at(res["match_start_s"])) if rec else [],
-            })
-        records.append({"query": clip.name, "label": clip.label, "status": answer.status, "error": answer.error,
-                        "latency_s": round(answer.latency_s, 4), "results": rows})
+            rows.append(
+                {
+                    "recording": res["title"],
+                    "match_start_s": res["match_start_s"],
+                    "match": res["match"],
+                    "timestamped": metrics.timestamped_hit(
+                        segments, clip.label, res["match_start_s"], OFFSET_TOLERANCE_S
+                    ),
+                    "recording_has_class": bool(rec and rec.has_label(clip.label)),
+                    "labels_there": sorted(rec.labels_at(res["match_start_s"])) if rec else [],
+                }
+            )
+        records.append(
+            {
+                "query": clip.name,
+                "label": clip.label,
+                "status": answer.status,
+                "error": answer.error,
+                "latency_s": round(answer.latency_s, 4),
+                "results": rows,
+            }
+        )
     summary: dict = {"queries": len(records)}
     for kind in ("timestamped", "recording_has_class"):
         for k in (1, 5, 10):
             summary[f"{kind}_p@{k}"] = metrics.mean(
-                [metrics.precision_at_k([r[kind] for r in rec["results"]], k) for rec in records])
+                [metrics.precision_at_k([r[kind] for r in rec["results"]], k) for rec in records]
+            )
     # Fold 1 is not in the library: every result marked exact is a false "this very recording".
     summary["results_marked_exact"] = sum(r["match"] == "exact" for rec in records for r in rec["results"])
-    summary["top_marked_exact"] = sum(bool(rec["results"]) and rec["results"][0]["match"] == "exact"
-                                      for rec in records)
+    summary["top_marked_exact"] = sum(bool(rec["results"]) and rec["results"][0]["match"] == "exact" for rec in records)
     false_exact = Counter({rec["query"]: sum(r["match"] == "exact" for r in rec["results"]) for rec in records})
     summary["false_exact_by_query"] = {q: n for q, n in false_exact.most_common() if n}
     summary["latency_p50_ms"] = 1000 * metrics.percentile([r["latency_s"] for r in records], 50)
@@ -321,26 +362,33 @@ def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Record
         chance_ts, chance_rec = chance_levels(recordings, label)
         per_class[label] = {
             "queries": len(mine),
-            "timestamped_p@10": metrics.mean([metrics.precision_at_k([r["timestamped"] for r in m["results"]], 10)
-                                              for m in mine]),
+            "timestamped_p@10": metrics.mean(
+                [metrics.precision_at_k([r["timestamped"] for r in m["results"]], 10) for m in mine]
+            ),
             "recording_has_class_p@10": metrics.mean(
-                [metrics.precision_at_k([r["recording_has_class"] for r in m["results"]], 10) for m in mine]),
-            "chance_timestamped": chance_ts, "chance_recording_has_class": chance_rec,
+                [metrics.precision_at_k([r["recording_has_class"] for r in m["results"]], 10) for m in mine]
+            ),
+            "chance_timestamped": chance_ts,
+            "chance_recording_has_class": chance_rec,
         }
     summary["per_class"] = per_class
     summary["chance_timestamped"] = metrics.mean([per_class[c]["chance_timestamped"] for c in per_class])
-    summary["chance_recording_has_class"] = metrics.mean([per_class[c]["chance_recording_has_class"]
-                                                          for c in per_class])
+    summary["chance_recording_has_class"] = metrics.mean(
+        [per_class[c]["chance_recording_has_class"] for c in per_class]
+    )
     # What the wrong timestamped results pointed at, by the class sitting there.
     confusions: Counter = Counter()
     for rec in records:
         for r in rec["results"]:
             if not r["timestamped"]:
                 confusions[(rec["label"], "/".join(r["labels_there"]) or "?")] += 1
-    summary["top_confusions"] = [{"query_class": q, "found_class": f, "results": n}
-                                 for (q, f), n in confusions.most_common(10)]
-    cfg.log(f"  similar: timestamped P@1/5/10 {summary['timestamped_p@1']:.3f} / {summary['timestamped_p@5']:.3f} / "
-            f"{summary['timestamped_p@10']:.3f}; recording-level {summary['recording_has_class_p@10']:.3f} (P@10)")
+    summary["top_confusions"] = [
+        {"query_class": q, "found_class": f, "results": n} for (q, f), n in confusions.most_common(10)
+    ]
+    cfg.log(
+        f"  similar: timestamped P@1/5/10 {summary['timestamped_p@1']:.3f} / {summary['timestamped_p@5']:.3f} / "
+        f"{summary['timestamped_p@10']:.3f}; recording-level {summary['recording_has_class_p@10']:.3f} (P@10)"
+    )
     return {"summary": summary, "records": records}
 
 
@@ -355,14 +403,21 @@ def run_clips(cfg: EvalConfig, client: EchovidsClient, clips: list[Clip]) -> dic
         self_rank = titles.index(clip.name) + 1 if clip.name in titles else None
         others = [r for r in answer.results if r["title"] != clip.name]  # the query never counts for itself
         relevant = [label_of.get(r["title"]) == clip.label for r in others]
-        records.append({
-            "query": clip.name, "label": clip.label, "fold": clip.fold, "status": answer.status,
-            "latency_s": round(answer.latency_s, 4), "self_rank": self_rank,
-            "self_marked_exact": bool(self_rank and answer.results[self_rank - 1]["match"] == "exact"),
-            "relevant": relevant, "returned": len(others),
-            "ap": metrics.average_precision(relevant, class_size[clip.label] - 1),
-            **{f"p@{k}": metrics.precision_at_k(relevant, k) for k in (1, 5, 10)},
-        })
+        records.append(
+            {
+                "query": clip.name,
+                "label": clip.label,
+                "fold": clip.fold,
+                "status": answer.status,
+                "latency_s": round(answer.latency_s, 4),
+                "self_rank": self_rank,
+                "self_marked_exact": bool(self_rank and answer.results[self_rank - 1]["match"] == "exact"),
+                "relevant": relevant,
+                "returned": len(others),
+                "ap": metrics.average_precision(relevant, class_size[clip.label] - 1),
+                **{f"p@{k}": metrics.precision_at_k(relevant, k) for k in (1, 5, 10)},
+            }
+        )
         if (i + 1) % 100 == 0:
             cfg.log(f"  clips: {i + 1} of {len(clips)} queries")
     summary: dict = {"queries": len(records), "list_length": cfg.clips_k}
@@ -375,13 +430,17 @@ def run_clips(cfg: EvalConfig, client: EchovidsClient, clips: list[Clip]) -> dic
     summary["latency_p50_ms"] = 1000 * metrics.percentile([r["latency_s"] for r in records], 50)
     summary["latency_p95_ms"] = 1000 * metrics.percentile([r["latency_s"] for r in records], 95)
     summary["per_class"] = {
-        label: {"p@10": metrics.mean([r["p@10"] for r in records if r["label"] == label]),
-                "map": metrics.mean([r["ap"] for r in records if r["label"] == label])}
+        label: {
+            "p@10": metrics.mean([r["p@10"] for r in records if r["label"] == label]),
+            "map": metrics.mean([r["ap"] for r in records if r["label"] == label]),
+        }
         for label in sorted(class_size)
     }
     summary["chance_p@k"] = metrics.mean([(class_size[c.label] - 1) / (len(clips) - 1) for c in clips])
-    cfg.log(f"  clips: P@1/5/10 {summary['p@1']:.3f} / {summary['p@5']:.3f} / {summary['p@10']:.3f}, "
-            f"mAP@{cfg.clips_k} {summary['map']:.3f}")
+    cfg.log(
+        f"  clips: P@1/5/10 {summary['p@1']:.3f} / {summary['p@5']:.3f} / {summary['p@10']:.3f}, "
+        f"mAP@{cfg.clips_k} {summary['map']:.3f}"
+    )
     return {"summary": summary, "records": records}
 
 
@@ -391,13 +450,25 @@ def run(cfg: EvalConfig) -> dict:
     clips = load_clips(cfg.esc10)
     report: dict = {
         "started": cfg.started.isoformat(timespec="seconds"),
-        "dataset": {"name": "ESC-10 (K. J. Piczak, ESC, ACM MM 2015)", "licence": "CC BY 3.0",
-                    "path": str(cfg.esc10), "clips": len(clips)},
+        "dataset": {
+            "name": "ESC-10 (K. J. Piczak, ESC, ACM MM 2015)",
+            "licence": "CC BY 3.0",
+            "path": str(cfg.esc10),
+            "clips": len(clips),
+        },
         "machine": machine(),
-        "settings": {"url": cfg.url, "clips_url": cfg.clips_url or cfg.url, "seed": cfg.seed,
-                     "queries_per_condition": cfg.queries_per_condition, "lengths_s": list(cfg.lengths_s),
-                     "conditions": list(cfg.conditions), "library_seed": cfg.library_seed, "k": cfg.k,
-                     "clips_k": cfg.clips_k, "offset_tolerance_s": OFFSET_TOLERANCE_S},
+        "settings": {
+            "url": cfg.url,
+            "clips_url": cfg.clips_url or cfg.url,
+            "seed": cfg.seed,
+            "queries_per_condition": cfg.queries_per_condition,
+            "lengths_s": list(cfg.lengths_s),
+            "conditions": list(cfg.conditions),
+            "library_seed": cfg.library_seed,
+            "k": cfg.k,
+            "clips_k": cfg.clips_k,
+            "offset_tolerance_s": OFFSET_TOLERANCE_S,
+        },
         "suites": {},
     }
     if "exact" in cfg.suites or "similar" in cfg.suites:
@@ -412,12 +483,20 @@ def run(cfg: EvalConfig) -> dict:
             if not path.exists():
                 write_wav(path, rec.waveform)
             wanted[rec.name] = (path, sorted({s.label for s in rec.segments}))
-        (cfg.out / "ground_truth.json").write_text(json.dumps(
-            {"recordings": [r.truth() for r in recordings], "left_out_clips": [c.name for c in left_over]}, indent=1))
-        cfg.log(f"recordings library: {len(recordings)} recordings of {cfg.clips_per_recording} clips "
-                f"({len(left_over)} clips of folds 2-5 left over) at {cfg.url}")
-        report["recordings_library"] = {**ensure_library(client, wanted, cfg), "recordings": len(recordings),
-                                        "clips_left_out": [c.name for c in left_over]}
+        (cfg.out / "ground_truth.json").write_text(
+            json.dumps(
+                {"recordings": [r.truth() for r in recordings], "left_out_clips": [c.name for c in left_over]}, indent=1
+            )
+        )
+        cfg.log(
+            f"recordings library: {len(recordings)} recordings of {cfg.clips_per_recording} clips "
+            f"({len(left_over)} clips of folds 2-5 left over) at {cfg.url}"
+        )
+        report["recordings_library"] = {
+            **ensure_library(client, wanted, cfg),
+            "recordings": len(recordings),
+            "clips_left_out": [c.name for c in left_over],
+        }
         if "exact" in cfg.suites:
             report["suites"]["exact"] = run_exact(cfg, client, recordings)
         if "similar" in cfg.suites:
@@ -444,78 +523,121 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
-    lines = [f"# Echovids quality: {report['started']}", "",
-             f"Dataset: {report['dataset']['name']}, {report['dataset']['licence']}. "
-             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, load average "
-             f"{report['machine']['load_average'][0]:.1f} at the start, "
-             f"{report['machine'].get('load_average_at_end', ['-'])[0]} at the end. "
-             f"Seed {s['seed']}, {s['queries_per_condition']} queries per condition, library seed {s['library_seed']}.",
-             ""]
+    lines = [
+        f"# Echovids quality: {report['started']}",
+        "",
+        f"Dataset: {report['dataset']['name']}, {report['dataset']['licence']}. "
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, load average "
+        f"{report['machine']['load_average'][0]:.1f} at the start, "
+        f"{report['machine'].get('load_average_at_end', ['-'])[0]} at the end. "
+        f"Seed {s['seed']}, {s['queries_per_condition']} queries per condition, library seed {s['library_seed']}.",
+        "",
+    ]
     suites = report["suites"]
     if "exact" in suites:
         rows = suites["exact"]["conditions"]
         lengths = sorted({r["length_s"] for r in rows})
         names = list(dict.fromkeys(r["condition"] for r in rows))
         cell = {(r["condition"], r["length_s"]): r for r in rows}
-        lines += ["## Exact moment: top-1 recording with offset error <= 0.5 s", "",
-                  "| condition | " + " | ".join(f"{x:g} s" for x in lengths) + " |",
-                  "|---|" + "---|" * len(lengths)]
+        lines += [
+            "## Exact moment: top-1 recording with offset error <= 0.5 s",
+            "",
+            "| condition | " + " | ".join(f"{x:g} s" for x in lengths) + " |",
+            "|---|" + "---|" * len(lengths),
+        ]
         for name in names:
-            lines.append(f"| {name} | " + " | ".join(_fmt(cell[(name, x)]["top1_on_time"], ".2f")
-                                                     if (name, x) in cell else "-" for x in lengths) + " |")
-        lines += ["", "## Exact moment: all measures", "",
-                  "| condition | length | n | top-1 rec | top-1 <= 0.5 s | median offset err ms | top marked exact "
-                  "| marked exact but wrong | p50 ms | p95 ms |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(
+                    _fmt(cell[(name, x)]["top1_on_time"], ".2f") if (name, x) in cell else "-" for x in lengths
+                )
+                + " |"
+            )
+        lines += [
+            "",
+            "## Exact moment: all measures",
+            "",
+            "| condition | length | n | top-1 rec | top-1 <= 0.5 s | median offset err ms | top marked exact "
+            "| marked exact but wrong | p50 ms | p95 ms |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             lines.append(
                 f"| {r['condition']} | {r['length_s']:g} s | {r['queries']} | {r['top1_recording']:.2f} | "
                 f"{r['top1_on_time']:.2f} | {_fmt(r['median_offset_error_ms'], '.0f')} | {r['top_marked_exact']:.2f} | "
                 f"{r['marked_exact_but_wrong']} | {_fmt(r['latency_p50_ms'], '.0f')} | "
-                f"{_fmt(r['latency_p95_ms'], '.0f')} |")
-        reasons = ["the interfering recording won", "another recording won",
-                   "right recording, offset off by > 0.5 s", "no result", "search failed"]
-        lines += ["", "## Exact moment: why the misses missed", "",
-                  "| condition | length | misses | " + " | ".join(reasons) + " | true rec. lower in top 10 | "
-                  "median excerpt level dBFS, hits / misses |",
-                  "|---|---|---|" + "---|" * (len(reasons) + 2)]
+                f"{_fmt(r['latency_p95_ms'], '.0f')} |"
+            )
+        reasons = [
+            "the interfering recording won",
+            "another recording won",
+            "right recording, offset off by > 0.5 s",
+            "no result",
+            "search failed",
+        ]
+        lines += [
+            "",
+            "## Exact moment: why the misses missed",
+            "",
+            "| condition | length | misses | " + " | ".join(reasons) + " | true rec. lower in top 10 | "
+            "median excerpt level dBFS, hits / misses |",
+            "|---|---|---|" + "---|" * (len(reasons) + 2),
+        ]
         for r in rows:
             total = r["queries"] - round(r["top1_on_time"] * r["queries"])
-            lines.append(f"| {r['condition']} | {r['length_s']:g} s | {total} | "
-                         + " | ".join(str(r["misses"].get(x, 0)) for x in reasons)
-                         + f" | {r['misses_true_recording_lower_in_list']} | "
-                         f"{_fmt(r['median_rms_dbfs_hits'], '.0f')} / {_fmt(r['median_rms_dbfs_misses'], '.0f')} |")
+            lines.append(
+                f"| {r['condition']} | {r['length_s']:g} s | {total} | "
+                + " | ".join(str(r["misses"].get(x, 0)) for x in reasons)
+                + f" | {r['misses_true_recording_lower_in_list']} | "
+                f"{_fmt(r['median_rms_dbfs_hits'], '.0f')} / {_fmt(r['median_rms_dbfs_misses'], '.0f')} |"
+            )
         lines.append("")
     if "similar" in suites:
         m = suites["similar"]["summary"]
-        lines += ["## Similar moment: fold-1 clips against recordings of folds 2-5", "",
-                  f"{m['queries']} queries. A result is a timestamped hit when its `match_start_s` is inside a segment "
-                  "of the query's class (+-0.5 s); recording-level when the recording holds the class anywhere.", "",
-                  "| precision | @1 | @5 | @10 | chance |", "|---|---|---|---|---|",
-                  f"| timestamped | {m['timestamped_p@1']:.3f} | {m['timestamped_p@5']:.3f} | "
-                  f"{m['timestamped_p@10']:.3f} | {m['chance_timestamped']:.3f} |",
-                  f"| recording-level | {m['recording_has_class_p@1']:.3f} | {m['recording_has_class_p@5']:.3f} | "
-                  f"{m['recording_has_class_p@10']:.3f} | {m['chance_recording_has_class']:.3f} |", "",
-                  f"Results marked exact (none should be: fold 1 is not in the library): {m['results_marked_exact']} "
-                  f"of {m['queries'] * 10} results, from {len(m['false_exact_by_query'])} queries; "
-                  f"the top result marked exact for {m['top_marked_exact']} queries. "
-                  f"Latency p50 {m['latency_p50_ms']:.0f} ms, p95 {m['latency_p95_ms']:.0f} ms.", "",
-                  "| class | timestamped P@10 | recording-level P@10 | chance (timestamped) |", "|---|---|---|---|"]
+        lines += [
+            "## Similar moment: fold-1 clips against recordings of folds 2-5",
+            "",
+            f"{m['queries']} queries. A result is a timestamped hit when its `match_start_s` is inside a segment "
+            "of the query's class (+-0.5 s); recording-level when the recording holds the class anywhere.",
+            "",
+            "| precision | @1 | @5 | @10 | chance |",
+            "|---|---|---|---|---|",
+            f"| timestamped | {m['timestamped_p@1']:.3f} | {m['timestamped_p@5']:.3f} | "
+            f"{m['timestamped_p@10']:.3f} | {m['chance_timestamped']:.3f} |",
+            f"| recording-level | {m['recording_has_class_p@1']:.3f} | {m['recording_has_class_p@5']:.3f} | "
+            f"{m['recording_has_class_p@10']:.3f} | {m['chance_recording_has_class']:.3f} |",
+            "",
+            f"Results marked exact (none should be: fold 1 is not in the library): {m['results_marked_exact']} "
+            f"of {m['queries'] * 10} results, from {len(m['false_exact_by_query'])} queries; "
+            f"the top result marked exact for {m['top_marked_exact']} queries. "
+            f"Latency p50 {m['latency_p50_ms']:.0f} ms, p95 {m['latency_p95_ms']:.0f} ms.",
+            "",
+            "| class | timestamped P@10 | recording-level P@10 | chance (timestamped) |",
+            "|---|---|---|---|",
+        ]
         for label, c in m["per_class"].items():
-            lines.append(f"| {label} | {c['timestamped_p@10']:.3f} | {c['recording_has_class_p@10']:.3f} | "
-                         f"{c['chance_timestamped']:.3f} |")
+            lines.append(
+                f"| {label} | {c['timestamped_p@10']:.3f} | {c['recording_has_class_p@10']:.3f} | "
+                f"{c['chance_timestamped']:.3f} |"
+            )
         lines.append("")
     if "clips" in suites:
         m = suites["clips"]["summary"]
-        lines += ["## Similar sounds, clip level: each ESC-10 clip against the other 399", "",
-                  "| P@1 | P@5 | P@10 | mAP@" + str(m["list_length"]) + " | P@10 of the fold-1 queries | chance P@k |",
-                  "|---|---|---|---|---|---|",
-                  f"| {m['p@1']:.3f} | {m['p@5']:.3f} | {m['p@10']:.3f} | {m['map']:.3f} | {m['fold1_p@10']:.3f} | "
-                  f"{m['chance_p@k']:.3f} |", "",
-                  f"The query itself (excluded from its results) came first in {m['self_first']:.1%} of its lists, "
-                  f"marked exact in {m['self_marked_exact']:.1%}. Latency p50 {m['latency_p50_ms']:.0f} ms, "
-                  f"p95 {m['latency_p95_ms']:.0f} ms.", "",
-                  "| class | P@10 | mAP |", "|---|---|---|"]
+        lines += [
+            "## Similar sounds, clip level: each ESC-10 clip against the other 399",
+            "",
+            "| P@1 | P@5 | P@10 | mAP@" + str(m["list_length"]) + " | P@10 of the fold-1 queries | chance P@k |",
+            "|---|---|---|---|---|---|",
+            f"| {m['p@1']:.3f} | {m['p@5']:.3f} | {m['p@10']:.3f} | {m['map']:.3f} | {m['fold1_p@10']:.3f} | "
+            f"{m['chance_p@k']:.3f} |",
+            "",
+            f"The query itself (excluded from its results) came first in {m['self_first']:.1%} of its lists, "
+            f"marked exact in {m['self_marked_exact']:.1%}. Latency p50 {m['latency_p50_ms']:.0f} ms, "
+            f"p95 {m['latency_p95_ms']:.0f} ms.",
+            "",
+            "| class | P@10 | mAP |",
+            "|---|---|---|",
+        ]
         for label, c in m["per_class"].items():
             lines.append(f"| {label} | {c['p@10']:.3f} | {c['map']:.3f} |")
         lines.append("")

@@ -74,6 +74,5 @@ def cached_status(video_ids: list[str], client: redis.Redis | None = None) -> di
     client = client or get_redis()
     raw = client.mget([_key(v) for v in video_ids])
     return {
-        v: VideoStatus(text(r)).available_flag if r is not None else None
-        for v, r in zip(video_ids, raw, strict=True)
+        v: VideoStatus(text(r)).available_flag if r is not None else None for v, r in zip(video_ids, raw, strict=True)
     }

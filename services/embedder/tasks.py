@@ -33,8 +33,15 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
     except EchovidsError as error:
         fail_job(job_id, error)
     marks = landmarks.extract_query(waveform)
-    store.put_arrays(job_id, {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes,
-                              "times": marks.times, "weights": marks.weights})
+    store.put_arrays(
+        job_id,
+        {
+            "vectors": embedded.vectors.astype(np.float16),
+            "hashes": marks.hashes,
+            "times": marks.times,
+            "weights": marks.weights,
+        },
+    )
     store.set_status(job_id, JobStatus.searching)
     return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(embedded.vectors), k=k).model_dump()
 
@@ -52,8 +59,9 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
     except EchovidsError as error:
         fail_job(job_id, error)
     marks = landmarks.extract(waveform)
-    store.put_arrays(clip_id, {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes,
-                               "times": marks.times})
+    store.put_arrays(
+        clip_id, {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
+    )
     return ClipEmbedded(
         clip_id=clip_id,
         space=model.space,

@@ -9,8 +9,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from echovids import __version__
 from services.gateway import errors
-from services.gateway.routers import library
-from services.gateway.routers import availability, config, health, library_audio, searches, web
+from services.gateway.routers import availability, config, health, library, library_audio, searches, web
 
 
 def create_app() -> FastAPI:

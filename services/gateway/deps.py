@@ -40,9 +40,7 @@ async def read_audio_upload(file: UploadFile, settings: Settings) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(f"The upload is larger than {settings.max_upload_mb:g} MB.")
     media_type = (file.content_type or "").split(";")[0].strip().lower()
-    if not (media_type.startswith(_AUDIO_PREFIXES) or media_type in _AUDIO_EXACT) or looks_like_non_audio(
-        data[:64]
-    ):
+    if not (media_type.startswith(_AUDIO_PREFIXES) or media_type in _AUDIO_EXACT) or looks_like_non_audio(data[:64]):
         raise UnsupportedMediaType(
             f"{file.filename or 'The upload'} ({media_type or 'no type'}) is not audio; "
             "send wav, flac, ogg, mp3, m4a or webm."

@@ -35,8 +35,9 @@ class LandmarkPostings:
         self._tail: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def add(self, clip: int, hashes: np.ndarray, times: np.ndarray) -> None:
-        self._tail.append((hashes.astype(np.uint32), np.full(hashes.size, clip, dtype=np.int32),
-                           times.astype(np.int32)))
+        self._tail.append(
+            (hashes.astype(np.uint32), np.full(hashes.size, clip, dtype=np.int32), times.astype(np.int32))
+        )
 
     def _merge(self) -> None:
         if not self._tail:
@@ -93,8 +94,14 @@ class LandmarkPostings:
             # The clip's strongest offset well away from this one.
             other = (clip_of == clip_of[i]) & (np.abs(uniq - key) > RUNNER_UP_GAP)
             runner_up = int(counted[other].max()) if other.any() else 0
-            matches.append(LandmarkMatch(clip=key // span, offset=key % span + base, votes=int(counted[i]),
-                                         weight=float(weighed[i]), runner_up=runner_up,
-                                         query_start=int(q_times[near].min())))
+            matches.append(
+                LandmarkMatch(
+                    clip=key // span,
+                    offset=key % span + base,
+                    votes=int(counted[i]),
+                    weight=float(weighed[i]),
+                    runner_up=runner_up,
+                    query_start=int(q_times[near].min()),
+                )
+            )
         return matches
-

@@ -89,8 +89,9 @@ def best_matches(
         clip, offset = int(clips[i]), int(offsets[i])
         # Votes are smoothed over one hop; the exact diagonal is whichever of the three lines up best.
         aligned, o = max(((rescore(clip, o), o) for o in (offset - 1, offset, offset + 1)), key=lambda a: a[0].fit)
-        matches.append(Match(clip=clip, offset=o, query_start=aligned.query_start, votes=float(votes[i]),
-                             score=aligned.score))
+        matches.append(
+            Match(clip=clip, offset=o, query_start=aligned.query_start, votes=float(votes[i]), score=aligned.score)
+        )
     matches.sort(key=lambda mt: -mt.score)
     return matches
 

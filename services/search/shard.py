@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 SCANN_BRUTE_FORCE_BELOW = 20_000
 
 
-def scann_parameters(n: int, dim: int, neighbours: int, leaves: int = 0, leaves_to_search: int = 0,
-                     reorder: int = 0) -> dict:
+def scann_parameters(
+    n: int, dim: int, neighbours: int, leaves: int = 0, leaves_to_search: int = 0, reorder: int = 0
+) -> dict:
     """ScaNN tree + AH parameters for ``n`` unit vectors; a 0 argument means "chosen from the size".
 
     Tuned with `echovids bench search` (docs/benchmarks.md, "Search (ANN)"): a sqrt(n)-leaf tree trained on up
@@ -51,8 +52,14 @@ def scann_parameters(n: int, dim: int, neighbours: int, leaves: int = 0, leaves_
     }
 
 
-def scann_searcher(data: np.ndarray, neighbours: int, *, leaves: int | None = None,
-                   leaves_to_search: int | None = None, reorder: int | None = None):  # type: ignore[no-untyped-def]
+def scann_searcher(
+    data: np.ndarray,
+    neighbours: int,
+    *,
+    leaves: int | None = None,
+    leaves_to_search: int | None = None,
+    reorder: int | None = None,
+):  # type: ignore[no-untyped-def]
     """A ScaNN searcher sized to the data: exact for small shards, partitioned + quantised for large.
 
     ``leaves``/``leaves_to_search``/``reorder`` default to the settings ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
@@ -67,7 +74,9 @@ def scann_searcher(data: np.ndarray, neighbours: int, *, leaves: int | None = No
 
     settings = get_settings()
     p = scann_parameters(
-        n, data.shape[1], neighbours,
+        n,
+        data.shape[1],
+        neighbours,
         leaves=settings.search_scann_leaves if leaves is None else leaves,
         leaves_to_search=settings.search_scann_leaves_to_search if leaves_to_search is None else leaves_to_search,
         reorder=settings.search_scann_reorder if reorder is None else reorder,
@@ -119,8 +128,13 @@ class ShardIndex:
         if path.exists():
             return  # idempotent: a retried task writes nothing twice
         buffer = io.BytesIO()
-        np.savez(buffer, vectors=arrays["vectors"].astype(np.float16), hashes=arrays["hashes"],
-                 times=arrays["times"], space=np.array(space))
+        np.savez(
+            buffer,
+            vectors=arrays["vectors"].astype(np.float16),
+            hashes=arrays["hashes"],
+            times=arrays["times"],
+            space=np.array(space),
+        )
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, path)
@@ -232,8 +246,12 @@ class ShardIndex:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "scann").mkdir(parents=True)
         searcher.serialize(str(tmp / "scann"), relative_path=True)  # the folder is renamed next
-        manifest = {"version": version, "rows": int(vectors.shape[0]), "space": self.space,
-                    "clips": [[c, int(self._clips[c].vectors.shape[0])] for c in order]}
+        manifest = {
+            "version": version,
+            "rows": int(vectors.shape[0]),
+            "space": self.space,
+            "clips": [[c, int(self._clips[c].vectors.shape[0])] for c in order],
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         (tmp / SNAPSHOT_MARKER).touch()
         os.replace(tmp, final)

@@ -83,8 +83,9 @@ def maybe_compact(index: ShardIndex) -> None:
         return
     lock = f"echovids:shard:{index.shard}:compacting"
     if get_redis().set(lock, 1, nx=True, ex=settings.task_time_limit_s * 4):
-        get_celery().send_task(TaskName.COMPACT_SHARD, kwargs={"shard": index.shard},
-                               queue=queues.shard_queue(index.shard))
+        get_celery().send_task(
+            TaskName.COMPACT_SHARD, kwargs={"shard": index.shard}, queue=queues.shard_queue(index.shard)
+        )
 
 
 @shared_task(name=TaskName.COMPACT_SHARD, **TASK_OPTIONS)
@@ -119,8 +120,12 @@ def search_shard(
     matches = best_matches(clips, offsets, votes, rescore=rescore, limit=limit)
     candidates = {
         index.clip_ids[mt.clip]: ShardCandidate(
-            clip_id=index.clip_ids[mt.clip], match=MatchKind.similar, score=mt.score, votes=mt.votes,
-            match_start_s=(mt.query_start + mt.offset) * HOP_S, query_start_s=mt.query_start * HOP_S,
+            clip_id=index.clip_ids[mt.clip],
+            match=MatchKind.similar,
+            score=mt.score,
+            votes=mt.votes,
+            match_start_s=(mt.query_start + mt.offset) * HOP_S,
+            query_start_s=mt.query_start * HOP_S,
         )
         for mt in matches
     }
@@ -133,7 +138,10 @@ def search_shard(
         score = aligned_score(vectors, index.clip_frames(lm.clip), round(lm.offset * landmarks.HOP_S / HOP_S)).score
         clip_id = index.clip_ids[lm.clip]
         candidates[clip_id] = ShardCandidate(
-            clip_id=clip_id, match=MatchKind.exact, score=score, votes=lm.weight,
+            clip_id=clip_id,
+            match=MatchKind.exact,
+            score=score,
+            votes=lm.weight,
             match_start_s=(lm.query_start + lm.offset) * landmarks.HOP_S,
             query_start_s=lm.query_start * landmarks.HOP_S,
         )
@@ -145,8 +153,9 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     query = QueryEmbedded.model_validate(embedded)
     arrays = JobStore().get_arrays(job_id)
     try:
-        answer = ShardAnswer(shard=shard, candidates=search_shard(get_index(shard), query.space.key, arrays,
-                                                                  limit=max(query.k * 2, 100)))
+        answer = ShardAnswer(
+            shard=shard, candidates=search_shard(get_index(shard), query.space.key, arrays, limit=max(query.k * 2, 100))
+        )
     except EchovidsError as error:
         answer = ShardAnswer(shard=shard, candidates=[], error=ErrorBody(code=error.code, message=error.message))
     key = _answers_key(job_id)
@@ -156,8 +165,9 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     pipe.hlen(key)
     answered = pipe.execute()[-1]
     if answered >= get_settings().search_shards:  # the last shard to answer starts the merge
-        get_celery().send_task(TaskName.SEARCH_MERGE, kwargs={"job_id": job_id, "k": query.k},
-                               queue=queues.SEARCH_MERGE)
+        get_celery().send_task(
+            TaskName.SEARCH_MERGE, kwargs={"job_id": job_id, "k": query.k}, queue=queues.SEARCH_MERGE
+        )
     return {"shard": shard, "candidates": len(answer.candidates)}
 
 
@@ -167,8 +177,13 @@ def _answers_key(job_id: str) -> str:
 
 def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
     match_start = max(0.0, candidate.match_start_s)
-    source = Source(kind=clip.source_kind, file_name=clip.file_name, youtube_id=clip.youtube_id,
-                    start_s=clip.start_s, end_s=clip.end_s)
+    source = Source(
+        kind=clip.source_kind,
+        file_name=clip.file_name,
+        youtube_id=clip.youtube_id,
+        start_s=clip.start_s,
+        end_s=clip.end_s,
+    )
     if clip.youtube_id:
         absolute = int((clip.start_s or 0.0) + match_start)
         source.url = f"https://www.youtube.com/watch?v={clip.youtube_id}&t={absolute}s"

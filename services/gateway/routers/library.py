@@ -99,8 +99,7 @@ def get_clip(clip_id: str, store: StoreDep) -> LibraryClip:
     return library.get_item(clip_id, store)
 
 
-@router.delete("/{clip_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={k: ERRORS[k] for k in (401, 403, 404)})
+@router.delete("/{clip_id}", status_code=status.HTTP_204_NO_CONTENT, responses={k: ERRORS[k] for k in (401, 403, 404)})
 def delete_clip(clip_id: str, _auth: WriteAccess, store: StoreDep) -> Response:
     """Remove the clip from the catalog and tombstone its frames: it stops matching at once."""
     library.delete_clip(clip_id, store)

@@ -1,0 +1,115 @@
+"""`echovids bench <what>`: each benchmark's code is in benchmarks/<what>.py; figures in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echovids.settings import get_settings
+
+bench_app = typer.Typer(help="Benchmarks (figures in docs/benchmarks.md).", no_args_is_help=True)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    files: Annotated[int, typer.Option(min=1, help="generated audio files")] = 24,
+    seconds: Annotated[float, typer.Option(min=1, help="length of each file")] = 150.0,
+    records: Annotated[int, typer.Option(min=0, help="AudioSet records to import (0: skip)")] = 2000,
+    redis_url: Annotated[str | None, typer.Option(help="Redis to use (default: embedded)")] = None,
+) -> None:
+    """Ingest a folder of generated files (h of audio per minute) and import AudioSet records (records/s)."""
+    from benchmarks.ingest import run
+
+    for key, value in run(files=files, seconds=seconds, records=records, redis_url=redis_url).items():
+        typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+
+
+@bench_app.command("embed")
+def bench_embed(
+    seconds: Annotated[float, typer.Option(help="generated audio for the per-stage figures, seconds")] = 600.0,
+    e2e_seconds: Annotated[float, typer.Option(help="audio for the end-to-end runs, seconds")] = 3600.0,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per figure (the median is reported)")] = 5,
+    model: Annotated[list[str] | None, typer.Option(help="yamnet | vggish-stub, repeated (default both)")] = None,
+    batch: Annotated[list[int] | None, typer.Option(help="frames per embed call, repeated (default 1 16 64)")] = None,
+    threads: Annotated[int | None, typer.Option(help="YAMNet interpreters (default ECHOVIDS_TFLITE_THREADS)")] = None,
+) -> None:
+    """Embedder speed: decode, front end, model (batch 1/16/64) and end to end, with peak memory."""
+    from benchmarks.embed import BATCHES, MODELS, EmbedBenchConfig, run, table
+
+    config = EmbedBenchConfig(
+        seconds=seconds,
+        e2e_seconds=e2e_seconds,
+        repeats=repeats,
+        models=tuple(model or MODELS),
+        batches=tuple(batch or BATCHES),
+        threads=threads or get_settings().tflite_threads,
+    )
+    rows, machine = run(config, log=lambda line: typer.echo(line, err=True))
+    typer.echo(f"machine: {machine}")
+    typer.echo(table(rows))
+
+
+@bench_app.command("search")
+def bench_search(
+    n: Annotated[int, typer.Option(min=1000, help="library frame vectors")] = 1_000_000,
+    dim: Annotated[
+        list[int] | None, typer.Option(help="index dimension, repeated; below 1024 = PCA projection (default 1024)")
+    ] = None,
+    queries: Annotated[int, typer.Option(min=10, help="query vectors (recall and batched timing)")] = 1000,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(help="exact | scann | faiss-hnsw | faiss-ivfpq | hnswlib, repeated (default all)"),
+    ] = None,
+    scann: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ScaNN variants: production | brute-force | custom:leaves=..,lts=..,dpb=..,thr=..,reorder=..,q=int8",
+        ),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=0, help="threads for builds and batched search (0: all CPUs)")] = 0,
+    repeats: Annotated[int, typer.Option(min=1, help="timing runs (the median is reported)")] = 3,
+    source: Annotated[str, typer.Option(help="auto | real | synthetic")] = "auto",
+    hnsw_budget: Annotated[float, typer.Option(help="seconds per HNSW build before it is estimated instead")] = 300.0,
+    out: Annotated[Path | None, typer.Option(help="write the full report as JSON here")] = None,
+) -> None:
+    """ANN search: ScaNN vs FAISS (HNSW, IVF-PQ), hnswlib and exact: build, memory, queries/s, recall@10."""
+    from benchmarks.search import ALL_METHODS, BenchConfig, run, to_markdown, write_report
+
+    config = BenchConfig(
+        n=n,
+        dims=tuple(dim or (1024,)),
+        queries=queries,
+        methods=tuple(method or ALL_METHODS),
+        threads=threads,
+        repeats=repeats,
+        source=source,
+        hnsw_budget_s=hnsw_budget,
+        scann_variants=tuple(scann or BenchConfig.scann_variants),
+        data_dir=get_settings().data_dir,
+    )
+    report = run(config, log=lambda line: typer.echo(line, err=True))
+    if out is not None:
+        write_report(report, out)
+    m = report.machine
+    typer.echo(
+        f"machine: {m['nproc']} CPUs, {m['cpu']}; threads {report.config['threads']}; "
+        f"data: {report.dataset['source']}, n={report.dataset['n']}; {report.elapsed_s:.0f} s"
+    )
+    typer.echo(to_markdown(report))
+
+
+@bench_app.command("latency")
+def bench_latency(
+    frames: Annotated[int, typer.Option(min=1000, help="library frames (10 s clips of 20 frames)")] = 1_000_000,
+    shards: Annotated[int, typer.Option(min=1)] = 1,
+    queries: Annotated[int, typer.Option(min=5)] = 50,
+) -> None:
+    """End-to-end latency of a 10 s query (submit to done) against a large library, availability cached."""
+    import dataclasses
+    import json
+
+    from benchmarks.latency import run
+
+    typer.echo(json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries)), indent=2))
