@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import math
@@ -349,6 +350,11 @@ def measure_build(build: Callable[[], Any]) -> tuple[Any, float, float]:
     return index, seconds, (rss_bytes() - before) / 2**20
 
 
+def _at(search: Callable[[Any, np.ndarray, Any], Any], index: Any, setting: Any) -> Callable[[np.ndarray], Any]:
+    """``search`` of ``index`` at one setting, as a function of the queries alone."""
+    return lambda q: search(index, q, setting)
+
+
 def sweep(
     dim: int,
     method: str,
@@ -362,9 +368,9 @@ def sweep(
     """Rows for the settings in order (cheap to costly); stops after recall passes ``stop_above``."""
     rows: list[Row] = []
     for name, setting in built.settings:
-        qps_b, ids = batched_qps(lambda q, s=setting: built.search_all(built.index, q, s), queries, config)
+        qps_b, ids = batched_qps(_at(built.search_all, built.index, setting), queries, config)
         recall = recall_at_k(np.asarray(ids), truth)
-        qps_s = single_qps(lambda q, s=setting: built.search_one(built.index, q, s), queries, config)
+        qps_s = single_qps(_at(built.search_one, built.index, setting), queries, config)
         row = Row(
             dim,
             method,
@@ -532,7 +538,8 @@ def build_faiss_hnsw(base: np.ndarray, config: BenchConfig, threads: int, log: C
         config.k,
         estimate[0],
         n,
-        lambda ef: faiss.SearchParametersHNSW(efSearch=ef),
+        # faiss's bundled __init__.pyi lacks the SWIG class SearchParametersHNSW (there at runtime since 1.7.3)
+        lambda ef: faiss.SearchParametersHNSW(efSearch=ef),  # type: ignore[attr-defined]
     )
 
 
@@ -561,8 +568,10 @@ def build_faiss_ivfpq(base: np.ndarray, config: BenchConfig, threads: int) -> Bu
 
     def params(setting: tuple[int, int]) -> Any:
         nprobe, factor = setting
-        return faiss.IndexRefineSearchParameters(
-            k_factor=factor, base_index_params=faiss.SearchParametersIVF(nprobe=nprobe)
+        # faiss's bundled stubs give the SWIG parameter classes no keyword constructors (SWIG's wrappers take them)
+        return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
+            k_factor=factor,
+            base_index_params=faiss.SearchParametersIVF(nprobe=nprobe),  # type: ignore[call-arg]
         )
 
     return _faiss_built(index, seconds, memory, settings, threads, config.k, None, n, params)
@@ -712,7 +721,7 @@ def run_dim(
             builders.append(
                 (
                     f"scann {variant}" if variant.startswith("custom") else f"scann ({variant})",
-                    lambda v=variant: build_scann(base, config, threads, v),
+                    functools.partial(build_scann, base, config, threads, variant),
                 )
             )
     if "faiss-ivfpq" in config.methods:

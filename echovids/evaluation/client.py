@@ -92,8 +92,8 @@ class EchovidsClient:
             ]
             # A request's labels apply to all its files: one request per set of labels.
             by_labels: dict[tuple[str, ...], list[int]] = {}
-            for j, (_, _, labels) in enumerate(batch):
-                by_labels.setdefault(tuple(labels), []).append(j)
+            for j, (_, _, clip_labels) in enumerate(batch):
+                by_labels.setdefault(tuple(clip_labels), []).append(j)
             for labels, members in by_labels.items():
                 answer = self.http.post(
                     "/v1/library",

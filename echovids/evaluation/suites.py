@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -50,6 +51,12 @@ class Condition:
     name: str
     kind: str  # clean | recording-noise | white-noise | band-limit | reverb | opus
     snr_db: float | None = None
+
+    def snr(self) -> float:
+        """The signal-to-noise ratio of a noise condition."""
+        if self.snr_db is None:
+            raise ValueError(f"condition {self.name} ({self.kind}) mixes in noise but has no snr_db")
+        return self.snr_db
 
 
 CONDITIONS = [
@@ -191,9 +198,9 @@ def make_query(
         other = int(rng.choice([i for i in range(len(recordings)) if i != index]))
         noise_offset, noise = _excerpt(rng, recordings[other], length_s)
         query.update(noise_recording=recordings[other].name, noise_offset_s=round(noise_offset, 4))
-        audio = degrade.mix_at_snr(clean, noise, cond.snr_db)
+        audio = degrade.mix_at_snr(clean, noise, cond.snr())
     elif cond.kind == "white-noise":
-        audio = degrade.mix_at_snr(clean, degrade.white_noise(clean.size, rng), cond.snr_db)
+        audio = degrade.mix_at_snr(clean, degrade.white_noise(clean.size, rng), cond.snr())
     elif cond.kind == "band-limit":
         audio = degrade.band_limit(clean)
     elif cond.kind == "reverb":
@@ -245,6 +252,12 @@ def miss_reason(record: dict) -> str | None:
     return "another recording won"
 
 
+def _ms(seconds: list[float], q: float) -> float | None:
+    """The q-th percentile of durations in seconds, in milliseconds; None when there are none."""
+    value = metrics.percentile(seconds, q)
+    return None if value is None else 1000 * value
+
+
 def summarise_exact(records: list[dict]) -> dict:
     done = [r for r in records if r.get("status") == "done"]
     n = len(records)
@@ -258,13 +271,13 @@ def summarise_exact(records: list[dict]) -> dict:
         "queries": n,
         "top1_recording": sum(r["correct"] for r in records) / n,
         "top1_on_time": len(hits) / n,
-        "median_offset_error_ms": None if not errors else 1000 * metrics.percentile(errors, 50),
-        "p90_offset_error_ms": None if not errors else 1000 * metrics.percentile(errors, 90),
+        "median_offset_error_ms": _ms(errors, 50),
+        "p90_offset_error_ms": _ms(errors, 90),
         "in_top10": sum(r["rank"] is not None and r["rank"] <= 10 for r in records) / n,
         "top_marked_exact": len(exact_marked) / n,
         "marked_exact_but_wrong": sum(not r["on_time"] for r in exact_marked),
-        "latency_p50_ms": None if not latencies else 1000 * metrics.percentile(latencies, 50),
-        "latency_p95_ms": None if not latencies else 1000 * metrics.percentile(latencies, 95),
+        "latency_p50_ms": _ms(latencies, 50),
+        "latency_p95_ms": _ms(latencies, 95),
         "misses": dict(reasons),
         "misses_true_recording_lower_in_list": sum(r is not None for r in ranks),
         "median_rms_dbfs_hits": metrics.percentile([r["rms_dbfs"] for r in hits], 50),
@@ -301,6 +314,28 @@ def run_exact(cfg: EvalConfig, client: EchovidsClient, recordings: list[Recordin
 
 
 # -- similar ----------------------------------------------------------------------------------------------------
+class SimilarResult(TypedDict):
+    """One result of a similar-suite query, judged."""
+
+    recording: str
+    match_start_s: float
+    match: str
+    timestamped: bool  # match_start_s inside a segment of the query's class (+- the tolerance)
+    recording_has_class: bool
+    labels_there: list[str]
+
+
+class SimilarRecord(TypedDict):
+    """One similar-suite query: its answer and its judged results."""
+
+    query: str
+    label: str
+    status: str
+    error: str | None
+    latency_s: float
+    results: list[SimilarResult]
+
+
 def chance_levels(recordings: list[Recording], label: str) -> tuple[float, float]:
     """Precision of a result drawn at random: (timestamped: a uniform time of a uniform recording, recording-level)."""
     step = 0.01
@@ -314,13 +349,13 @@ def chance_levels(recordings: list[Recording], label: str) -> tuple[float, float
 
 def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Recording], queries: list[Clip]) -> dict:
     by_name = {r.name: r for r in recordings}
-    records = []
+    records: list[SimilarRecord] = []
     for clip in queries:
         answer = client.search(clip.path.read_bytes(), clip.path.name, cfg.k)
-        rows = []
+        rows: list[SimilarResult] = []
         for res in answer.results[: cfg.k]:
-            rec = by_name.get(res["title"])
-            segments = [(s.start_s, s.end_s, s.label) for s in rec.segments] if rec else []
+            found = by_name.get(res["title"])
+            segments = [(s.start_s, s.end_s, s.label) for s in found.segments] if found else []
             rows.append(
                 {
                     "recording": res["title"],
@@ -329,8 +364,8 @@ def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Record
                     "timestamped": metrics.timestamped_hit(
                         segments, clip.label, res["match_start_s"], OFFSET_TOLERANCE_S
                     ),
-                    "recording_has_class": bool(rec and rec.has_label(clip.label)),
-                    "labels_there": sorted(rec.labels_at(res["match_start_s"])) if rec else [],
+                    "recording_has_class": bool(found and found.has_label(clip.label)),
+                    "labels_there": sorted(found.labels_at(res["match_start_s"])) if found else [],
                 }
             )
         records.append(
@@ -344,7 +379,8 @@ def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Record
             }
         )
     summary: dict = {"queries": len(records)}
-    for kind in ("timestamped", "recording_has_class"):
+    kinds: tuple[Literal["timestamped", "recording_has_class"], ...] = ("timestamped", "recording_has_class")
+    for kind in kinds:
         for k in (1, 5, 10):
             summary[f"{kind}_p@{k}"] = metrics.mean(
                 [metrics.precision_at_k([r[kind] for r in rec["results"]], k) for rec in records]
@@ -354,9 +390,9 @@ def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Record
     summary["top_marked_exact"] = sum(bool(rec["results"]) and rec["results"][0]["match"] == "exact" for rec in records)
     false_exact = Counter({rec["query"]: sum(r["match"] == "exact" for r in rec["results"]) for rec in records})
     summary["false_exact_by_query"] = {q: n for q, n in false_exact.most_common() if n}
-    summary["latency_p50_ms"] = 1000 * metrics.percentile([r["latency_s"] for r in records], 50)
-    summary["latency_p95_ms"] = 1000 * metrics.percentile([r["latency_s"] for r in records], 95)
-    per_class = {}
+    summary["latency_p50_ms"] = _ms([r["latency_s"] for r in records], 50)
+    summary["latency_p95_ms"] = _ms([r["latency_s"] for r in records], 95)
+    per_class: dict[str, dict] = {}
     for label in sorted({c.label for c in queries}):
         mine = [rec for rec in records if rec["label"] == label]
         chance_ts, chance_rec = chance_levels(recordings, label)
@@ -393,10 +429,30 @@ def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Record
 
 
 # -- clips ------------------------------------------------------------------------------------------------------
+ClipsRecord = TypedDict(
+    "ClipsRecord",
+    {
+        "query": str,
+        "label": str,
+        "fold": int,
+        "status": str,
+        "latency_s": float,
+        "self_rank": int | None,  # where the query itself came in its list (it never counts for itself)
+        "self_marked_exact": bool,
+        "relevant": list[bool],  # per result other than the query: same class as the query?
+        "returned": int,
+        "ap": float,
+        "p@1": float,
+        "p@5": float,
+        "p@10": float,
+    },
+)
+
+
 def run_clips(cfg: EvalConfig, client: EchovidsClient, clips: list[Clip]) -> dict:
     label_of = {c.name: c.label for c in clips}
     class_size = Counter(c.label for c in clips)
-    records = []
+    records: list[ClipsRecord] = []
     for i, clip in enumerate(clips):
         answer = client.search(clip.path.read_bytes(), clip.path.name, cfg.clips_k)
         titles = [r["title"] for r in answer.results]
@@ -415,20 +471,23 @@ def run_clips(cfg: EvalConfig, client: EchovidsClient, clips: list[Clip]) -> dic
                 "relevant": relevant,
                 "returned": len(others),
                 "ap": metrics.average_precision(relevant, class_size[clip.label] - 1),
-                **{f"p@{k}": metrics.precision_at_k(relevant, k) for k in (1, 5, 10)},
+                "p@1": metrics.precision_at_k(relevant, 1),
+                "p@5": metrics.precision_at_k(relevant, 5),
+                "p@10": metrics.precision_at_k(relevant, 10),
             }
         )
         if (i + 1) % 100 == 0:
             cfg.log(f"  clips: {i + 1} of {len(clips)} queries")
     summary: dict = {"queries": len(records), "list_length": cfg.clips_k}
-    for key in ("p@1", "p@5", "p@10", "ap"):
+    keys: tuple[Literal["p@1", "p@5", "p@10", "ap"], ...] = ("p@1", "p@5", "p@10", "ap")
+    for key in keys:
         summary[key if key != "ap" else "map"] = metrics.mean([r[key] for r in records])
     fold1 = [r for r in records if r["fold"] == 1]
     summary["fold1_p@10"] = metrics.mean([r["p@10"] for r in fold1])
     summary["self_first"] = sum(r["self_rank"] == 1 for r in records) / len(records)
     summary["self_marked_exact"] = sum(r["self_marked_exact"] for r in records) / len(records)
-    summary["latency_p50_ms"] = 1000 * metrics.percentile([r["latency_s"] for r in records], 50)
-    summary["latency_p95_ms"] = 1000 * metrics.percentile([r["latency_s"] for r in records], 95)
+    summary["latency_p50_ms"] = _ms([r["latency_s"] for r in records], 50)
+    summary["latency_p95_ms"] = _ms([r["latency_s"] for r in records], 95)
     summary["per_class"] = {
         label: {
             "p@10": metrics.mean([r["p@10"] for r in records if r["label"] == label]),
