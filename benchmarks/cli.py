@@ -113,3 +113,16 @@ def bench_latency(
     from benchmarks.latency import run
 
     typer.echo(json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries)), indent=2))
+
+
+@bench_app.command("landmarks")
+def bench_landmarks(
+    hours: Annotated[float, typer.Option(min=0.1, help="audio the large index stands for")] = 1000.0,
+    queries: Annotated[int, typer.Option(min=5)] = 50,
+) -> None:
+    """Landmark index: extraction hashes/s on ESC-10 audio, query latency over an index of HOURS of audio."""
+    import json
+
+    from benchmarks.landmarks import as_dict, run
+
+    typer.echo(json.dumps(as_dict(run(hours=hours, queries=queries)), indent=2))

@@ -152,6 +152,8 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
         ECHOVIDS_PORT=str(port),
         ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", ""),
         ECHOVIDS_SEARCH_DELTA_MAX="100000000",
+        # One search process: a second copy of a 1M-frame shard would not fit in memory beside the first.
+        ECHOVIDS_SEARCH_PROCESSES="1",
     )
     if not env["ECHOVIDS_MODEL_DIR"]:
         del env["ECHOVIDS_MODEL_DIR"]

@@ -17,8 +17,7 @@ from echovids.settings import Settings
 def service_commands(settings: Settings) -> dict[str, list[str]]:
     python = sys.executable
     commands = {svc: [python, "-m", "echovids.cli", "worker", svc] for svc in SERVICES}
-    # Two search processes: both serve queries, so one can rebuild a shard's index while the other answers.
-    commands["search"] += ["--concurrency", "2"]
+    commands["search"] += ["--concurrency", str(settings.search_processes)]
     commands["beat"] = [python, "-m", "echovids.cli", "beat", "--loglevel", "WARNING"]
     commands["gateway"] = [
         python,

@@ -10,6 +10,8 @@ from services.search.matching import best_per_clip, neighbour_values
 
 # A hash this common says nothing about which recording it came from (a stop word).
 MAX_POSTINGS_PER_HASH = 2_000
+# Postings one query reads at most: bounds a query's time however large the index grows.
+MAX_POSTINGS_PER_QUERY = 300_000
 # The runner-up offset must lie this many hops (160 ms) away: nearer ones are the same match, smeared by
 # sub-hop shifts and sustained tones.
 RUNNER_UP_GAP = 10
@@ -35,9 +37,15 @@ class LandmarkPostings:
         self._tail: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def add(self, clip: int, hashes: np.ndarray, times: np.ndarray) -> None:
-        self._tail.append(
-            (hashes.astype(np.uint32), np.full(hashes.size, clip, dtype=np.int32), times.astype(np.int32))
-        )
+        self.add_many(np.full(hashes.size, clip, dtype=np.int32), hashes, times)
+
+    def add_many(self, clips: np.ndarray, hashes: np.ndarray, times: np.ndarray) -> None:
+        """Postings of many clips at once (clip, hash and time per posting)."""
+        self._tail.append((hashes.astype(np.uint32), clips.astype(np.int32), times.astype(np.int32)))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._hashes.nbytes + self._clips.nbytes + self._times.nbytes)
 
     def _merge(self) -> None:
         if not self._tail:
@@ -65,6 +73,12 @@ class LandmarkPostings:
         hi = np.searchsorted(self._hashes, hashes, side="right")
         counts = hi - lo
         counts[counts > MAX_POSTINGS_PER_HASH] = 0
+        if counts.sum() > MAX_POSTINGS_PER_QUERY:
+            # A large index: read the query's rarest hashes first (they say the most about which recording
+            # this is) until the budget is spent; the common ones mostly add chance hits.
+            order = np.argsort(counts, kind="stable")
+            over = order[np.cumsum(counts[order]) > MAX_POSTINGS_PER_QUERY]
+            counts[over] = 0
         total = int(counts.sum())
         if total == 0:
             return []
@@ -84,6 +98,12 @@ class LandmarkPostings:
         keys = clips.astype(np.int64) * span + (offsets - base)
         uniq, inverse, counted = np.unique(keys, return_inverse=True, return_counts=True)
         weighed = np.bincount(inverse, weights=weights[owner].astype(np.float64))
+        # Almost every (clip, offset) pair is hit once, by chance; a real alignment gathers many hits.
+        # Ranking only the pairs hit at least twice keeps a query over a large index fast.
+        repeated = counted >= 2
+        uniq, counted, weighed = uniq[repeated], counted[repeated], weighed[repeated]
+        if uniq.size == 0:
+            return []
         counted = counted + neighbour_values(uniq, counted, -1) + neighbour_values(uniq, counted, 1)
         weighed = weighed + neighbour_values(uniq, weighed, -1) + neighbour_values(uniq, weighed, 1)
         clip_of = uniq // span

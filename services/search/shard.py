@@ -302,7 +302,7 @@ class ShardIndex:
         self._row_clip_parts.append(np.full(n, position, dtype=np.int32))
         self._row_frame_parts.append(np.arange(n, dtype=np.int32))
         if delta:
-            self._delta_parts.append(data.vectors.astype(np.float32))
+            self._delta_parts.append(data.vectors)
         self.landmarks.add(position, data.hashes, data.times)
         self._rows += n
 
@@ -311,8 +311,7 @@ class ShardIndex:
         self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
         self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
         self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
-        self._delta = np.concatenate(self._delta_parts) if self._delta_parts else None
-        self._delta_parts = [self._delta] if self._delta is not None else []
+        self._delta: np.ndarray | None = None  # built on the next search: a bulk load never holds two copies
 
     def _append(self, clip_ids: list[str]) -> None:
         """New clips join the delta; the sealed rows and the ScaNN searcher stay as they are."""
@@ -351,6 +350,9 @@ class ShardIndex:
                 rows, sims = self._searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
                 parts_rows.append(rows.astype(np.int64))
                 parts_sims.append(sims)
+            if self._delta is None and self._delta_parts:
+                self._delta = np.concatenate(self._delta_parts).astype(np.float32)
+                self._delta_parts = [self._delta]
             if self._delta is not None:
                 delta = self._delta
                 sims = queries @ delta.T

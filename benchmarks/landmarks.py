@@ -1,0 +1,96 @@
+"""Landmark index: extraction speed on real recordings, and query latency over a large index.
+
+Extraction runs on the ESC-10 recordings (real field audio). The large index is built from hashes whose
+three parts (first peak's bin, bin step, time step) are drawn from those parts' distributions in the same
+recordings (so common bins are common, as in real audio, without repeating 10 minutes of hashes 600
+times over), at the extraction's own hashes-per-second rate, with random clips and times.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from echovids import landmarks
+from echovids.evaluation.dataset import load_clips, load_waveform
+from services.search.landmark_index import LandmarkPostings
+
+RECORDING_S = 60.0
+
+
+@dataclass
+class LandmarkReport:
+    audio_s_extracted: float
+    extract_x_realtime: float  # seconds of audio per second of extraction (library side)
+    hashes_per_audio_s: float
+    hashes_per_s: float  # extraction throughput
+    query_extract_ms: float  # a 5 s query, 4 sub-hop shifts
+    hours: float
+    postings: int
+    build_s: float
+    index_mb: float
+    query_p50_ms: float
+    query_p95_ms: float
+    peak_rss_mb: float
+
+
+def run(hours: float = 1000.0, queries: int = 50, seed: int = 0) -> LandmarkReport:
+    rng = np.random.default_rng(seed)
+    clips = load_clips()
+    audio = np.concatenate([load_waveform(c, 5.0) for c in clips[:120]])  # 10 min of real recordings
+    started = time.perf_counter()
+    marks = landmarks.extract(audio)
+    extract_s = time.perf_counter() - started
+    audio_s = audio.size / landmarks.SAMPLE_RATE
+    rate = len(marks) / audio_s
+
+    excerpts = [audio[int(o * 16000) : int(o * 16000) + 5 * 16000] for o in rng.uniform(0, audio_s - 5, queries)]
+    started = time.perf_counter()
+    query_marks = [landmarks.extract_query(x) for x in excerpts]
+    query_extract_ms = (time.perf_counter() - started) * 1000 / queries
+
+    total = int(hours * 3600 * rate)
+    recordings = max(1, int(hours * 3600 / RECORDING_S))
+    started = time.perf_counter()
+    postings = LandmarkPostings()
+    chunk = 20_000_000  # added in parts, as shards take in clips
+    for first in range(0, total, chunk):
+        n = min(chunk, total - first)
+        hashes = (
+            (rng.choice(marks.hashes >> 13, size=n) << 13)
+            | (rng.choice((marks.hashes >> 6) & 0x7F, size=n) << 6)
+            | rng.choice(marks.hashes & 0x3F, size=n)
+        ).astype(np.uint32)
+        clip_ids = rng.integers(0, recordings, size=n, dtype=np.int32)
+        times = rng.integers(0, int(RECORDING_S / landmarks.HOP_S), size=n, dtype=np.int32)
+        postings.add_many(clip_ids, hashes, times)
+    postings.match(query_marks[0].hashes, query_marks[0].times, np.ones(recordings, dtype=bool), 10)
+    build_s = time.perf_counter() - started
+
+    live = np.ones(recordings, dtype=bool)
+    latencies = []
+    for q in query_marks:
+        t0 = time.perf_counter()
+        postings.match(q.hashes, q.times, live, 10, q.weights)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    return LandmarkReport(
+        audio_s_extracted=round(audio_s, 1),
+        extract_x_realtime=round(audio_s / extract_s, 1),
+        hashes_per_audio_s=round(rate, 1),
+        hashes_per_s=round(len(marks) / extract_s),
+        query_extract_ms=round(query_extract_ms, 1),
+        hours=hours,
+        postings=len(postings),
+        build_s=round(build_s, 1),
+        index_mb=round(postings.nbytes / 2**20),
+        query_p50_ms=round(float(np.percentile(latencies, 50)), 1),
+        query_p95_ms=round(float(np.percentile(latencies, 95)), 1),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    )
+
+
+def as_dict(report: LandmarkReport) -> dict[str, float]:
+    return asdict(report)
