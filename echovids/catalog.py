@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from echovids.errors import NotFound
-from echovids.schemas import ClipEmbedded
+from echovids.schemas import ClipEmbedded, Source
 from echovids.settings import get_settings
 
 
@@ -214,3 +214,17 @@ def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
         clip.duplicate_of = earlier[0][1]
         clip.duration_s = info.duration_s
         return clip.duplicate_of
+
+
+def source_of(clip: Clip, at_s: float = 0.0) -> Source:
+    """Where a clip comes from; for YouTube, a link that starts ``at_s`` seconds into the clip."""
+    source = Source(
+        kind=clip.source_kind,
+        file_name=clip.file_name,
+        youtube_id=clip.youtube_id,
+        start_s=clip.start_s,
+        end_s=clip.end_s,
+    )
+    if clip.youtube_id:
+        source.url = f"https://www.youtube.com/watch?v={clip.youtube_id}&t={int((clip.start_s or 0.0) + at_s)}s"
+    return source

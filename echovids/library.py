@@ -45,15 +45,7 @@ class LibraryPage(BaseModel):
 
 
 def to_item(clip: catalog.Clip) -> LibraryClip:
-    source = Source(
-        kind=clip.source_kind,
-        file_name=clip.file_name,
-        youtube_id=clip.youtube_id,
-        start_s=clip.start_s,
-        end_s=clip.end_s,
-    )
-    if clip.youtube_id:
-        source.url = f"https://www.youtube.com/watch?v={clip.youtube_id}&t={int(clip.start_s or 0)}s"
+    source = catalog.source_of(clip)
     return LibraryClip(
         clip_id=clip.id,
         title=clip.title,

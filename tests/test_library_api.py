@@ -29,12 +29,10 @@ def wav_bytes(tmp_path: Path, seed: int, seconds: float = 2.0) -> bytes:
 
 @pytest.fixture
 def client(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:  # noqa: F811
-    from echovids import celery_app
     from echovids.settings import get_settings
 
     monkeypatch.setenv("ECHOVIDS_REDIS_URL", REDIS_URL)
     monkeypatch.setenv("ECHOVIDS_API_KEY", "s3cret")
-    monkeypatch.setattr(celery_app, "_app", None)
     get_settings.cache_clear()
     from services.gateway.app import create_app
 

@@ -25,7 +25,6 @@ from echovids.schemas import (
     SearchResult,
     ShardAnswer,
     ShardCandidate,
-    Source,
 )
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
@@ -177,16 +176,7 @@ def _answers_key(job_id: str) -> str:
 
 def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
     match_start = max(0.0, candidate.match_start_s)
-    source = Source(
-        kind=clip.source_kind,
-        file_name=clip.file_name,
-        youtube_id=clip.youtube_id,
-        start_s=clip.start_s,
-        end_s=clip.end_s,
-    )
-    if clip.youtube_id:
-        absolute = int((clip.start_s or 0.0) + match_start)
-        source.url = f"https://www.youtube.com/watch?v={clip.youtube_id}&t={absolute}s"
+    source = catalog.source_of(clip, at_s=match_start)
     return SearchResult(
         clip_id=clip.id,
         title=clip.title,
