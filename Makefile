@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export ECHOVIDS_MODEL_DIR ?= $(abspath ../shared/models)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
