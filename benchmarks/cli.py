@@ -105,6 +105,7 @@ def bench_latency(
     frames: Annotated[int, typer.Option(min=1000, help="library frames (10 s clips of 20 frames)")] = 1_000_000,
     shards: Annotated[int, typer.Option(min=1)] = 1,
     queries: Annotated[int, typer.Option(min=5)] = 50,
+    workdir: Annotated[Path | None, typer.Option(help="keep the library here; a second run reuses it")] = None,
 ) -> None:
     """End-to-end latency of a 10 s query (submit to done) against a large library, availability cached."""
     import dataclasses
@@ -112,7 +113,7 @@ def bench_latency(
 
     from benchmarks.latency import run
 
-    typer.echo(json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries)), indent=2))
+    typer.echo(json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries, workdir=workdir)), indent=2))
 
 
 @bench_app.command("landmarks")

@@ -125,9 +125,7 @@ def test_rescoring_finds_offset_and_query_start() -> None:
     assert right.query_start == 4  # the clip's part of the query begins at its 5th frame
     assert right.fit > max(aligned_score(query, clip, o).fit for o in (5, 7, 12))
     assert right.score > aligned_score(query, clip, 12).score
-    matches = best_matches(
-        np.array([0]), np.array([6]), np.array([3.0]), rescore=lambda c, o: aligned_score(query, clip, o), limit=1
-    )
+    matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]), query, lambda c: clip, limit=1)
     assert (matches[0].offset, matches[0].query_start) == (6, 4)
 
 

@@ -71,29 +71,42 @@ def best_per_clip(clips: np.ndarray, votes: np.ndarray, limit: int) -> np.ndarra
     return best[np.argsort(-votes[best], kind="stable")][: max(limit, 1)]
 
 
-Rescore = Callable[[int, int], "Aligned"]  # (clip, offset) -> its alignment
-
-
 def best_matches(
     clips: np.ndarray,
     offsets: np.ndarray,
     votes: np.ndarray,
-    rescore: Rescore,
+    query: np.ndarray,
+    frames_of: Callable[[int], np.ndarray],
     limit: int,
 ) -> list[Match]:
-    """Best offset per clip by votes; the top ``limit`` clips re-scored by ``rescore(clip, offset)``."""
+    """Best offset per clip by votes; the top ``limit`` clips aligned to the hop and scored (see aligned_score)."""
     if clips.size == 0:
         return []
     matches = []
     for i in best_per_clip(clips, votes, limit):
         clip, offset = int(clips[i]), int(offsets[i])
+        frames = frames_of(clip)
         # Votes are smoothed over one hop; the exact diagonal is whichever of the three lines up best.
-        aligned, o = max(((rescore(clip, o), o) for o in (offset - 1, offset, offset + 1)), key=lambda a: a[0].fit)
+        best = max((offset - 1, offset, offset + 1), key=lambda o: frame_fit(query, frames, o))
+        aligned = aligned_score(query, frames, best)
         matches.append(
-            Match(clip=clip, offset=o, query_start=aligned.query_start, votes=float(votes[i]), score=aligned.score)
+            Match(clip=clip, offset=best, query_start=aligned.query_start, votes=float(votes[i]), score=aligned.score)
         )
     matches.sort(key=lambda mt: -mt.score)
     return matches
+
+
+def _overlap(query_frames: int, clip_frames: int, offset: int) -> tuple[int, int]:
+    """The query frames [lo, hi) that fall inside the clip when query frame i sits on clip frame i + offset."""
+    return max(0, -offset), min(query_frames, clip_frames - offset)
+
+
+def frame_fit(query: np.ndarray, clip_frames: np.ndarray, offset: int) -> float:
+    """Mean per-frame cosine similarity over the whole query (frames outside the clip count as zero)."""
+    lo, hi = _overlap(query.shape[0], clip_frames.shape[0], offset)
+    if hi <= lo:
+        return 0.0
+    return float(np.einsum("ij,ij->", query[lo:hi], clip_frames[lo + offset : hi + offset]) / query.shape[0])
 
 
 class Aligned(NamedTuple):
@@ -113,8 +126,7 @@ def aligned_score(query: np.ndarray, clip_frames: np.ndarray, offset: int) -> Al
     mean cannot. ``query_start`` is the first aligned frame within 60 % of the best frame's similarity.
     """
     m = query.shape[0]
-    q_lo = max(0, -offset)
-    q_hi = min(m, clip_frames.shape[0] - offset)
+    q_lo, q_hi = _overlap(m, clip_frames.shape[0], offset)
     if q_hi <= q_lo:
         return Aligned(0.0, 0.0, q_lo)
     ours, theirs = query[q_lo:q_hi], clip_frames[q_lo + offset : q_hi + offset]

@@ -119,6 +119,7 @@ class ShardIndex:
         self.refresh()
         if self.deleted:  # tombstones of clips already purged or never here need no memory
             self.deleted &= set(self.clip_ids) | {p.stem for p in self.segments.glob("*.npz")}
+            self._live_key = (-1, -1)
 
     # -- durable state -------------------------------------------------------------------------
     def write_segment(self, clip_id: str, arrays: dict[str, np.ndarray], space: str) -> None:
@@ -173,6 +174,7 @@ class ShardIndex:
         """Take in what was written since the last look: tombstones, new segments, a newer snapshot."""
         with self._lock:
             self.deleted.update(p.name for p in self.tombstones.iterdir())
+            self._live_key = (-1, -1)
             added = []
             for path in sorted(self.segments.glob("*.npz")):
                 if path.stem not in self._clips and path.stem not in self.deleted:
@@ -308,6 +310,8 @@ class ShardIndex:
 
     def _pack(self) -> None:
         self.clip_pos = {c: i for i, c in enumerate(self.clip_ids)}
+        self._live_key: tuple[int, int] = (-1, -1)
+        self._live = np.zeros(0, dtype=bool)
         self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
         self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
         self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
@@ -331,7 +335,12 @@ class ShardIndex:
         return self._clips[self.clip_ids[clip]].vectors.astype(np.float32)
 
     def live_mask(self) -> np.ndarray:
-        return np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
+        """True for each clip position not tombstoned (cached: a large shard has many clips)."""
+        key = (len(self.clip_ids), len(self.deleted))
+        if self._live_key != key:
+            self._live = np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
+            self._live_key = key
+        return self._live
 
     # -- search --------------------------------------------------------------------------------
     def match_landmarks(

@@ -28,7 +28,7 @@ from echovids.schemas import (
 )
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.search.matching import Aligned, aligned_score, best_matches, vote
+from services.search.matching import aligned_score, best_matches, vote
 from services.search.shard import ShardIndex
 
 _indexes: dict[int, ShardIndex] = {}
@@ -109,14 +109,7 @@ def search_shard(
     vectors = arrays["vectors"].astype(np.float32)
     rows, sims = index.search(vectors, settings.search_neighbours)
     clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
-    frames: dict[int, np.ndarray] = {}  # each candidate clip's frames, converted once
-
-    def rescore(clip: int, offset: int) -> Aligned:
-        if clip not in frames:
-            frames[clip] = index.clip_frames(clip)
-        return aligned_score(vectors, frames[clip], offset)
-
-    matches = best_matches(clips, offsets, votes, rescore=rescore, limit=limit)
+    matches = best_matches(clips, offsets, votes, vectors, index.clip_frames, limit=limit)
     candidates = {
         index.clip_ids[mt.clip]: ShardCandidate(
             clip_id=index.clip_ids[mt.clip],
