@@ -113,7 +113,9 @@ def bench_latency(
 
     from benchmarks.latency import run
 
-    typer.echo(json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries, workdir=workdir)), indent=2))
+    typer.echo(
+        json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries, workdir=workdir)), indent=2)
+    )
 
 
 @bench_app.command("landmarks")

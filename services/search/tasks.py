@@ -137,7 +137,18 @@ def search_shard(
             match_start_s=(lm.query_start + lm.offset) * landmarks.HOP_S,
             query_start_s=lm.query_start * landmarks.HOP_S,
         )
-    return list(candidates.values())
+    return sorted(candidates.values(), key=rank_key)
+
+
+def rank_key(candidate: ShardCandidate) -> tuple[bool, float]:
+    """Exact matches (this very recording) first, by loudness-weighted alignment; then the most similar."""
+    exact = candidate.match == MatchKind.exact
+    return (not exact, -candidate.votes if exact else -candidate.score)
+
+
+def forwarded(k: int) -> int:
+    """Candidates a query carries past the search: more than k, so dead videos can be back-filled."""
+    return max(k * 3, k + 10)
 
 
 @shared_task(name=TaskName.SEARCH_SHARD, **TASK_OPTIONS)
@@ -145,9 +156,9 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     query = QueryEmbedded.model_validate(embedded)
     arrays = JobStore().get_arrays(job_id)
     try:
-        answer = ShardAnswer(
-            shard=shard, candidates=search_shard(get_index(shard), query.space.key, arrays, limit=max(query.k * 2, 100))
-        )
+        # 100 candidates are re-scored (recall of similar sounds); only the best few travel on to the merge.
+        found = search_shard(get_index(shard), query.space.key, arrays, limit=max(query.k * 2, 100))
+        answer = ShardAnswer(shard=shard, candidates=found[: forwarded(query.k)])
     except EchovidsError as error:
         answer = ShardAnswer(shard=shard, candidates=[], error=ErrorBody(code=error.code, message=error.message))
     key = _answers_key(job_id)
@@ -200,11 +211,7 @@ def merge(self: Task, *_previous: Any, job_id: str, k: int) -> None:
     for answer in parsed:
         if answer.error is not None:
             fail_job(job_id, _error_from(answer.error))
-    # Exact matches (this very recording) first, strongest alignment first; then the most similar.
-    candidates = sorted(
-        (c for a in parsed for c in a.candidates),
-        key=lambda c: (c.match != MatchKind.exact, -c.votes if c.match == MatchKind.exact else -c.score),
-    )
+    candidates = sorted((c for a in parsed for c in a.candidates), key=rank_key)[: forwarded(k)]
     clips = catalog.get_clips([c.clip_id for c in candidates])
     # Clips deleted from the catalog since indexing are dropped here as well as by tombstones.
     results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]
@@ -212,7 +219,7 @@ def merge(self: Task, *_previous: Any, job_id: str, k: int) -> None:
     # More than k go on: the availability check drops dead videos and back-fills from the rest.
     get_celery().send_task(
         TaskName.CHECK_AVAILABILITY,
-        args=([r.model_dump(mode="json") for r in results[: max(k * 3, k + 10)]],),
+        args=([r.model_dump(mode="json") for r in results],),
         kwargs={"job_id": job_id, "k": k},
         queue=queues.AVAILABILITY,
     )
