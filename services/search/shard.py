@@ -115,6 +115,8 @@ class ShardIndex:
         self.deleted: set[str] = set()
         self._clips: dict[str, ClipData] = {}
         self._lock = threading.RLock()
+        self._live_key: tuple[int, int] = (-1, -1)  # what the cached live_mask was computed for
+        self._live = np.zeros(0, dtype=bool)
         self._layout([], None, 0)
         self.refresh()
         if self.deleted:  # tombstones of clips already purged or never here need no memory
@@ -310,8 +312,7 @@ class ShardIndex:
 
     def _pack(self) -> None:
         self.clip_pos = {c: i for i, c in enumerate(self.clip_ids)}
-        self._live_key: tuple[int, int] = (-1, -1)
-        self._live = np.zeros(0, dtype=bool)
+        self._live_key = (-1, -1)
         self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
         self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
         self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
