@@ -56,7 +56,9 @@ def free_port() -> int:
 
 class Serve:
     def __init__(self, data_dir: Path, redis_url: str | None) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}
+        # Tuning settings (ECHOVIDS_EMBEDDER_PROCESSES, ...) pass through; where the deployment lives does not.
+        own = {"ECHOVIDS_DATA_DIR", "ECHOVIDS_PORT", "ECHOVIDS_REDIS_URL", "ECHOVIDS_DATABASE_URL"}
+        self.env = {k: v for k, v in os.environ.items() if k not in own}
         self.env.update(
             ECHOVIDS_DATA_DIR=str(data_dir),
             ECHOVIDS_PORT=str(free_port()),

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     embed_batch_wait_ms: float = Field(default=2.0, ge=0)
     embed_stream_chunk_s: float = Field(default=30.0, gt=0)
     # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
+    # Processes of `echovids worker embedder` under `echovids serve` (each loads its own model).
+    embedder_processes: int = Field(default=2, ge=1)
     # Processes of `echovids worker search` under `echovids serve`: each holds every shard it serves; with
     # two, one can rebuild an index while the other answers.
     search_processes: int = Field(default=2, ge=1)
