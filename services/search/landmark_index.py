@@ -50,12 +50,15 @@ class LandmarkPostings:
     def _merge(self) -> None:
         if not self._tail:
             return
-        hashes = np.concatenate([self._hashes, *(t[0] for t in self._tail)])
-        clips = np.concatenate([self._clips, *(t[1] for t in self._tail)])
-        times = np.concatenate([self._times, *(t[2] for t in self._tail)])
+        # One column at a time, each old copy dropped before the next is built: a large index sorts in about
+        # twice its own size instead of three times.
+        tail, self._tail = self._tail, []
+        hashes = np.concatenate([self._hashes, *(t[0] for t in tail)])
         order = np.argsort(hashes, kind="stable")
-        self._hashes, self._clips, self._times = hashes[order], clips[order], times[order]
-        self._tail = []
+        self._hashes = hashes[order]
+        del hashes
+        self._clips = np.concatenate([self._clips, *(t[1] for t in tail)])[order]
+        self._times = np.concatenate([self._times, *(t[2] for t in tail)])[order]
 
     def __len__(self) -> int:
         return int(self._hashes.size + sum(t[0].size for t in self._tail))
