@@ -97,6 +97,7 @@ class ShardCandidate(BaseModel):
     match_start_s: float
     query_start_s: float
     score: float
+    labels: list[str] = Field(default=[], description="What the clip's matched moment holds, when known")
     votes: float = Field(
         description="Aligned landmark hashes weighted by loudness for exact matches; summed similarity otherwise"
     )

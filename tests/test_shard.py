@@ -142,3 +142,20 @@ def test_space_mismatch_is_refused(library) -> None:
     index = ShardIndex(root, 0)
     with pytest.raises(Exception, match="embedding space"):
         search_shard(index, "other:1:32", excerpt(clips["clip001"], 0), limit=3)
+
+
+def test_results_name_what_the_matched_moment_holds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    clip = random_clip(rng, frames=12)
+    # Frames 0-5 are mostly "Bark", frames 6-11 mostly "Rain".
+    names = np.array(["Bark", "Dog", "Rain", "Water"])
+    clip["label_names"] = names
+    clip["frame_labels"] = np.array([[0, 1, 3]] * 6 + [[2, 3, 1]] * 6, dtype=np.int16)
+    index = ShardIndex(tmp_path, 0)
+    index.write_segment("labelled", clip, SPACE)
+    restarted = ShardIndex(tmp_path, 0)  # the labels survive on disk
+    position = restarted.clip_pos["labelled"]
+    assert restarted.clip_labels(position, 0, 4) == ["Bark", "Dog", "Water"]
+    assert restarted.clip_labels(position, 7, 5)[0] == "Rain"
+    best = search_shard(restarted, SPACE, excerpt(clip, 7, frames=4), limit=3)[0]
+    assert best.clip_id == "labelled" and best.labels[0] == "Rain"

@@ -185,3 +185,20 @@ def test_float_wav_fast_path_and_truncated_wav_falls_back(tmp_path: Path) -> Non
     assert audio.parse_wav(data[:-1000]) is None  # truncated: ffmpeg decides
     with pytest.raises(AudioTooLong):
         audio.decode_bytes(data, max_seconds=0.2)
+
+
+def test_frame_labels_index_a_small_vocabulary() -> None:
+    from services.embedder.tasks import frame_labels
+
+    names = [f"class{i}" for i in range(10)]
+    scores = np.zeros((2, 10), dtype=np.float32)
+    scores[0, [7, 2, 5]] = [0.9, 0.8, 0.7]
+    scores[1, [2, 9, 7]] = [0.9, 0.5, 0.4]
+    found = frame_labels(scores, names)
+    vocabulary = [str(n) for n in found["label_names"]]
+    assert vocabulary == ["class2", "class5", "class7", "class9"]
+    assert [[vocabulary[i] for i in row] for row in found["frame_labels"]] == [
+        ["class7", "class2", "class5"],
+        ["class2", "class9", "class7"],
+    ]
+    assert frame_labels(None, names) == {}

@@ -46,6 +46,18 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
     return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(embedded.vectors), k=k).model_dump()
 
 
+def frame_labels(scores: np.ndarray | None, class_names: list[str], per_frame: int = 3) -> dict[str, np.ndarray]:
+    """Each frame's best classes, as indices into the clip's own small vocabulary of class names."""
+    if scores is None or scores.size == 0:
+        return {}
+    best = np.argsort(-scores, axis=1)[:, :per_frame]
+    used = np.unique(best)
+    return {
+        "frame_labels": np.searchsorted(used, best).astype(np.int16),
+        "label_names": np.array([class_names[i] for i in used]),
+    }
+
+
 @shared_task(name=TaskName.EMBED_CLIP, **TASK_OPTIONS)
 def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
     """Embed a library clip's upload; the shard that owns the clip indexes the vectors next."""
@@ -59,9 +71,9 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
     except EchovidsError as error:
         fail_job(job_id, error)
     marks = landmarks.extract(waveform)
-    store.put_arrays(
-        clip_id, {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
-    )
+    arrays = {"vectors": embedded.vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
+    arrays.update(frame_labels(embedded.scores, model.class_names))
+    store.put_arrays(clip_id, arrays)
     return ClipEmbedded(
         clip_id=clip_id,
         space=model.space,

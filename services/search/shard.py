@@ -97,6 +97,19 @@ class ClipData:
     vectors: np.ndarray  # [frames, dim] float16 (half the memory), unit length
     hashes: np.ndarray
     times: np.ndarray
+    frame_labels: np.ndarray | None = None  # [frames, 3] best classes per frame, indices into label_names
+    label_names: np.ndarray | None = None  # the clip's own vocabulary of class names (no pickling needed)
+
+    def labels_at(self, start: int, frames: int, count: int = 3) -> list[str]:
+        """The classes heard most over frames [start, start + frames): each frame's best counts 3, then 2, 1."""
+        if self.frame_labels is None or self.label_names is None:
+            return []
+        window = self.frame_labels[max(0, start) : max(0, start + frames)]
+        if window.size == 0:
+            return []
+        weights = np.broadcast_to(np.array([3, 2, 1][: window.shape[1]]), window.shape)
+        votes = np.bincount(window.ravel(), weights=weights.ravel(), minlength=self.label_names.size)
+        return [str(self.label_names[i]) for i in np.argsort(-votes, kind="stable")[:count] if votes[i] > 0]
 
 
 class ShardIndex:
@@ -130,14 +143,16 @@ class ShardIndex:
         path = self.segments / f"{clip_id}.npz"
         if path.exists():
             return  # idempotent: a retried task writes nothing twice
+        columns = {
+            "vectors": arrays["vectors"].astype(np.float16),
+            "hashes": arrays["hashes"],
+            "times": arrays["times"],
+            "space": np.array(space),
+        }
+        # Per-frame labels when the model has them (YAMNet), so a result names what its matched moment holds.
+        columns.update({name: arrays[name] for name in ("frame_labels", "label_names") if name in arrays})
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            vectors=arrays["vectors"].astype(np.float16),
-            hashes=arrays["hashes"],
-            times=arrays["times"],
-            space=np.array(space),
-        )
+        np.savez(buffer, **columns)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, path)
@@ -167,7 +182,14 @@ class ShardIndex:
             with np.load(path) as data:
                 self.check_space(str(data["space"]))
                 self.space = str(data["space"])
-                return ClipData(data["vectors"].astype(np.float16), data["hashes"], data["times"])
+                labelled = "frame_labels" in data.files and "label_names" in data.files
+                return ClipData(
+                    data["vectors"].astype(np.float16),
+                    data["hashes"],
+                    data["times"],
+                    data["frame_labels"] if labelled else None,
+                    data["label_names"] if labelled else None,
+                )
         except (OSError, ValueError, KeyError) as exc:
             log.error("shard %s: unreadable segment %s skipped: %s", self.shard, path, exc)
             return None
@@ -331,6 +353,9 @@ class ShardIndex:
     @property
     def delta_rows(self) -> int:
         return self._rows - self._sealed
+
+    def clip_labels(self, clip: int, start: int, frames: int) -> list[str]:
+        return self._clips[self.clip_ids[clip]].labels_at(start, frames)
 
     def clip_frames(self, clip: int) -> np.ndarray:
         return self._clips[self.clip_ids[clip]].vectors.astype(np.float32)

@@ -118,6 +118,7 @@ def search_shard(
             votes=mt.votes,
             match_start_s=(mt.query_start + mt.offset) * HOP_S,
             query_start_s=mt.query_start * HOP_S,
+            labels=index.clip_labels(mt.clip, mt.query_start + mt.offset, len(vectors) - mt.query_start),
         )
         for mt in matches
     }
@@ -129,13 +130,18 @@ def search_shard(
             continue
         score = aligned_score(vectors, index.clip_frames(lm.clip), round(lm.offset * landmarks.HOP_S / HOP_S)).score
         clip_id = index.clip_ids[lm.clip]
+        match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
+        query_start_s = lm.query_start * landmarks.HOP_S
         candidates[clip_id] = ShardCandidate(
             clip_id=clip_id,
             match=MatchKind.exact,
             score=score,
             votes=lm.weight,
-            match_start_s=(lm.query_start + lm.offset) * landmarks.HOP_S,
-            query_start_s=lm.query_start * landmarks.HOP_S,
+            match_start_s=match_start_s,
+            query_start_s=query_start_s,
+            labels=index.clip_labels(
+                lm.clip, round(match_start_s / HOP_S), len(vectors) - round(query_start_s / HOP_S)
+            ),
         )
     return sorted(candidates.values(), key=rank_key)
 
@@ -189,7 +195,7 @@ def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
         query_start_s=round(candidate.query_start_s, 3),
         score=round(candidate.score, 4),
         match=candidate.match,
-        labels=list(clip.labels or []),
+        labels=candidate.labels or list(clip.labels or []),
         available=True if clip.source_kind == "file" else None,
     )
 
