@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import wave
 from pathlib import Path
 
@@ -78,3 +79,12 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     p_noise = np.mean(noise**2) + 1e-12
     scale = np.sqrt(p_signal / (p_noise * 10 ** (snr_db / 10)))
     return (signal + scale * noise).astype(np.float32)
+
+
+def write_silent_flac(path: Path, seconds: float, sr: int = 8000) -> Path:
+    """Long silent audio made by ffmpeg in seconds (two hours of 8 kHz FLAC is about 0.7 MB)."""
+    from echovids.audio import ffmpeg_exe
+
+    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", f"anullsrc=r={sr}:cl=mono"]
+    subprocess.run([*cmd, "-t", str(seconds), "-c:a", "flac", str(path)], check=True)
+    return path

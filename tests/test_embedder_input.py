@@ -6,18 +6,17 @@ In process, as the embedder task does it: decode (echovids.audio) -> frames (ech
 from __future__ import annotations
 
 import struct
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from echovids.audio import decode_bytes, decode_bytes_stream, ffmpeg_exe
+from echovids.audio import decode_bytes, decode_bytes_stream
 from echovids.errors import AudioTooLong, AudioTooShort, EchovidsError, UndecodableAudio
 from echovids.framing import frame_count, frame_waveform
 from echovids.settings import Settings, get_settings
 from services.embedder.models import Embedded, YamnetTflite
-from tests.sounds import write_wav
+from tests.sounds import write_silent_flac, write_wav
 
 SR = 16_000
 
@@ -134,24 +133,7 @@ def test_a_third_of_a_second_is_too_short(tmp_path: Path) -> None:
 def two_hours(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """Two hours of 8 kHz silence as FLAC: 0.7 MB, made by ffmpeg in a few seconds."""
     path = tmp_path_factory.mktemp("long") / "2h.flac"
-    subprocess.run(
-        [
-            ffmpeg_exe(),
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "anullsrc=r=8000:cl=mono",
-            "-t",
-            "7200",
-            "-c:a",
-            "flac",
-            str(path),
-        ],
-        check=True,
-    )
+    write_silent_flac(path, seconds=7200)
     return path.read_bytes()
 
 

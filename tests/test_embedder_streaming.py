@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import threading
 import time
 import tracemalloc
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echovids.audio import decode_bytes_stream, decode_file, decode_stream, ffmpeg_exe
+from echovids.audio import decode_bytes_stream, decode_file, decode_stream
 from echovids.errors import AudioTooShort
 from echovids.framing import FRAME_SAMPLES, HOP_SAMPLES, MIN_SAMPLES, frame_blocks, frame_count, frame_waveform
 from echovids.schemas import EmbeddingSpace
@@ -20,7 +19,7 @@ from echovids.settings import get_settings
 from services.embedder.batching import BatchingModel
 from services.embedder.models import Embedded, YamnetTflite
 from services.embedder.streaming import embed_stream, embed_waveform
-from tests.sounds import write_wav
+from tests.sounds import write_silent_flac, write_wav
 
 SR = 16_000
 
@@ -77,24 +76,7 @@ def test_decode_stream_equals_decode_file(tmp_path: Path) -> None:
 
 def test_two_hour_file_streams_in_flat_memory(tmp_path: Path) -> None:
     path = tmp_path / "2h.flac"
-    subprocess.run(
-        [
-            ffmpeg_exe(),
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "anullsrc=r=8000:cl=mono",
-            "-t",
-            "7200",
-            "-c:a",
-            "flac",
-            str(path),
-        ],
-        check=True,
-    )
+    write_silent_flac(path, seconds=7200)
     tracemalloc.start()
     try:
         streamed = embed_stream(FakeModel(), decode_stream(path, max_seconds=4 * 3600, chunk_seconds=30.0))
