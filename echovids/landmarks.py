@@ -53,14 +53,26 @@ def log_spectrogram(waveform: np.ndarray) -> np.ndarray:
 
 
 def _running_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Max over +-radius along one axis (edges padded with -inf): a few vector ops, no Python loop per cell."""
+    """Max over +-radius along one axis (edges padded with -inf).
+
+    By doubling: after each step ``span[i]`` is the max of ``2**k`` consecutive cells, so a window of 9 costs 4
+    vector maxima instead of 8, all on slices (views), never copies of shifted arrays.
+    """
+    width = 2 * radius + 1
     pad = [(0, 0), (0, 0)]
     pad[axis] = (radius, radius)
     padded = np.pad(x, pad, constant_values=-np.inf)
-    out = padded.take(range(0, x.shape[axis]), axis=axis)
-    for shift in range(1, 2 * radius + 1):
-        np.maximum(out, padded.take(range(shift, shift + x.shape[axis]), axis=axis), out=out)
-    return out
+
+    def cells(a: np.ndarray, start: int, length: int) -> np.ndarray:
+        return a[start : start + length] if axis == 0 else a[:, start : start + length]
+
+    span, spans = 1, padded
+    while span * 2 <= width:
+        length = spans.shape[axis] - span
+        spans = np.maximum(cells(spans, 0, length), cells(spans, span, length))
+        span *= 2
+    size = x.shape[axis]
+    return np.maximum(cells(spans, 0, size), cells(spans, width - span, size))
 
 
 def local_max(spec: np.ndarray) -> np.ndarray:

@@ -147,6 +147,16 @@ def test_landmarks_find_the_recording_and_offset_under_noise() -> None:
     assert all(m.clip != 5 for m in postings.match(marks.hashes, marks.times, tombstoned, limit=3))
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (2, 9), (40, 257)])
+def test_peak_neighbourhood_max_matches_brute_force(shape: tuple[int, int]) -> None:
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    for axis, radius in ((0, 2), (1, 4), (1, 3), (0, 0)):
+        n = x.shape[axis]
+        windows = [np.take(x, range(max(0, i - radius), min(n, i + radius + 1)), axis=axis) for i in range(n)]
+        expected = np.stack([w.max(axis=axis) for w in windows], axis=axis)
+        np.testing.assert_array_equal(landmarks._running_max(x, radius, axis), expected)
+
+
 def test_shard_routing_is_stable_and_spread() -> None:
     ids = [f"clip-{i}" for i in range(1000)]
     shards = [shard_of(c, 4) for c in ids]
