@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class LibraryClip(BaseModel):
     clip_id: str
     title: str
-    labels: list[str] = []
+    labels: list[str] = Field(default=[], description="AudioSet class names (or the user's own labels)")
+    label_ids: list[str] = Field(default=[], description="The labels that are AudioSet classes, as ontology ids")
     duration_s: float | None = None
     source: Source
     status: str = Field(description="pending | ready | failed | duplicate (same audio as duplicate_of)")
@@ -50,6 +51,7 @@ def to_item(clip: catalog.Clip) -> LibraryClip:
         clip_id=clip.id,
         title=clip.title,
         labels=list(clip.labels or []),
+        label_ids=label_ids(clip.labels or []),
         duration_s=clip.duration_s,
         source=source,
         status=clip.status,
@@ -77,6 +79,18 @@ def label_names() -> dict[str, str]:
 
 def label_name(label: str) -> str:
     return label_names().get(label, label)
+
+
+@lru_cache(maxsize=2)
+def _ids_by_name(path: Path) -> dict[str, str]:
+    return {name: label_id for label_id, name in _ontology(path).items()}
+
+
+def label_ids(labels: list[str]) -> list[str]:
+    """The AudioSet ontology ids of those labels that name (or are) an AudioSet class; others are left out."""
+    ids = _ids_by_name(get_settings().ontology_path)
+    known = label_names()
+    return [label if label in known else ids[label] for label in labels if label in known or label in ids]
 
 
 # -- reads -------------------------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ class SearchResult(BaseModel):
         "ordered exact matches first (this very recording), then by score."
     )
     match: MatchKind = MatchKind.similar
-    labels: list[str] = []
+    labels: list[str] = Field(default=[], description="AudioSet class names of what the matched moment holds")
+    label_ids: list[str] = Field(default=[], description="The same classes as AudioSet ontology ids (/m/...)")
     available: bool | None = None
 
 

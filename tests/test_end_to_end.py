@@ -47,6 +47,8 @@ def test_excerpt_with_noise_finds_source_and_offset(ingested: Stack, library_dir
         assert top["source"]["file_name"] == f"sound_{source:02d}.wav"
         assert top["available"] is True
         assert top["labels"]
+        # YAMNet's classes are AudioSet's: each name comes with its ontology id, in the same order.
+        assert len(top["label_ids"]) == len(top["labels"]) and all(i.startswith("/") for i in top["label_ids"])
 
 
 def test_search_cli_prints_a_table(ingested: Stack, library_dir: Path) -> None:

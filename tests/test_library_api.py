@@ -80,6 +80,7 @@ def test_post_queues_a_job_per_file_and_lists_them(client: TestClient, tmp_path:
     by_title = {i["title"]: i for i in listing["items"]}
     item = by_title["dog bark"]
     assert item["labels"] == ["Dog", "Animal"] and item["status"] == "pending"
+    assert item["label_ids"] == ["/m/0bt9lr", "/m/0jbk"]  # the AudioSet ontology's ids of those names
     assert item["source"] == {
         "kind": "file",
         "file_name": "dog bark.wav",

@@ -212,3 +212,17 @@ def test_frame_labels_index_a_small_vocabulary() -> None:
         ["class2", "class9", "class7"],
     ]
     assert frame_labels(None, names) == {}
+
+
+def test_yamnet_classes_map_onto_the_audioset_ontology() -> None:
+    """Every YAMNet class name resolves to the ontology id its class map gives; a user's own label is left out."""
+    import csv
+
+    from echovids.library import label_ids
+    from echovids.settings import get_settings
+
+    with (get_settings().model_dir / "yamnet_class_map.csv").open(newline="") as f:
+        classes = list(csv.DictReader(f))
+    assert len(classes) == 521
+    assert label_ids([c["display_name"] for c in classes]) == [c["mid"] for c in classes]
+    assert label_ids(["Dog", "Take 1", "/m/0jbk"]) == ["/m/0bt9lr", "/m/0jbk"]

@@ -14,6 +14,7 @@ from echovids.celery_app import get_celery
 from echovids.errors import EchovidsError
 from echovids.framing import HOP_S
 from echovids.jobs import JobStore
+from echovids.library import label_ids
 from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
@@ -187,6 +188,7 @@ def _answers_key(job_id: str) -> str:
 def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
     match_start = max(0.0, candidate.match_start_s)
     source = catalog.source_of(clip, at_s=match_start)
+    labels = candidate.labels or list(clip.labels or [])
     return SearchResult(
         clip_id=clip.id,
         title=clip.title,
@@ -195,7 +197,8 @@ def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
         query_start_s=round(candidate.query_start_s, 3),
         score=round(candidate.score, 4),
         match=candidate.match,
-        labels=candidate.labels or list(clip.labels or []),
+        labels=labels,
+        label_ids=label_ids(labels),
         available=True if clip.source_kind == "file" else None,
     )
 
