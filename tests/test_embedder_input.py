@@ -168,3 +168,40 @@ def test_undecodable_bytes(data: bytes) -> None:
 def test_every_failure_is_a_coded_error() -> None:
     for error in (UndecodableAudio, AudioTooShort, AudioTooLong):
         assert issubclass(error, EchovidsError) and error.status == 422
+
+
+def test_split_graph_equals_the_original_yamnet(model: YamnetTflite) -> None:
+    """Front end once per log-mel row, network per frame: bit for bit what yamnet.tflite itself outputs,
+    whether frames follow each other (rows shared) or not (each patch computed)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    from services.embedder.models import YAMNET_EMBEDDING_TENSOR, YAMNET_SCORES_TENSOR, _cut, l2_normalise
+
+    path = get_settings().model_dir / "yamnet.tflite"
+    whole = _cut(
+        schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0),
+        ["input_1"],
+        [YAMNET_SCORES_TENSOR, YAMNET_EMBEDDING_TENSOR],
+    )
+    reference = Interpreter(model_content=whole, num_threads=1)
+    reference.allocate_tensors()
+    outputs = {o["name"]: o["index"] for o in reference.get_output_details()}
+    rng = np.random.default_rng(3)
+    waveform = (rng.standard_normal(20 * SR) * np.linspace(0.001, 0.5, 20 * SR)).astype(np.float32)
+    waveform[int(7.3 * SR)] = 0.99  # a click that only some of the overlapping frames hold
+    frames = frame_waveform(waveform)
+    vectors, scores = [], []
+    for frame in frames:
+        reference.set_tensor(reference.get_input_details()[0]["index"], frame[None])
+        reference.invoke()
+        vectors.append(reference.get_tensor(outputs[YAMNET_EMBEDDING_TENSOR])[0].copy())
+        scores.append(reference.get_tensor(outputs[YAMNET_SCORES_TENSOR])[0].copy())
+    expected_vectors, expected_scores = l2_normalise(np.array(vectors)), np.array(scores)
+
+    consecutive = model.embed(frames)
+    np.testing.assert_array_equal(consecutive.vectors, expected_vectors)
+    np.testing.assert_array_equal(consecutive.scores, expected_scores)  # type: ignore[arg-type]
+    shuffled = rng.permutation(len(frames))
+    apart = model.embed(frames[shuffled])
+    np.testing.assert_array_equal(apart.vectors, expected_vectors[shuffled])

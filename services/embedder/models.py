@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from echovids.framing import HOP_SAMPLES
 from echovids.schemas import EmbeddingSpace
 from echovids.settings import Settings, get_settings
 
@@ -45,48 +46,109 @@ def load_class_names(path: Path) -> list[str]:
         return [row["display_name"] for row in csv.DictReader(f)]
 
 
-def yamnet_with_embedding_output(path: Path) -> bytes:
-    """yamnet.tflite with the 1024-d embedding added to the graph's outputs.
+YAMNET_PATCH_TENSOR = "Identity_1"  # the [96, 64] log-mel patch the graph computes from its waveform input
+YAMNET_PATCH_INPUT = "yamnet_frames/reshape/Reshape"  # that patch as [1, 96, 64, 1], where the network starts
+YAMNET_SCORES_TENSOR = "Identity"
+PATCH_HALF = 48  # log-mel rows per 0.48 s hop: consecutive frames share half a patch
+MEL_BANDS = 64
 
-    The embedding is an intermediate tensor; reading it otherwise needs ``experimental_preserve_all_tensors``,
-    which disables arena reuse and costs about 15 % of throughput. The weights are untouched.
+
+def yamnet_graphs(path: Path) -> tuple[bytes, bytes]:
+    """yamnet.tflite cut in two: the front end (waveform -> log-mel patch) and the network (patch -> scores and
+    the 1024-d embedding, which the original graph keeps internal). The weights are untouched.
+
+    Why: frames overlap by half, so the original graph computes each log-mel row twice. Its rows depend on
+    their own 25 ms of audio only (checked in tests), so a row computed once serves both frames that hold it.
     """
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    packed = bytearray(path.read_bytes())
+    front = _cut(schema.ModelT.InitFromPackedBuf(packed, 0), ["input_1"], [YAMNET_PATCH_TENSOR])
+    network = _cut(
+        schema.ModelT.InitFromPackedBuf(packed, 0),
+        [YAMNET_PATCH_INPUT],
+        [YAMNET_SCORES_TENSOR, YAMNET_EMBEDDING_TENSOR],
+    )
+    return front, network
+
+
+def _cut(model: Any, inputs: list[str], outputs: list[str]) -> bytes:
+    """The part of a TFLite model that computes ``outputs`` from ``inputs``: the ops they need, in order."""
+    import flatbuffers
+
     graph = model.subgraphs[0]
-    names = [t.name.decode() for t in graph.tensors]
-    embedding = names.index(YAMNET_EMBEDDING_TENSOR)
-    if embedding not in list(graph.outputs):
-        graph.outputs = [*list(graph.outputs), embedding]
-    builder = flatbuffers.Builder(len(names) * 64)
+    index = {t.name.decode(): i for i, t in enumerate(graph.tensors)}
+    sources = {index[name] for name in inputs}
+    needed = {index[name] for name in outputs}
+    kept = []
+    for op in reversed(graph.operators):
+        if any(o in needed and o not in sources for o in op.outputs):
+            kept.append(op)
+            needed.update(i for i in op.inputs if i >= 0)
+    graph.operators = kept[::-1]
+    graph.inputs = [index[name] for name in inputs]
+    graph.outputs = [index[name] for name in outputs]
+    builder = flatbuffers.Builder(len(graph.tensors) * 64)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
 
 class _YamnetInterpreter:
-    """One LiteRT interpreter over YAMNet; not safe to share between threads."""
+    """YAMNet's two halves on LiteRT (front end, network); not safe to share between threads."""
 
-    def __init__(self, content: bytes, threads: int) -> None:
+    def __init__(self, graphs: tuple[bytes, bytes]) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_content=content, num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]["index"]
-        outputs = {o["name"]: o["index"] for o in self.interpreter.get_output_details()}
-        self.scores = outputs["Identity"]
-        self.patch = outputs["Identity_1"]
+        self.front = Interpreter(model_content=graphs[0], num_threads=1)
+        self.network = Interpreter(model_content=graphs[1], num_threads=1)
+        for interpreter in (self.front, self.network):
+            interpreter.allocate_tensors()
+        self.waveform = self.front.get_input_details()[0]["index"]
+        self.patch_out = self.front.get_output_details()[0]["index"]
+        self.patch_in = self.network.get_input_details()[0]["index"]
+        outputs = {o["name"]: o["index"] for o in self.network.get_output_details()}
+        self.scores = outputs[YAMNET_SCORES_TENSOR]
         self.embedding = outputs[YAMNET_EMBEDDING_TENSOR]
 
+    def patch(self, frame: np.ndarray) -> np.ndarray:
+        self.front.set_tensor(self.waveform, frame.reshape(1, -1))
+        self.front.invoke()
+        return np.asarray(self.front.get_tensor(self.patch_out))
+
+    def patches(self, frames: np.ndarray) -> np.ndarray:
+        """[n, 96, 64] log-mel patches; where frame i+1 starts one hop after frame i (same samples), the patch
+        of frame i+1 is made of halves of its neighbours' patches instead of being computed."""
+        n = frames.shape[0]
+        out = np.empty((n, 2 * PATCH_HALF, MEL_BANDS), dtype=np.float32)
+        done = np.zeros(n, dtype=bool)
+        i = 0
+        while i < n:
+            if not done[i]:
+                out[i] = self.patch(frames[i])
+            if i + 2 < n and _follows(frames[i], frames[i + 1]) and _follows(frames[i + 1], frames[i + 2]):
+                out[i + 2] = self.patch(frames[i + 2])
+                done[i + 2] = True
+                out[i + 1, :PATCH_HALF] = out[i, PATCH_HALF:]
+                out[i + 1, PATCH_HALF:] = out[i + 2, :PATCH_HALF]
+                i += 2
+            else:
+                i += 1
+        return out
+
     def run(self, frames: np.ndarray, vectors: np.ndarray, scores: np.ndarray) -> None:
-        # The input is fixed at [1, 15600]: resizing it to a batch makes XNNPACK fail, so frames go one by one
+        # The input is fixed at one frame: resizing it to a batch makes XNNPACK fail, so frames go one by one
         # (invoke releases the GIL, so several interpreters run in parallel threads).
+        patches = self.patches(frames)
         for i in range(frames.shape[0]):
-            self.interpreter.set_tensor(self.input, frames[i : i + 1])
-            self.interpreter.invoke()
-            vectors[i] = self.interpreter.get_tensor(self.embedding)[0]
-            scores[i] = self.interpreter.get_tensor(self.scores)[0]
+            self.network.set_tensor(self.patch_in, patches[i].reshape(1, 2 * PATCH_HALF, -1, 1))
+            self.network.invoke()
+            vectors[i] = self.network.get_tensor(self.embedding)[0]
+            scores[i] = self.network.get_tensor(self.scores)[0]
+
+
+def _follows(frame: np.ndarray, next_frame: np.ndarray) -> bool:
+    """True when ``next_frame`` starts one hop into ``frame``: the rows they share are then identical."""
+    return bool(np.array_equal(frame[HOP_SAMPLES:], next_frame[: frame.size - HOP_SAMPLES]))
 
 
 class YamnetTflite:
@@ -104,10 +166,10 @@ class YamnetTflite:
         if not path.exists():
             raise FileNotFoundError(f"YAMNet weights not found at {path}; set ECHOVIDS_MODEL_DIR.")
         self.threads = max(1, threads)
-        content = yamnet_with_embedding_output(path)
+        graphs = yamnet_graphs(path)
         self._pool: queue.SimpleQueue[_YamnetInterpreter] = queue.SimpleQueue()
         for _ in range(self.threads):
-            self._pool.put(_YamnetInterpreter(content, threads=1))
+            self._pool.put(_YamnetInterpreter(graphs))
         self._executor = ThreadPoolExecutor(self.threads, "yamnet") if self.threads > 1 else None
         self.class_names = load_class_names(model_dir / "yamnet_class_map.csv")
         self.space = EmbeddingSpace(model="yamnet", version="tflite-1", dim=1024)
@@ -141,9 +203,7 @@ class YamnetTflite:
         """The [96, 64] log-mel patch YAMNet computes for one frame (for front-end tests)."""
         interpreter = self._pool.get()
         try:
-            interpreter.interpreter.set_tensor(interpreter.input, frame.reshape(1, -1).astype(np.float32))
-            interpreter.interpreter.invoke()
-            return np.array(interpreter.interpreter.get_tensor(interpreter.patch))
+            return interpreter.patch(np.asarray(frame, dtype=np.float32)).copy()
         finally:
             self._pool.put(interpreter)
 
