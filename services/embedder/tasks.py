@@ -50,7 +50,9 @@ def frame_labels(scores: np.ndarray | None, class_names: list[str], per_frame: i
     """Each frame's best classes, as indices into the clip's own small vocabulary of class names."""
     if scores is None or scores.size == 0:
         return {}
-    best = np.argsort(-scores, axis=1)[:, :per_frame]
+    top = np.argpartition(-scores, per_frame - 1, axis=1)[:, :per_frame]  # the best few, unordered: no full sort
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+    best = np.take_along_axis(top, order, axis=1)
     used = np.unique(best)
     return {
         "frame_labels": np.searchsorted(used, best).astype(np.int16),
@@ -79,6 +81,6 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
         space=model.space,
         n_frames=len(embedded.vectors),
         duration_s=waveform.size / SAMPLE_RATE,
-        content_hash=hashlib.sha256(waveform.tobytes()).hexdigest(),
+        content_hash=hashlib.sha256(np.ascontiguousarray(waveform).data).hexdigest(),
         labels=top_labels(embedded.scores, model.class_names),
     ).model_dump()
