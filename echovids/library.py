@@ -6,14 +6,14 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Text, cast, func, or_, select
 
-from echovids import catalog, queues
+from echovids import catalog, clip_audio, queues
 from echovids.errors import NotFound
 from echovids.jobs import JobStore
 from echovids.queues import TaskName
@@ -153,13 +153,8 @@ def _done_job(store: JobStore, clip: catalog.Clip) -> Job:
 
 def job_alive(store: JobStore, job_id: str | None) -> Job | None:
     """The clip's job while it is still running (not expired, not finished)."""
-    if not job_id:
-        return None
-    try:
-        job = store.get(job_id)
-    except NotFound:
-        return None
-    return None if job.status in (JobStatus.done, JobStatus.failed) else job
+    job = _job_or_none(store, job_id)
+    return None if job is None or job.status in (JobStatus.done, JobStatus.failed) else job
 
 
 def submit_once(
@@ -200,9 +195,14 @@ def submit_once(
 
 
 def delete_clip(clip_id: str, store: JobStore | None = None) -> None:
-    """Remove a clip from the catalog; its shard tombstones its frames (the search task, sent by name)."""
+    """Remove a clip from the catalog; its shard tombstones its frames (the search task, sent by name).
+
+    Clips that were duplicates of it (same audio, never indexed themselves) are not left pointing at nothing:
+    the earliest of them is indexed from its own stored audio and the others now point at it.
+    """
     from echovids.celery_app import get_celery
 
+    store = store or JobStore()
     clip = catalog.get_clip(clip_id)  # NotFound -> 404
     # Tombstone first: should sending fail, the clip is still listed and the delete can be retried.
     get_celery().send_task(
@@ -212,9 +212,108 @@ def delete_clip(clip_id: str, store: JobStore | None = None) -> None:
         row = s.get(catalog.Clip, clip_id)
         if row is not None:
             s.delete(row)
-    (store or JobStore()).drop_blobs(clip_id)
-    try:
-        from echovids import clip_audio  # the stored audio the web page plays, where that module exists
-    except ImportError:
-        return
+    store.drop_blobs(clip_id)
     clip_audio.delete(clip_id)
+    _promote_duplicate(clip_id, store)
+
+
+def _promote_duplicate(original_id: str, store: JobStore) -> str | None:
+    """Index the earliest duplicate of a deleted clip in its place; returns its id (None: there were none)."""
+    from echovids.pipeline import submit_clip
+
+    with catalog.session() as s:
+        duplicates = list(
+            s.scalars(
+                select(catalog.Clip)
+                .where(catalog.Clip.duplicate_of == original_id)
+                .order_by(catalog.Clip.created_at, catalog.Clip.id)
+            )
+        )
+    heir = next((d for d in duplicates if clip_audio.find(d.id) is not None), None)
+    with catalog.session() as s:
+        for duplicate in duplicates:
+            row = s.get(catalog.Clip, duplicate.id)
+            if row is None:
+                continue
+            if heir is None:  # no stored audio to index any of them from
+                row.status, row.duplicate_of = "failed", None
+            else:
+                row.duplicate_of = None if row.id == heir.id else heir.id
+    if heir is None:
+        return None
+    path = clip_audio.find(heir.id)
+    assert path is not None
+    submit_clip(
+        path.read_bytes(),
+        title=heir.title,
+        file_name=heir.file_name,
+        labels=list(heir.labels or []),
+        store=store,
+        clip_id=heir.id,
+    )
+    return heir.id
+
+
+WEEK_S = 7 * 24 * 3600
+
+
+# -- upkeep ------------------------------------------------------------------------------------------------------
+@dataclass
+class Reconciled:
+    resubmitted: list[str]
+    failed: list[str]
+
+
+def reconcile_pending(store: JobStore | None = None, older_than_s: float | None = None) -> Reconciled:
+    """Settle library clips stuck in ``pending``: nothing is lost, nothing waits forever.
+
+    A pending clip whose job is still queued or running is left alone. One whose job failed is marked failed
+    (the embedder fails a job without touching the catalog). One whose job vanished (expired, Redis flushed)
+    or was never sent (a crash between the row and the send) is processed again from its stored audio, once;
+    a second time, or without stored audio, it is marked failed. Only rows older than ``older_than_s`` are
+    looked at, so a clip being submitted right now is not taken for a stuck one.
+    """
+    from echovids.pipeline import submit_clip
+    from echovids.redis_conn import get_redis
+
+    settings = get_settings()
+    store = store or JobStore()
+    age = settings.library_stale_pending_s if older_than_s is None else older_than_s
+    cutoff = datetime.now(UTC) - timedelta(seconds=age)
+    with catalog.session() as s:
+        stuck = list(
+            s.scalars(select(catalog.Clip).where(catalog.Clip.status == "pending", catalog.Clip.created_at < cutoff))
+        )
+    report = Reconciled(resubmitted=[], failed=[])
+    for clip in stuck:
+        if job_alive(store, clip.job_id) is not None:
+            continue  # still queued or at work
+        job = _job_or_none(store, clip.job_id)
+        path = clip_audio.find(clip.id)
+        failed = job is not None and job.status == JobStatus.failed
+        # Once only: a clip that crashes its worker every time must not be sent round forever.
+        if failed or path is None or not get_redis().set(f"echovids:reconciled:{clip.id}", 1, nx=True, ex=WEEK_S):
+            catalog.set_status(clip.id, "failed")
+            report.failed.append(clip.id)
+            log.warning("library clip %s was stuck pending; marked failed", clip.id)
+            continue
+        submit_clip(
+            path.read_bytes(),
+            title=clip.title,
+            file_name=clip.file_name,
+            labels=list(clip.labels or []),
+            store=store,
+            clip_id=clip.id,
+        )
+        report.resubmitted.append(clip.id)
+        log.warning("library clip %s was stuck pending (its job vanished); processing it again", clip.id)
+    return report
+
+
+def _job_or_none(store: JobStore, job_id: str | None) -> Job | None:
+    if not job_id:
+        return None
+    try:
+        return store.get(job_id)
+    except NotFound:
+        return None

@@ -25,6 +25,7 @@ class TaskName:
     INDEX_CLIP = "echovids.search.index_clip"
     DELETE_CLIP = "echovids.search.delete_clip"
     COMPACT_SHARD = "echovids.search.compact_shard"
+    RECONCILE_LIBRARY = "echovids.search.reconcile_library"
     CHECK_AVAILABILITY = "echovids.availability.check_results"
     CHECK_VIDEOS_LATER = "echovids.availability.check_later"
     REFRESH_AVAILABILITY = "echovids.availability.refresh_catalog"

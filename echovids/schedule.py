@@ -12,7 +12,13 @@ from echovids.settings import Settings
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Periodic tasks by entry name; each is sent by task name to its service's queue."""
     interval = settings.availability_refresh_interval_s
+    upkeep = settings.library_reconcile_interval_s
     return {
+        "reconcile-library": {
+            "task": TaskName.RECONCILE_LIBRARY,
+            "schedule": upkeep,
+            "options": {"queue": queues.SEARCH_MERGE, "expires": upkeep},
+        },
         "refresh-availability": {
             "task": TaskName.REFRESH_AVAILABILITY,
             "schedule": interval,

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_k: int = 100
 
     job_ttl_s: int = 6 * 3600
+    # Library upkeep (echovids beat): how often stuck pending clips are settled, and how old one must be.
+    library_reconcile_interval_s: float = Field(default=600.0, gt=0)
+    library_stale_pending_s: float = Field(default=1800.0, ge=0)
     upload_ttl_s: int = 3600
     result_expires_s: int = 3600
     task_time_limit_s: int = 300

@@ -187,3 +187,65 @@ def test_no_key_configured_means_open_writes(
     monkeypatch.delenv("ECHOVIDS_API_KEY")
     get_settings.cache_clear()
     assert post(client, [("a.wav", wav_bytes(tmp_path, 9))]).status_code == 202
+
+
+def set_row(clip_id: str, **values: object) -> None:
+    from echovids import catalog
+
+    with catalog.session() as s:
+        row = s.get(catalog.Clip, clip_id)
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+def test_upkeep_settles_clips_stuck_pending(client: TestClient, tmp_path: Path) -> None:
+    from echovids import catalog, clip_audio
+    from echovids.errors import UndecodableAudio
+    from echovids.jobs import JobStore, _job_key
+    from echovids.library import Reconciled, reconcile_pending
+
+    store = JobStore()
+    jobs = post(client, [(f"{n}.wav", wav_bytes(tmp_path, 40 + i)) for i, n in enumerate("abcd")], AUTH).json()
+    queued, failing, vanished, lost = (j["clip_id"] for j in jobs)
+    store.fail(jobs[1]["id"], UndecodableAudio("The file could not be decoded as audio (bad header)."))
+    for job in (jobs[2], jobs[3]):
+        store.redis.delete(_job_key(job["id"]))  # the job record expired
+    clip_audio.delete(lost)  # and this one's stored audio is gone too
+
+    assert reconcile_pending(store, older_than_s=3600) == Reconciled([], [])  # all too young to be looked at
+    settled = reconcile_pending(store, older_than_s=0)
+    assert sorted(settled.failed) == sorted([failing, lost]) and settled.resubmitted == [vanished]
+    rows = catalog.get_clips([queued, failing, vanished, lost])
+    assert {k: r.status for k, r in rows.items()} == {
+        queued: "pending",  # its job is still queued: left alone
+        failing: "failed",
+        vanished: "pending",  # sent again, under a new job
+        lost: "failed",
+    }
+    assert rows[vanished].job_id not in (None, jobs[2]["id"]) and store.get(rows[vanished].job_id).status == "queued"
+    assert rows[queued].job_id == jobs[0]["id"]
+
+    # Once only: the same clip stuck again is marked failed rather than sent round forever.
+    store.redis.delete(_job_key(str(rows[vanished].job_id)))
+    assert reconcile_pending(store, older_than_s=0).failed == [vanished]
+
+
+def test_deleting_a_clip_indexes_its_earliest_duplicate_instead(client: TestClient, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from echovids import catalog
+
+    jobs = post(client, [(f"{n}.wav", wav_bytes(tmp_path, 50 + i)) for i, n in enumerate("oxy")], AUTH).json()
+    original, first, second = (j["clip_id"] for j in jobs)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    set_row(original, status="ready", created_at=t0)
+    set_row(first, status="duplicate", duplicate_of=original, created_at=t0 + timedelta(minutes=1))
+    set_row(second, status="duplicate", duplicate_of=original, created_at=t0 + timedelta(minutes=2))
+
+    assert client.delete(f"/v1/library/{original}", headers=AUTH).status_code == 204
+    rows = catalog.get_clips([original, first, second])
+    assert original not in rows
+    assert (rows[first].status, rows[first].duplicate_of) == ("pending", None)  # being indexed in its place
+    assert rows[first].job_id not in (None, jobs[1]["id"])
+    assert (rows[second].status, rows[second].duplicate_of) == ("duplicate", first)

@@ -14,7 +14,7 @@ from echovids.celery_app import get_celery
 from echovids.errors import EchovidsError
 from echovids.framing import HOP_S
 from echovids.jobs import JobStore
-from echovids.library import label_ids
+from echovids.library import label_ids, reconcile_pending
 from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
@@ -274,3 +274,10 @@ def delete_clip(self: Task, *, clip_id: str, shard: int) -> None:
     """Tombstone a clip's frames; they stop matching at once and are purged at the next rebuild."""
     get_index(shard).write_tombstone(clip_id)
     _bump(shard)
+
+
+@shared_task(name=TaskName.RECONCILE_LIBRARY, **TASK_OPTIONS)
+def reconcile_library(self: Task) -> dict[str, list[str]]:
+    """Periodic (echovids beat): settle library clips stuck in pending; see library.reconcile_pending."""
+    settled = reconcile_pending()
+    return {"resubmitted": settled.resubmitted, "failed": settled.failed}
