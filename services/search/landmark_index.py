@@ -101,30 +101,36 @@ class LandmarkPostings:
         keys = clips.astype(np.int64) * span + (offsets - base)
         uniq, inverse, counted = np.unique(keys, return_inverse=True, return_counts=True)
         weighed = np.bincount(inverse, weights=weights[owner].astype(np.float64))
+        # Where in the query each pair's hits begin (its earliest query time), for every pair.
+        begins = np.full(uniq.size, np.iinfo(np.int64).max)
+        np.minimum.at(begins, inverse, q_times)
         # Almost every (clip, offset) pair is hit once, by chance; a real alignment gathers many hits.
         # Ranking only the pairs hit at least twice keeps a query over a large index fast.
-        repeated = counted >= 2
-        uniq, counted, weighed = uniq[repeated], counted[repeated], weighed[repeated]
-        if uniq.size == 0:
+        repeated = np.flatnonzero(counted >= 2)
+        if repeated.size == 0:
             return []
-        counted = counted + neighbour_values(uniq, counted, -1) + neighbour_values(uniq, counted, 1)
-        weighed = weighed + neighbour_values(uniq, weighed, -1) + neighbour_values(uniq, weighed, 1)
-        clip_of = uniq // span
+        pairs, counted, weighed = uniq[repeated], counted[repeated], weighed[repeated]
+        counted = counted + neighbour_values(pairs, counted, -1) + neighbour_values(pairs, counted, 1)
+        weighed = weighed + neighbour_values(pairs, weighed, -1) + neighbour_values(pairs, weighed, 1)
+        clip_of = pairs // span
         matches = []
         for i in best_per_clip(clip_of, weighed, limit):
-            key = int(uniq[i])
-            near = np.abs(keys - key) <= 1
+            key = int(pairs[i])
+            clip = key // span
+            # Keys are clip * span + offset, sorted: one clip's pairs are one slice, its neighbours adjacent.
+            j = int(repeated[i])
+            start = min(int(begins[k]) for k in range(max(0, j - 1), min(uniq.size, j + 2)) if abs(uniq[k] - key) <= 1)
+            lo, hi = np.searchsorted(pairs, [clip * span, (clip + 1) * span])
             # The clip's strongest offset well away from this one.
-            other = (clip_of == clip_of[i]) & (np.abs(uniq - key) > RUNNER_UP_GAP)
-            runner_up = int(counted[other].max()) if other.any() else 0
+            others = counted[lo:hi][np.abs(pairs[lo:hi] - key) > RUNNER_UP_GAP]
             matches.append(
                 LandmarkMatch(
-                    clip=key // span,
+                    clip=clip,
                     offset=key % span + base,
                     votes=int(counted[i]),
                     weight=float(weighed[i]),
-                    runner_up=runner_up,
-                    query_start=int(q_times[near].min()),
+                    runner_up=int(others.max()) if others.size else 0,
+                    query_start=start,
                 )
             )
         return matches
