@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,74 +64,95 @@ class LandmarkPostings:
     def __len__(self) -> int:
         return int(self._hashes.size + sum(t[0].size for t in self._tail))
 
+    def sorted_view(self) -> SortedPostings:
+        """The postings, tail merged in, as arrays no later ``add`` changes (take it under the shard's lock)."""
+        self._merge()
+        return SortedPostings(self._hashes, self._clips, self._times)
+
     def match(
         self, hashes: np.ndarray, times: np.ndarray, live: np.ndarray, limit: int, weights: np.ndarray | None = None
     ) -> list[LandmarkMatch]:
-        """The best-aligned clips for a query's landmarks; ``live[clip]`` is False for tombstoned clips."""
-        self._merge()
-        if hashes.size == 0 or self._hashes.size == 0:
-            return []
-        if weights is None:
-            weights = np.ones(hashes.size, dtype=np.float32)
-        lo = np.searchsorted(self._hashes, hashes, side="left")
-        hi = np.searchsorted(self._hashes, hashes, side="right")
-        counts = hi - lo
-        counts[counts > MAX_POSTINGS_PER_HASH] = 0
-        if counts.sum() > MAX_POSTINGS_PER_QUERY:
-            # A large index: read the query's rarest hashes first (they say the most about which recording
-            # this is) until the budget is spent; the common ones mostly add chance hits.
-            order = np.argsort(counts, kind="stable")
-            over = order[np.cumsum(counts[order]) > MAX_POSTINGS_PER_QUERY]
-            counts[over] = 0
-        total = int(counts.sum())
-        if total == 0:
-            return []
-        owner = np.repeat(np.arange(hashes.size), counts)
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        rows = starts + np.arange(total)
-        clips = self._clips[rows]
-        keep = live[clips]
-        clips, rows, owner = clips[keep], rows[keep], owner[keep]
-        if clips.size == 0:
-            return []
-        offsets = self._times[rows].astype(np.int64) - times[owner]
-        q_times = times[owner]
-        # Each (clip, offset) pair's votes, then one hop of tolerance on either side.
-        base = int(offsets.min()) - 1
-        span = int(offsets.max()) - base + 2
-        keys = clips.astype(np.int64) * span + (offsets - base)
-        uniq, inverse, counted = np.unique(keys, return_inverse=True, return_counts=True)
-        weighed = np.bincount(inverse, weights=weights[owner].astype(np.float64))
-        # Where in the query each pair's hits begin (its earliest query time), for every pair.
-        begins = np.full(uniq.size, np.iinfo(np.int64).max)
-        np.minimum.at(begins, inverse, q_times)
-        # Almost every (clip, offset) pair is hit once, by chance; a real alignment gathers many hits.
-        # Ranking only the pairs hit at least twice keeps a query over a large index fast.
-        repeated = np.flatnonzero(counted >= 2)
-        if repeated.size == 0:
-            return []
-        pairs, counted, weighed = uniq[repeated], counted[repeated], weighed[repeated]
-        counted = counted + neighbour_values(pairs, counted, -1) + neighbour_values(pairs, counted, 1)
-        weighed = weighed + neighbour_values(pairs, weighed, -1) + neighbour_values(pairs, weighed, 1)
-        clip_of = pairs // span
-        matches = []
-        for i in best_per_clip(clip_of, weighed, limit):
-            key = int(pairs[i])
-            clip = key // span
-            # Keys are clip * span + offset, sorted: one clip's pairs are one slice, its neighbours adjacent.
-            j = int(repeated[i])
-            start = min(int(begins[k]) for k in range(max(0, j - 1), min(uniq.size, j + 2)) if abs(uniq[k] - key) <= 1)
-            lo, hi = np.searchsorted(pairs, [clip * span, (clip + 1) * span])
-            # The clip's strongest offset well away from this one.
-            others = counted[lo:hi][np.abs(pairs[lo:hi] - key) > RUNNER_UP_GAP]
-            matches.append(
-                LandmarkMatch(
-                    clip=clip,
-                    offset=key % span + base,
-                    votes=int(counted[i]),
-                    weight=float(weighed[i]),
-                    runner_up=int(others.max()) if others.size else 0,
-                    query_start=start,
-                )
+        return match_postings(self.sorted_view(), hashes, times, live, limit, weights)
+
+
+class SortedPostings(NamedTuple):
+    hashes: np.ndarray  # uint32, sorted
+    clips: np.ndarray  # int32, the clip of each posting
+    times: np.ndarray  # int32, its frame (16 ms hops)
+
+
+def match_postings(
+    postings: SortedPostings,
+    hashes: np.ndarray,
+    times: np.ndarray,
+    live: np.ndarray,
+    limit: int,
+    weights: np.ndarray | None = None,
+) -> list[LandmarkMatch]:
+    """The best-aligned clips for a query's landmarks; ``live[clip]`` is False for tombstoned clips."""
+    if hashes.size == 0 or postings.hashes.size == 0:
+        return []
+    if weights is None:
+        weights = np.ones(hashes.size, dtype=np.float32)
+    lo = np.searchsorted(postings.hashes, hashes, side="left")
+    hi = np.searchsorted(postings.hashes, hashes, side="right")
+    counts = hi - lo
+    counts[counts > MAX_POSTINGS_PER_HASH] = 0
+    if counts.sum() > MAX_POSTINGS_PER_QUERY:
+        # A large index: read the query's rarest hashes first (they say the most about which recording
+        # this is) until the budget is spent; the common ones mostly add chance hits.
+        order = np.argsort(counts, kind="stable")
+        over = order[np.cumsum(counts[order]) > MAX_POSTINGS_PER_QUERY]
+        counts[over] = 0
+    total = int(counts.sum())
+    if total == 0:
+        return []
+    owner = np.repeat(np.arange(hashes.size), counts)
+    starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+    rows = starts + np.arange(total)
+    clips = postings.clips[rows]
+    keep = live[clips]
+    clips, rows, owner = clips[keep], rows[keep], owner[keep]
+    if clips.size == 0:
+        return []
+    offsets = postings.times[rows].astype(np.int64) - times[owner]
+    q_times = times[owner]
+    # Each (clip, offset) pair's votes, then one hop of tolerance on either side.
+    base = int(offsets.min()) - 1
+    span = int(offsets.max()) - base + 2
+    keys = clips.astype(np.int64) * span + (offsets - base)
+    uniq, inverse, counted = np.unique(keys, return_inverse=True, return_counts=True)
+    weighed = np.bincount(inverse, weights=weights[owner].astype(np.float64))
+    # Where in the query each pair's hits begin (its earliest query time), for every pair.
+    begins = np.full(uniq.size, np.iinfo(np.int64).max)
+    np.minimum.at(begins, inverse, q_times)
+    # Almost every (clip, offset) pair is hit once, by chance; a real alignment gathers many hits.
+    # Ranking only the pairs hit at least twice keeps a query over a large index fast.
+    repeated = np.flatnonzero(counted >= 2)
+    if repeated.size == 0:
+        return []
+    pairs, counted, weighed = uniq[repeated], counted[repeated], weighed[repeated]
+    counted = counted + neighbour_values(pairs, counted, -1) + neighbour_values(pairs, counted, 1)
+    weighed = weighed + neighbour_values(pairs, weighed, -1) + neighbour_values(pairs, weighed, 1)
+    clip_of = pairs // span
+    matches = []
+    for i in best_per_clip(clip_of, weighed, limit):
+        key = int(pairs[i])
+        clip = key // span
+        # Keys are clip * span + offset, sorted: one clip's pairs are one slice, its neighbours adjacent.
+        j = int(repeated[i])
+        start = min(int(begins[k]) for k in range(max(0, j - 1), min(uniq.size, j + 2)) if abs(uniq[k] - key) <= 1)
+        lo, hi = np.searchsorted(pairs, [clip * span, (clip + 1) * span])
+        # The clip's strongest offset well away from this one.
+        others = counted[lo:hi][np.abs(pairs[lo:hi] - key) > RUNNER_UP_GAP]
+        matches.append(
+            LandmarkMatch(
+                clip=clip,
+                offset=key % span + base,
+                votes=int(counted[i]),
+                weight=float(weighed[i]),
+                runner_up=int(others.max()) if others.size else 0,
+                query_start=start,
             )
-        return matches
+        )
+    return matches

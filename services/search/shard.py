@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from echovids.errors import SpaceMismatch
-from services.search.landmark_index import LandmarkMatch, LandmarkPostings
+from services.search.landmark_index import LandmarkMatch, LandmarkPostings, match_postings
 
 log = logging.getLogger(__name__)
 
@@ -369,38 +369,43 @@ class ShardIndex:
         return self._live
 
     # -- search --------------------------------------------------------------------------------
+    # Readers take what they need under the lock (arrays a later write replaces, never changes), then work
+    # without it: the landmark match and the embedding search of one query can run side by side.
     def match_landmarks(
         self, hashes: np.ndarray, times: np.ndarray, limit: int, weights: np.ndarray | None = None
     ) -> list[LandmarkMatch]:
         with self._lock:
-            return self.landmarks.match(hashes, times, self.live_mask(), limit, weights)
+            postings, live = self.landmarks.sorted_view(), self.live_mask()
+        return match_postings(postings, hashes, times, live, limit, weights)
 
     def search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads."""
         with self._lock:
-            m = queries.shape[0]
-            parts_rows, parts_sims = [], []
-            if self._searcher is not None and self._sealed:
-                k = min(neighbours, self._sealed)
-                rows, sims = self._searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
-                parts_rows.append(rows.astype(np.int64))
-                parts_sims.append(sims)
             if self._delta is None and self._delta_parts:
                 self._delta = np.concatenate(self._delta_parts).astype(np.float32)
                 self._delta_parts = [self._delta]
-            if self._delta is not None:
-                delta = self._delta
-                sims = queries @ delta.T
-                k = min(neighbours, delta.shape[0])
-                top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-                parts_rows.append(top + self._sealed)
-                parts_sims.append(np.take_along_axis(sims, top, axis=1))
-            if not parts_rows:
-                return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
-            rows = np.concatenate(parts_rows, axis=1)
-            sims = np.concatenate(parts_sims, axis=1).astype(np.float32)
-            if self.deleted:
-                gone = ~self.live_mask()[self.row_clip[rows]]
-                rows = np.where(gone, -1, rows)
-                sims = np.where(gone, 0.0, sims)
-            return rows, sims
+            searcher, sealed, delta = self._searcher, self._sealed, self._delta
+            live = self.live_mask() if self.deleted else None
+            row_clip = self.row_clip
+        m = queries.shape[0]
+        parts_rows, parts_sims = [], []
+        if searcher is not None and sealed:
+            k = min(neighbours, sealed)
+            rows, sims = searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
+            parts_rows.append(rows.astype(np.int64))
+            parts_sims.append(sims)
+        if delta is not None:
+            sims = queries @ delta.T
+            k = min(neighbours, delta.shape[0])
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            parts_rows.append(top + sealed)
+            parts_sims.append(np.take_along_axis(sims, top, axis=1))
+        if not parts_rows:
+            return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
+        rows = np.concatenate(parts_rows, axis=1)
+        sims = np.concatenate(parts_sims, axis=1).astype(np.float32)
+        if live is not None:
+            gone = ~live[row_clip[rows]]
+            rows = np.where(gone, -1, rows)
+            sims = np.where(gone, 0.0, sims)
+        return rows, sims

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,9 @@ def compact_shard(self: Task, *, shard: int) -> int:
     return version
 
 
+_side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
+
+
 def search_shard(
     index: ShardIndex, query_space: str, arrays: dict[str, np.ndarray], limit: int
 ) -> list[ShardCandidate]:
@@ -107,6 +111,10 @@ def search_shard(
         return []
     index.check_space(query_space)
     settings = get_settings()
+    hashes = arrays["hashes"]
+    # The landmark match shares nothing with the embedding search until the end: it runs beside it (both
+    # spend their time in numpy and ScaNN, which release the GIL).
+    landmark_matches = _side.submit(index.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"))
     vectors = arrays["vectors"].astype(np.float32)
     rows, sims = index.search(vectors, settings.search_neighbours)
     clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
@@ -123,9 +131,8 @@ def search_shard(
         )
         for mt in matches
     }
-    hashes = arrays["hashes"]
     needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
-    for lm in index.match_landmarks(hashes, arrays["times"], limit, arrays.get("weights")):
+    for lm in landmark_matches.result():
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             continue
