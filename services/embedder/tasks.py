@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ from echovids.tasks import TASK_OPTIONS, fail_job
 from services.embedder.models import get_model, top_labels
 from services.embedder.streaming import embed_waveform
 
+_side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
+
 
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
 def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
@@ -29,10 +32,12 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
         store.set_status(job_id, JobStatus.embedding)
         waveform = decode_bytes(store.get_upload(job_id), max_seconds=get_settings().max_query_s)
         model = get_model()
+        # The landmarks need only the waveform: they are taken on a side thread while the model runs.
+        marks_later = _side.submit(landmarks.extract_query, waveform)
         embedded = model.embed(frame_waveform(waveform))
     except EchovidsError as error:
         fail_job(job_id, error)
-    marks = landmarks.extract_query(waveform)
+    marks = marks_later.result()
     store.put_arrays(
         job_id,
         {
