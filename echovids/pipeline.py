@@ -23,8 +23,8 @@ def _sig(name: str, queue: str, **kwargs: object) -> Signature:
 def submit_search(data: bytes, k: int, store: JobStore | None = None) -> Job:
     """Store the upload, write the job record, enqueue embed -> one task per shard -> merge -> availability.
 
-    The last shard to answer sends the merge; a second merge, linked to the embedding and delayed by the
-    search timeout, ends the query with a partial result if a shard never answers. No task waits on another.
+    The last shard to answer merges; a merge task, linked to the embedding and delayed by the search timeout,
+    ends the query with a partial result if a shard never answers. No task waits on another.
     """
     settings = get_settings()
     store = store or JobStore()

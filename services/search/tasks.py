@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from celery import Task, shared_task
+from celery.exceptions import Ignore
 from celery.signals import worker_process_init
 
 from echovids import catalog, landmarks, queues
@@ -181,10 +182,10 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     pipe.expire(key, get_settings().job_ttl_s)
     pipe.hlen(key)
     answered = pipe.execute()[-1]
-    if answered >= get_settings().search_shards:  # the last shard to answer starts the merge
-        get_celery().send_task(
-            TaskName.SEARCH_MERGE, kwargs={"job_id": job_id, "k": query.k}, queue=queues.SEARCH_MERGE
-        )
+    if answered >= get_settings().search_shards:
+        # The last shard to answer merges at once, here: one Celery hop less on every query. The deadline
+        # merge (sent with the fan-out) covers a shard that never answers; the first merge to run wins.
+        merge_answers(job_id, query.k)
     return {"shard": shard, "candidates": len(answer.candidates)}
 
 
@@ -212,16 +213,33 @@ def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
 
 @shared_task(name=TaskName.SEARCH_MERGE, **TASK_OPTIONS)
 def merge(self: Task, *_previous: Any, job_id: str, k: int) -> None:
+    """The deadline merge: sent with the fan-out to run when the search timeout is up (see merge_answers)."""
+    merge_answers(job_id, k)
+
+
+def merge_answers(job_id: str, k: int) -> None:
     """Merge the shards' answers into ranked results and hand them to the availability check.
 
-    Sent twice per query: by the last shard to answer, and at the search deadline (so a shard that is
-    down cannot hold a query forever). The first to run wins; without every shard, the job is partial.
+    Runs twice per query: in the last shard to answer, and at the search deadline (so a shard that is down
+    cannot hold a query forever). The first to run wins; without every shard, the job is partial.
     """
     settings = get_settings()
     client = get_redis()
-    if not client.set(f"echovids:merged:{job_id}", 1, nx=True, ex=settings.job_ttl_s):
+    claim = f"echovids:merged:{job_id}"
+    if not client.set(claim, 1, nx=True, ex=settings.job_ttl_s):
         return
-    raw = client.hgetall(_answers_key(job_id))
+    try:
+        _merge(job_id, k)
+    except Ignore:
+        raise  # the job was failed on purpose (a shard's error): settled
+    except Exception:
+        client.delete(claim)  # a retry (or the deadline merge) must be able to try again
+        raise
+
+
+def _merge(job_id: str, k: int) -> None:
+    settings = get_settings()
+    raw = get_redis().hgetall(_answers_key(job_id))
     parsed = [ShardAnswer.model_validate_json(v) for v in raw.values()]
     missing = sorted(set(range(settings.search_shards)) - {a.shard for a in parsed})
     for answer in parsed:
