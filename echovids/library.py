@@ -219,7 +219,6 @@ def delete_clip(clip_id: str, store: JobStore | None = None) -> None:
 
 def _promote_duplicate(original_id: str, store: JobStore) -> str | None:
     """Index the earliest duplicate of a deleted clip in its place; returns its id (None: there were none)."""
-    from echovids.pipeline import submit_clip
 
     with catalog.session() as s:
         duplicates = list(
@@ -243,15 +242,22 @@ def _promote_duplicate(original_id: str, store: JobStore) -> str | None:
         return None
     path = clip_audio.find(heir.id)
     assert path is not None
-    submit_clip(
-        path.read_bytes(),
-        title=heir.title,
-        file_name=heir.file_name,
-        labels=list(heir.labels or []),
-        store=store,
-        clip_id=heir.id,
-    )
+    _process_again(heir, path, store)
     return heir.id
+
+
+def _process_again(clip: catalog.Clip, audio: Path, store: JobStore) -> None:
+    """Run a catalog clip through embed -> index once more, under its own id, from its stored audio."""
+    from echovids.pipeline import submit_clip
+
+    submit_clip(
+        audio.read_bytes(),
+        title=clip.title,
+        file_name=clip.file_name,
+        labels=list(clip.labels or []),
+        store=store,
+        clip_id=clip.id,
+    )
 
 
 WEEK_S = 7 * 24 * 3600
@@ -273,7 +279,6 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
     a second time, or without stored audio, it is marked failed. Only rows older than ``older_than_s`` are
     looked at, so a clip being submitted right now is not taken for a stuck one.
     """
-    from echovids.pipeline import submit_clip
     from echovids.redis_conn import get_redis
 
     settings = get_settings()
@@ -297,14 +302,7 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
             report.failed.append(clip.id)
             log.warning("library clip %s was stuck pending; marked failed", clip.id)
             continue
-        submit_clip(
-            path.read_bytes(),
-            title=clip.title,
-            file_name=clip.file_name,
-            labels=list(clip.labels or []),
-            store=store,
-            clip_id=clip.id,
-        )
+        _process_again(clip, path, store)
         report.resubmitted.append(clip.id)
         log.warning("library clip %s was stuck pending (its job vanished); processing it again", clip.id)
     return report
