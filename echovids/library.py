@@ -228,7 +228,7 @@ def _promote_duplicate(original_id: str, store: JobStore) -> str | None:
                 .order_by(catalog.Clip.created_at, catalog.Clip.id)
             )
         )
-    heir = next((d for d in duplicates if clip_audio.find(d.id) is not None), None)
+    heir, audio = next(((d, path) for d in duplicates if (path := clip_audio.find(d.id)) is not None), (None, None))
     with catalog.session() as s:
         for duplicate in duplicates:
             row = s.get(catalog.Clip, duplicate.id)
@@ -238,11 +238,9 @@ def _promote_duplicate(original_id: str, store: JobStore) -> str | None:
                 row.status, row.duplicate_of = "failed", None
             else:
                 row.duplicate_of = None if row.id == heir.id else heir.id
-    if heir is None:
+    if heir is None or audio is None:
         return None
-    path = clip_audio.find(heir.id)
-    assert path is not None
-    _process_again(heir, path, store)
+    _process_again(heir, audio, store)
     return heir.id
 
 
@@ -260,10 +258,10 @@ def _process_again(clip: catalog.Clip, audio: Path, store: JobStore) -> None:
     )
 
 
+# -- upkeep ------------------------------------------------------------------------------------------------------
 WEEK_S = 7 * 24 * 3600
 
 
-# -- upkeep ------------------------------------------------------------------------------------------------------
 @dataclass
 class Reconciled:
     resubmitted: list[str]
@@ -291,9 +289,9 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
         )
     report = Reconciled(resubmitted=[], failed=[])
     for clip in stuck:
-        if job_alive(store, clip.job_id) is not None:
-            continue  # still queued or at work
         job = _job_or_none(store, clip.job_id)
+        if job is not None and job.status not in (JobStatus.done, JobStatus.failed):
+            continue  # still queued or at work
         path = clip_audio.find(clip.id)
         failed = job is not None and job.status == JobStatus.failed
         # Once only: a clip that crashes its worker every time must not be sent round forever.

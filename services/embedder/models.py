@@ -121,19 +121,16 @@ class _YamnetInterpreter:
         of frame i+1 is made of halves of its neighbours' patches instead of being computed."""
         n = frames.shape[0]
         out = np.empty((n, 2 * PATCH_HALF, MEL_BANDS), dtype=np.float32)
-        done = np.zeros(n, dtype=bool)
-        i = 0
+        i, have = 0, False  # have: out[i] was computed by the step before
         while i < n:
-            if not done[i]:
+            if not have:
                 out[i] = self.patch(frames[i])
-            if i + 2 < n and _follows(frames[i], frames[i + 1]) and _follows(frames[i + 1], frames[i + 2]):
+            have = i + 2 < n and _follows(frames[i], frames[i + 1]) and _follows(frames[i + 1], frames[i + 2])
+            if have:
                 out[i + 2] = self.patch(frames[i + 2])
-                done[i + 2] = True
                 out[i + 1, :PATCH_HALF] = out[i, PATCH_HALF:]
                 out[i + 1, PATCH_HALF:] = out[i + 2, :PATCH_HALF]
-                i += 2
-            else:
-                i += 1
+            i += 2 if have else 1
         return out
 
     def run(self, frames: np.ndarray, vectors: np.ndarray, scores: np.ndarray) -> None:
