@@ -287,10 +287,7 @@ def evaluate(
     typer.echo((out / "report.md").read_text())
 
 
-# (bench_app is defined once, near the top.)
-
-
-_add_bench()
+_add_bench()  # last: the bench commands join the app after its own commands
 
 
 def main() -> None:
