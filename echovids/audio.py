@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import mmap
+import os
 import struct
 import subprocess
 import tempfile
@@ -44,11 +46,18 @@ def looks_like_non_audio(head: bytes) -> bool:
     return any(stripped.startswith(magic) for magic in _NOT_AUDIO_MAGIC)
 
 
-def _ffmpeg_command(path: Path, max_seconds: float | None) -> list[str]:
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
+def _ffmpeg_command(
+    path: Path, max_seconds: float | None, start_s: float = 0.0, duration_s: float | None = None
+) -> list[str]:
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    if start_s > 0:
+        cmd += ["-ss", f"{start_s:.4f}"]  # before -i: a seek, not a decode of everything up to there
+    cmd += ["-i", str(path)]
     if max_seconds is not None:
         # Decode one second past the limit: enough to know it is too long, bounded memory.
         cmd += ["-t", f"{max_seconds + 1.0:.3f}"]
+    elif duration_s is not None:
+        cmd += ["-t", f"{duration_s:.4f}"]
     # rematrix_maxval 1: a downmix that averages channels (as the in-process WAV path does) instead of
     # summing them at -3 dB each, which makes stereo 3 dB louder than mono and can clip.
     cmd += [
@@ -79,16 +88,37 @@ def _clean(samples: np.ndarray) -> np.ndarray:
 
 def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:
     """Decode an audio file to 16 kHz mono float32; raises UndecodableAudio or AudioTooLong."""
-    cmd = _ffmpeg_command(path, max_seconds)
+    samples = _run_ffmpeg(_ffmpeg_command(path, max_seconds))
+    if max_seconds is not None and samples.size > max_seconds * SAMPLE_RATE:
+        raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+    return samples
+
+
+def _run_ffmpeg(cmd: list[str]) -> np.ndarray:
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         detail = reason[-1] if reason else "no audio stream"
         raise UndecodableAudio(f"The file could not be decoded as audio ({detail}).")
-    samples = np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], dtype=np.float32)
-    if max_seconds is not None and samples.size > max_seconds * SAMPLE_RATE:
-        raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
-    return _clean(samples)
+    return _clean(np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], dtype=np.float32))
+
+
+def decode_window(path: Path, start_s: float, seconds: float) -> np.ndarray:
+    """``seconds`` of a stored file from ``start_s`` on, decoded like :func:`decode_file` (shorter at its end).
+
+    A WAV file is mapped, not read: only the window's bytes are touched, however long the recording.
+    """
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    if mapped is not None:
+        with mapped:
+            view = memoryview(mapped)
+            wav = _decode_wav(view, None, (start_s, seconds))  # a new array (_clean copies): none points inside
+            view.release()
+        if wav is not None:
+            return wav
+    return _run_ffmpeg(_ffmpeg_command(path, None, start_s=start_s, duration_s=seconds))
 
 
 def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
@@ -126,10 +156,11 @@ def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: f
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 
 
-def parse_wav(data: bytes) -> tuple[np.ndarray, int] | None:
+def parse_wav(data: bytes | memoryview, window: tuple[float, float] | None = None) -> tuple[np.ndarray, int] | None:
     """Samples [n, channels] as float32 and the rate of a plain PCM/float WAV; None for anything else.
 
     A short query recorded as WAV is the common case, and starting ffmpeg costs more than the search itself.
+    ``window`` (start, seconds) converts only that stretch: a few seconds of an hour-long file.
     """
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
@@ -151,6 +182,9 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int] | None:
             width = bits // 8
             usable = len(body) // (width * channels) * width * channels
             raw = body[:usable]
+            if window is not None:
+                first = max(0, round(window[0] * rate)) * width * channels
+                raw = raw[first : first + max(0, round(window[1] * rate)) * width * channels]
             # float32 throughout: 24 bits of mantissa hold every PCM format exactly enough, at half the memory
             # traffic of float64 (an hour of audio is 58 M samples).
             if tag == _FLOAT and bits == 32:
@@ -171,8 +205,10 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int] | None:
     return None
 
 
-def _decode_wav(data: bytes, max_seconds: float | None) -> np.ndarray | None:
-    parsed = parse_wav(data)
+def _decode_wav(
+    data: bytes | memoryview, max_seconds: float | None, window: tuple[float, float] | None = None
+) -> np.ndarray | None:
+    parsed = parse_wav(data, window)
     if parsed is None:
         return None
     frames, rate = parsed

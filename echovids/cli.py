@@ -197,10 +197,11 @@ def search(
         location = answer.headers["Location"]
         deadline = time.monotonic() + timeout
         while True:
-            job = client.get(location).json()
+            # A long poll: the gateway answers as soon as the job settles, or after `wait` seconds.
+            wait = min(30.0, max(0.0, deadline - time.monotonic()))
+            job = client.get(location, params={"wait": wait}, timeout=wait + 30).json()
             if job["status"] in ("done", "failed") or time.monotonic() > deadline:
                 break
-            time.sleep(0.2)
     if job["status"] != "done":
         message = (job.get("error") or {}).get("message", f"still {job['status']} after {timeout:g} s")
         typer.echo(f"search failed: {message}", err=True)

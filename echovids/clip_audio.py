@@ -72,7 +72,10 @@ def find(clip_id: str) -> Path | None:
     """The stored audio of a clip, or None (unknown id, or stored before audio was kept)."""
     if not _CLIP_ID.match(clip_id):
         return None
-    for path in audio_dir().glob(f"{clip_id}.*"):
+    # A stat per known suffix, not a listing: the folder holds every clip of the library.
+    folder = audio_dir()
+    for suffix in (*MEDIA_TYPES, ".bin"):
+        path = folder / f"{clip_id}{suffix}"
         if path.is_file():
             return path
     return None

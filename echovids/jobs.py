@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from datetime import UTC, datetime
@@ -9,13 +10,15 @@ from typing import Any
 
 import numpy as np
 import redis
+import redis.asyncio as aioredis
 
 from echovids.errors import EchovidsError, NotFound
-from echovids.redis_conn import get_redis
+from echovids.redis_conn import get_redis, redis_url
 from echovids.schemas import ErrorBody, Job, JobStatus, SearchResult
 from echovids.settings import get_settings
 
 PREFIX = "echovids:"
+SETTLED = (JobStatus.done, JobStatus.failed)
 
 
 def _job_key(job_id: str) -> str:
@@ -28,6 +31,11 @@ def upload_key(item_id: str) -> str:
 
 def arrays_key(item_id: str) -> str:
     return f"{PREFIX}arrays:{item_id}"
+
+
+def settled_channel(job_id: str) -> str:
+    """Pub/sub channel told when the job is done or failed (what a long poll waits on)."""
+    return f"{PREFIX}settled:{job_id}"
 
 
 def _now() -> datetime:
@@ -52,14 +60,34 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Job:
-        raw = self.redis.get(_job_key(job_id))
+        return self._parse(job_id, self.redis.get(_job_key(job_id)))
+
+    def _parse(self, job_id: str, raw: Any) -> Job:
         if raw is None:
             raise NotFound(f"No job with id {job_id!r} (jobs expire after {self.ttl // 3600} h).")
         return Job.model_validate_json(raw)
 
     def _save(self, job: Job) -> None:
         job.updated_at = _now()
-        self.redis.set(_job_key(job.id), job.model_dump_json(), ex=self.ttl)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(_job_key(job.id), job.model_dump_json(), ex=self.ttl)
+        if job.status in SETTLED:
+            pipe.publish(settled_channel(job.id), job.status.value)
+        pipe.execute()
+
+    async def wait_settled(self, job_id: str, wait_s: float) -> Job:
+        """The job once done or failed, or as it stands after ``wait_s`` seconds (a long poll)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        # A client of its own: a long poll holds a connection for its whole wait, on the caller's event loop.
+        async with aioredis.Redis.from_url(redis_url()) as client, client.pubsub() as pubsub:
+            await pubsub.subscribe(settled_channel(job_id))
+            # Read after subscribing: a job settled in between is seen here, one settled later is announced.
+            job = self._parse(job_id, await client.get(_job_key(job_id)))
+            while job.status not in SETTLED and (left := deadline - loop.time()) > 0:
+                if await pubsub.get_message(ignore_subscribe_messages=True, timeout=left) is not None:
+                    job = self._parse(job_id, await client.get(_job_key(job_id)))
+        return job
 
     def update(self, job_id: str, **fields: Any) -> Job:
         job = self.get(job_id)
@@ -77,9 +105,9 @@ class JobStore:
     def set_status(self, job_id: str, status: JobStatus, progress: str | None = None) -> Job:
         return self.update(job_id, status=status, progress=progress)
 
-    def finish(self, job_id: str, results: list[SearchResult]) -> Job:
-        """Done, with results; ``partial`` and ``missing_shards``, set by the merge, stay as they are."""
-        return self.update(job_id, status=JobStatus.done, results=results, progress=None)
+    def finish(self, job_id: str, results: list[SearchResult], **fields: Any) -> Job:
+        """Done, with results (and other fields); ``partial`` and ``missing_shards``, set by the merge, stay."""
+        return self.update(job_id, status=JobStatus.done, results=results, progress=None, **fields)
 
     def fail(self, job_id: str, error: EchovidsError) -> Job:
         return self.update(

@@ -39,17 +39,21 @@ class Landmarks:
         return int(self.hashes.size)
 
 
-def log_spectrogram(waveform: np.ndarray) -> np.ndarray:
-    """[frames, 257] log magnitude, Hann window, 512-point FFT, 16 ms hop."""
+def magnitude_spectrogram(waveform: np.ndarray) -> np.ndarray:
+    """[frames, 257] magnitude, Hann window, 512-point FFT, 16 ms hop."""
     if waveform.size < N_FFT:
         return np.zeros((0, N_FFT // 2 + 1), dtype=np.float32)
     n = 1 + (waveform.size - N_FFT) // HOP
     frames = np.lib.stride_tricks.as_strided(
-        waveform.astype(np.float32), shape=(n, N_FFT), strides=(HOP * 4, 4), writeable=False
+        np.ascontiguousarray(waveform, dtype=np.float32), shape=(n, N_FFT), strides=(HOP * 4, 4), writeable=False
     )
     # scipy's FFT keeps float32 (numpy's would promote to float64): half the work on the hot path.
-    spectrum = np.abs(scipy.fft.rfft(frames * _WINDOW, axis=1))
-    return np.log(spectrum + 1e-6).astype(np.float32)
+    return np.abs(scipy.fft.rfft(frames * _WINDOW, axis=1))
+
+
+def log_spectrogram(waveform: np.ndarray) -> np.ndarray:
+    """[frames, 257] log magnitude (see magnitude_spectrogram)."""
+    return np.log(magnitude_spectrogram(waveform) + 1e-6).astype(np.float32)
 
 
 def _running_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:

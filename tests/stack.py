@@ -87,10 +87,10 @@ class Stack:
         location = answer.headers["Location"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = httpx.get(f"{self.url}{location}", timeout=10).json()
+            wait = min(30.0, max(0.0, deadline - time.monotonic()))
+            job = httpx.get(f"{self.url}{location}", params={"wait": wait}, timeout=wait + 10).json()
             if job["status"] in ("done", "failed"):
                 return job
-            time.sleep(0.1)
         raise AssertionError(f"search still {job['status']} after {timeout} s")
 
 

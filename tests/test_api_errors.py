@@ -127,3 +127,14 @@ def test_accepted_answer_has_location_and_retry_after(fresh: Stack, tmp_path: Pa
     assert answer.headers["Location"] == f"/v1/searches/{answer.json()['id']}"
     assert int(answer.headers["Retry-After"]) >= 1
     assert answer.json()["status"] == "queued"
+
+
+def test_long_poll_answers_once_the_job_settles(fresh: Stack, tmp_path: Path) -> None:
+    query = write_wav(tmp_path / "q.wav", synthetic_library(1)[0][: 3 * SR])
+    answer = post(fresh, query.read_bytes())
+    assert answer.status_code == 202, answer.text
+    # One request, held by the gateway until the search is done: no polling loop.
+    job = httpx.get(f"{fresh.url}{answer.headers['Location']}", params={"wait": 30}, timeout=40).json()
+    assert job["status"] == "done", job
+    assert_error(httpx.get(f"{fresh.url}/v1/searches/0123456789abcdef", params={"wait": 1}), 404, "not_found")
+    assert_error(httpx.get(f"{fresh.url}{answer.headers['Location']}", params={"wait": 31}), 422, "validation_error")

@@ -30,17 +30,25 @@ class EchovidsClient:
         self.http = httpx.Client(base_url=self.url, timeout=60, headers=headers)
         self.timeout_s = timeout_s
         self.poll_s = poll_s
-        self._paths: dict[str, list[str]] | None = None
+        self._spec: dict | None = None
 
     def close(self) -> None:
         self.http.close()
 
     # -- what the service offers -----------------------------------------------------------------------------
+    def spec(self) -> dict:
+        """The service's OpenAPI document (fetched once)."""
+        if self._spec is None:
+            self._spec = self.http.get("/openapi.json").raise_for_status().json()
+        return self._spec
+
     def paths(self) -> dict[str, list[str]]:
-        if self._paths is None:
-            spec = self.http.get("/openapi.json").raise_for_status().json()
-            self._paths = {p: [m.lower() for m in v] for p, v in spec.get("paths", {}).items()}
-        return self._paths
+        return {p: [m.lower() for m in v] for p, v in self.spec().get("paths", {}).items()}
+
+    def long_poll(self) -> bool:
+        """Whether GET /v1/searches/{id} takes `wait` (an older service is polled every poll_s instead)."""
+        get = self.spec().get("paths", {}).get("/v1/searches/{job_id}", {}).get("get", {})
+        return any(p.get("name") == "wait" for p in get.get("parameters", []))
 
     def has(self, path: str, method: str) -> bool:
         return method.lower() in self.paths().get(path, [])
@@ -150,11 +158,19 @@ class EchovidsClient:
         location = answer.headers["Location"]
         deadline = started + self.timeout_s
         while True:
-            job = self.http.get(location).json()
+            job = self._poll(location, deadline - time.perf_counter())
             if job["status"] in ("done", "failed"):
                 latency = time.perf_counter() - started
                 error = (job.get("error") or {}).get("message") if job["status"] == "failed" else None
                 return SearchAnswer(job["status"], job.get("results") or [], latency, error)
             if time.perf_counter() > deadline:
                 return SearchAnswer("timeout", [], time.perf_counter() - started, f"still {job['status']}")
-            time.sleep(self.poll_s)
+            if not self.long_poll():
+                time.sleep(self.poll_s)
+
+    def _poll(self, location: str, left_s: float) -> dict:
+        """The job: a long poll (answered when it settles) where the service offers one, else a plain read."""
+        if not self.long_poll():
+            return self.http.get(location).json()
+        wait = min(30.0, max(0.0, left_s))
+        return self.http.get(location, params={"wait": wait}, timeout=wait + 30).json()

@@ -35,7 +35,17 @@ async def read(client: aioredis.Redis, video_ids: list[str]) -> dict[str, VideoS
     """The cached statuses of those videos that have one."""
     if not video_ids:
         return {}
-    raw = await client.mget([_key(v) for v in video_ids])
+    return _statuses(video_ids, await client.mget([_key(v) for v in video_ids]))
+
+
+def read_sync(video_ids: list[str], client: redis.Redis | None = None) -> dict[str, VideoStatus]:
+    """:func:`read` for synchronous callers (the search merge)."""
+    if not video_ids:
+        return {}
+    return _statuses(video_ids, (client or get_redis()).mget([_key(v) for v in video_ids]))
+
+
+def _statuses(video_ids: list[str], raw: list) -> dict[str, VideoStatus]:
     return {v: VideoStatus(text(r)) for v, r in zip(video_ids, raw, strict=True) if r is not None}
 
 
@@ -65,14 +75,3 @@ def counts(client: redis.Redis | None = None) -> dict[str, int]:
         pipe.zcard(_index(status))
     answers = pipe.execute()
     return {status.value: int(answers[2 * i + 1]) for i, status in enumerate(VideoStatus)}
-
-
-def cached_status(video_ids: list[str], client: redis.Redis | None = None) -> dict[str, bool | None]:
-    """True = available, False = gone, None = unknown (not cached)."""
-    if not video_ids:
-        return {}
-    client = client or get_redis()
-    raw = client.mget([_key(v) for v in video_ids])
-    return {
-        v: VideoStatus(text(r)).available_flag if r is not None else None for v, r in zip(video_ids, raw, strict=True)
-    }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from echovids.schemas import SearchResult
 from echovids.settings import Settings
-from services.availability import cache
+from services.availability import cache, stats
 from services.availability.checker import Checker, open_checker, process_checker
 from services.availability.status import VideoStatus
 
@@ -63,6 +63,15 @@ async def resolve(results: list[SearchResult], k: int, checker: Checker, budget_
         tried.update(batch)
         known.update(await checker.check(batch, deadline=deadline))
 
+    resolved, considered = select(results, known, k)
+    checker.counters.cache_hits += len(considered & cached)
+    checker.counters.cache_misses += len(considered - cached)
+    checker.counters.deferred += len(resolved.deferred)
+    return resolved
+
+
+def select(results: list[SearchResult], known: dict[str, VideoStatus], k: int) -> tuple[Resolved, set[str]]:
+    """The first k results not known dead, each with `available` set; and the video ids looked at."""
     final: list[SearchResult] = []
     considered: set[str] = set()
     for result in results:
@@ -83,10 +92,22 @@ async def resolve(results: list[SearchResult], k: int, checker: Checker, budget_
     deferred = list(
         dict.fromkeys(r.source.youtube_id for r in final if r.source.youtube_id and r.source.youtube_id not in known)
     )
-    checker.counters.cache_hits += len(considered & cached)
-    checker.counters.cache_misses += len(considered - cached)
-    checker.counters.deferred += len(deferred)
-    return Resolved(results=final, deferred=deferred)
+    return Resolved(results=final, deferred=deferred), considered
+
+
+def resolve_cached(results: list[SearchResult], k: int) -> Resolved | None:
+    """The answer when the cache alone settles it (no video left to look up), else None: one Redis read.
+
+    The search merge calls this before handing a query to the availability worker, so that a query whose
+    videos are all cached (the common case) finishes without another task.
+    """
+    ids = list(dict.fromkeys(r.source.youtube_id for r in results if r.source.youtube_id))
+    known = cache.read_sync(ids)
+    if _to_check(results, known, k, set()):
+        return None
+    resolved, considered = select(results, known, k)
+    stats.add_sync(cache_hits=len(considered))
+    return resolved
 
 
 async def resolve_query(results: list[SearchResult], k: int, settings: Settings) -> Resolved:

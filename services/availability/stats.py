@@ -37,6 +37,16 @@ class Counters:
             setattr(self, name, 0)
 
 
+def add_sync(client: redis.Redis | None = None, **counts: int) -> None:
+    """Add to the totals from synchronous code (the search merge's cache-only answers)."""
+    counts = {name: value for name, value in counts.items() if value}
+    if counts:
+        pipe = (client or get_redis()).pipeline(transaction=False)
+        for name, value in counts.items():
+            pipe.hincrby(KEY, name, value)
+        pipe.execute()
+
+
 class AvailabilityStats(BaseModel):
     statuses: dict[str, int] = Field(description="Cached videos by status")
     cache_hits: int = Field(description="Result videos whose status came from the cache")

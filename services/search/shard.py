@@ -358,7 +358,8 @@ class ShardIndex:
         return self._clips[self.clip_ids[clip]].labels_at(start, frames)
 
     def clip_frames(self, clip: int) -> np.ndarray:
-        return self._clips[self.clip_ids[clip]].vectors.astype(np.float32)
+        """A clip's stored frame vectors (float16; callers convert just the frames they read)."""
+        return self._clips[self.clip_ids[clip]].vectors
 
     def live_mask(self) -> np.ndarray:
         """True for each clip position not tombstoned (cached: a large shard has many clips)."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
+from echovids.jobs import SETTLED
 from echovids.pipeline import submit_search
 from echovids.schemas import ErrorBody, Job
 from services.gateway.deps import SettingsDep, StoreDep, check_content_length, read_audio_upload
 
 router = APIRouter(prefix="/v1/searches", tags=["searches"])
+
+# Under the 60 s idle timeout of common proxies and load balancers.
+MAX_WAIT_S = 30.0
 
 ERRORS = {
     404: {"model": ErrorBody, "description": "not_found"},
@@ -43,9 +47,19 @@ async def create_search(
 
 
 @router.get("/{job_id}", response_model=Job, responses={404: ERRORS[404]})
-def get_search(job_id: str, store: StoreDep, response: Response) -> Job:
-    """The job record: status, and the results once done."""
-    job = store.get(job_id)
-    if job.status not in ("done", "failed"):
+async def get_search(
+    job_id: str,
+    store: StoreDep,
+    response: Response,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0, le=MAX_WAIT_S, description="Hold the answer up to this many seconds until the job is done or failed"
+        ),
+    ] = 0.0,
+) -> Job:
+    """The job record: status, and the results once done. With ``wait``, a long poll: one request, no polling loop."""
+    job = await store.wait_settled(job_id, wait) if wait > 0 else store.get(job_id)
+    if job.status not in SETTLED:
         response.headers["Retry-After"] = "1"
     return job

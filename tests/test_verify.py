@@ -1,0 +1,88 @@
+"""Fine alignment of exact matches: when two library recordings both hold a query, the louder one goes first."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echovids import clip_audio, landmarks
+from echovids.audio import SAMPLE_RATE, decode_file, decode_window, ffmpeg_exe
+from echovids.evaluation.dataset import DEFAULT_ESC10
+from echovids.schemas import MatchKind, ShardCandidate
+from services.search.landmark_index import LandmarkPostings
+from services.search.verify import settle_exact, spectral_fit
+from tests.sounds import mix_at_snr, write_wav
+
+# A ticking clock with a rooster 10 dB under it: the rooster's harmonics are peakier, so the landmark votes,
+# weighted by peak loudness, still rank it first.
+LOUD = DEFAULT_ESC10 / "audio" / "esc10_clock_tick_2-127108-A.ogg"
+QUIET = DEFAULT_ESC10 / "audio" / "esc10_rooster_5-200334-A.ogg"
+
+
+def candidate(clip_id: str, match: MatchKind, offset_s: float = 0.0, votes: float = 1.0) -> ShardCandidate:
+    return ShardCandidate(
+        clip_id=clip_id, match=match, match_start_s=offset_s + 0.2, query_start_s=0.2, score=0.5, votes=votes
+    )
+
+
+def test_window_of_a_wav_and_of_a_flac_is_that_stretch_of_the_whole(tmp_path: Path) -> None:
+    tone = (0.3 * np.sin(np.arange(4 * SAMPLE_RATE) / 7)).astype(np.float32)
+    wav = write_wav(tmp_path / "a.wav", tone)
+    flac = tmp_path / "a.flac"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(wav), str(flac)], check=True)
+    whole = decode_file(wav)
+    for path in (wav, flac):  # in place (mapped WAV) and through ffmpeg's seek
+        np.testing.assert_allclose(decode_window(path, 1.5, 1.0), whole[24_000:40_000], atol=1e-6)
+        assert decode_window(path, 3.5, 1.0).size == 8_000  # cut short at the end
+    assert decode_window(wav, 5.0, 1.0).size == 0
+
+
+def test_spectral_fit_prefers_the_source_that_carries_the_energy() -> None:
+    rng = np.random.default_rng(3)
+    loud, quiet = rng.standard_normal(SAMPLE_RATE * 2), np.sin(np.arange(SAMPLE_RATE * 2) / 3)
+    query = mix_at_snr(loud, quiet, 10).astype(np.float32)
+    assert spectral_fit(query, query) == pytest.approx(1.0, abs=1e-5)
+    assert spectral_fit(query, loud.astype(np.float32)) > spectral_fit(query, quiet.astype(np.float32)) + 0.2
+    assert spectral_fit(query, np.zeros(10, np.float32)) == 0.0  # silence (or nothing) explains nothing
+
+
+def test_a_single_exact_match_is_left_alone_and_the_query_never_decoded() -> None:
+    ranked = [candidate("a", MatchKind.exact), candidate("b", MatchKind.similar), candidate("c", MatchKind.similar)]
+
+    def never() -> np.ndarray:
+        raise AssertionError("decoded the query for nothing")
+
+    assert settle_exact(ranked, never) == ranked
+
+
+def test_clips_without_audio_keep_their_places() -> None:
+    rng = np.random.default_rng(5)
+    query = rng.standard_normal(SAMPLE_RATE).astype(np.float32)
+    audio = {"b": np.zeros(SAMPLE_RATE, np.float32), "c": query}
+    ranked = [candidate(x, MatchKind.exact) for x in ("a", "b", "c")] + [candidate("d", MatchKind.similar)]
+    settled = settle_exact(ranked, lambda: query, lambda c, _s: audio.get(c.clip_id))
+    assert [c.clip_id for c in settled] == ["a", "c", "b", "d"]
+
+
+@pytest.mark.skipif(not LOUD.exists(), reason="ESC-10 recordings not at ../shared/data/esc10")
+def test_louder_recording_goes_first_where_landmark_votes_prefer_the_quiet_one(env: Path) -> None:
+    loud, quiet = decode_file(LOUD), decode_file(QUIET)
+    query = mix_at_snr(loud[8_000:56_000], quiet[16_000:64_000], 10).astype(np.float32)
+    postings = LandmarkPostings()
+    for clip, samples in enumerate((loud, quiet)):
+        marks = landmarks.extract(samples)
+        postings.add(clip, marks.hashes, marks.times)
+        clip_audio.save(("loud", "quiet")[clip], (LOUD, QUIET)[clip].read_bytes(), "x.ogg")
+    marks = landmarks.extract_query(query)
+    found = {m.clip: m for m in postings.match(marks.hashes, marks.times, np.ones(2, bool), 2, marks.weights)}
+    assert found[1].weight > found[0].weight  # without the spectral check the rooster would win
+    ranked = [
+        candidate(("loud", "quiet")[clip], MatchKind.exact, found[clip].offset * landmarks.HOP_S, found[clip].weight)
+        for clip in (1, 0)
+    ]
+    settled = settle_exact(ranked, lambda: query)  # the stored .ogg files, read through ffmpeg
+    assert [c.clip_id for c in settled] == ["loud", "quiet"]
+    assert settled[0].match_start_s - settled[0].query_start_s == pytest.approx(0.5, abs=0.02)
