@@ -24,6 +24,9 @@ FAN_OUT = 8  # each peak pairs with the next 8 ...
 MAX_DT = 48  # ... within 0.77 s ...
 MAX_DF = 40  # ... and +-40 bins
 QUERY_SHIFTS = (0, 64, 128, 192)  # sub-hop shifts of the query, so its frames meet the library's grid
+# From this length on, every other shift: a long query has votes to spare, and halves its extraction and match
+# (6 s and 10 s excerpts, ESC-10 recordings: the right recording among the exact matches as often; docs/quality.md).
+LONG_QUERY_S = 6.0
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
 DYNAMIC_RANGE = np.log(10**3)  # 60 dB, in the natural-log magnitude units of the spectrogram
 ABSOLUTE_FLOOR = np.log(N_FFT / 4 * 10**-4)  # -80 dB below a full-scale sine's peak bin (about N/4)
@@ -141,7 +144,8 @@ def extract(waveform: np.ndarray, whole: bool = False) -> Landmarks:
 
 def extract_query(waveform: np.ndarray) -> Landmarks:
     """Landmarks of a query at several sub-hop shifts (union; a repeated one keeps its largest weight)."""
-    parts = [extract(waveform[shift:], whole=True) for shift in QUERY_SHIFTS if waveform.size > shift]
+    shifts = QUERY_SHIFTS if waveform.size < LONG_QUERY_S * SAMPLE_RATE else QUERY_SHIFTS[::2]
+    parts = [extract(waveform[shift:], whole=True) for shift in shifts if waveform.size > shift]
     hashes = np.concatenate([p.hashes for p in parts])
     times = np.concatenate([p.times for p in parts])
     weights = np.concatenate([p.weights for p in parts])
