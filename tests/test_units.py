@@ -11,6 +11,7 @@ import pytest
 from echovids import audio, framing, landmarks
 from echovids.catalog import shard_of
 from echovids.errors import AudioTooLong, AudioTooShort, UndecodableAudio
+from services.search import matching
 from services.search.landmark_index import LandmarkPostings
 from services.search.matching import aligned_score, best_matches, vote
 from tests.sounds import SR, synthetic_library, write_wav
@@ -226,3 +227,20 @@ def test_yamnet_classes_map_onto_the_audioset_ontology() -> None:
     assert len(classes) == 521
     assert label_ids([c["display_name"] for c in classes]) == [c["mid"] for c in classes]
     assert label_ids(["Dog", "Take 1", "/m/0jbk"]) == ["/m/0bt9lr", "/m/0jbk"]
+
+
+def test_similar_score_compares_a_short_clip_whole_whatever_the_offset() -> None:
+    rng = np.random.default_rng(2)
+    sound = rng.standard_normal(16).astype(np.float32)
+    query = np.tile(sound / np.linalg.norm(sound), (9, 1))
+    clip = query[:6] + 0.01 * rng.standard_normal((6, 16)).astype(np.float32)
+    # The query overhangs the 6-frame clip at both offsets: its stretch is the whole clip either way.
+    near, far = aligned_score(query, clip, 0), aligned_score(query, clip, -4)
+    assert near.fit > far.fit
+    assert abs(near.score - far.score) <= matching.FIT_WEIGHT * (near.fit - far.fit) + 1e-6
+    assert near.score == pytest.approx((1 - matching.FIT_WEIGHT) * 1.0 + matching.FIT_WEIGHT * near.fit, abs=0.01)
+
+
+def test_short_queries_retrieve_enough_neighbours_to_reach_the_limit() -> None:
+    assert matching.neighbours_for(20, limit=200, query_frames=9) == 45  # 9 x 45 >= 2 x 200
+    assert matching.neighbours_for(20, limit=100, query_frames=21) == 20  # the setting already suffices

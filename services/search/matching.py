@@ -72,9 +72,13 @@ def best_per_clip(clips: np.ndarray, votes: np.ndarray, limit: int) -> np.ndarra
 
 
 # The best few similar matches' sounds are added to the query before the final scores (query expansion): a
-# query's own recording of a dog, joined by the library's closest dogs, is a steadier picture of "dog"
-# (ESC-10 clip-level P@10 0.914 -> 0.926 with 5, measured outside the system; docs/quality.md).
+# query's own recording of a dog, joined by the library's closest dogs, is a steadier picture of "dog".
 EXPANSION = 5
+# Weight of the frame-by-frame fit in a similar match's score (the rest is the cosine of the means): a little
+# keeps the very recording ahead of a look-alike when the landmarks could not vouch for it; more costs
+# similar sounds, which need not match frame by frame (docs/quality.md: ESC-10 clip-level P@10 0.917 at 0.3,
+# 0.927 at 0.05).
+FIT_WEIGHT = 0.05
 
 
 class Alignments(NamedTuple):
@@ -83,9 +87,9 @@ class Alignments(NamedTuple):
     offset: np.ndarray  # int64: library frame minus query frame
     fit: np.ndarray  # mean per-frame cosine over the whole query (frames outside the clip count as zero)
     query_start: np.ndarray  # first aligned query frame within 60 % of the best frame's similarity
-    query_mean: np.ndarray  # [n, d] mean of the query frames that overlap the clip
-    clip_mean: np.ndarray  # [n, d] mean of the clip frames under them
-    overlap: np.ndarray  # query frames that fall inside the clip
+    clip_mean: np.ndarray  # [n, d] mean of the clip's query-long stretch at the offset (slid inside the clip)
+    span: np.ndarray  # frames in that stretch: the query's length, or the whole clip when shorter
+    overlap: np.ndarray  # query frames that fall inside the clip at the offset
 
 
 def align(
@@ -93,46 +97,50 @@ def align(
 ) -> Alignments:
     """Align each clip at the offset within +-``slack`` hops of its voted one that fits the query best.
 
-    Vectorised over the candidates: only the window of each clip under the query is read (an hour-long clip
-    costs what a short one does), as one [n, m + 2 slack, d] block.
+    Vectorised over the candidates: each clip is read only where the query lies on it (an hour-long clip
+    costs what a short one does), all of them as one [n, rows, d] block converted from float16 once.
     """
     m, d = query.shape
     n, width = clips.size, m + 2 * slack
-    # Gathered as stored (float16) and converted once: per-slice conversion costs more than the arithmetic.
-    stored = np.zeros((n, width, d), dtype=np.float16)
-    lengths = np.empty(n, dtype=np.int64)
-    first = offsets.astype(np.int64) - slack
-    for c in range(n):
-        frames = frames_of(int(clips[c]))
-        lengths[c] = frames.shape[0]
-        lo, hi = max(0, int(first[c])), min(frames.shape[0], int(first[c]) + width)
-        if hi > lo:
-            stored[c, lo - first[c] : hi - first[c]] = frames[lo:hi]
-    windows = stored.astype(np.float32)
-    # Per-frame cosine at each offset tried, [n, 2 slack + 1, m]: diagonals of one product per candidate
-    # (frames outside the clip are zeros).
-    t = np.arange(m)
-    gram = (windows.reshape(n * width, d) @ query.T).reshape(n, width, m)
-    sims = np.stack([gram[:, s + t, t] for s in range(2 * slack + 1)], axis=1)
+    stored = [frames_of(int(c)) for c in clips]
+    lengths = np.array([f.shape[0] for f in stored], dtype=np.int64)
+    first = offsets.astype(np.int64) - slack  # the offsets tried cover clip rows [first, first + width)
+    # The clip's stretch as long as the query at the offset, slid inside the clip where the query overhangs an
+    # end (a 5 s query against a 5 s clip compares the whole clip, whatever the offset); for any offset tried
+    # it starts between these two rows.
+    span = np.minimum(m, lengths)
+    earliest, latest = np.clip(first, 0, lengths - span), np.clip(first + 2 * slack, 0, lengths - span)
+    lo = np.minimum(first, earliest)
+    rows = int((np.maximum(first + width, latest + span) - lo).max(initial=width))
+    block16 = np.zeros((n, rows, d), dtype=np.float16)
+    for c, frames in enumerate(stored):
+        a, b = max(0, int(lo[c])), min(int(lengths[c]), int(lo[c]) + rows)
+        if b > a:
+            block16[c, a - lo[c] : b - lo[c]] = frames[a:b]
+    block = block16.astype(np.float32)  # zeros outside the clip
+    # Per-frame cosine at each offset tried, [n, 2 slack + 1, m]: diagonals of one product per candidate.
+    t, each = np.arange(m), np.arange(n)[:, None]
+    gram = (block.reshape(n * rows, d) @ query.T).reshape(n, rows, m)
+    base = (first - lo)[:, None] + t
+    sims = np.stack([gram[each, base + s, t] for s in range(2 * slack + 1)], axis=1)
     shift = np.argmax(sims.sum(axis=2), axis=1)  # ties: the earliest offset
-    rows = np.arange(n)
-    best = sims[rows, shift]
+    best = sims[np.arange(n), shift]
     offset = first + shift
     position = t[None, :] + offset[:, None]
     inside = (position >= 0) & (position < lengths[:, None])
-    overlap = inside.sum(axis=1)
     peak = np.where(inside, best, -np.inf).max(axis=1, initial=-np.inf)
     strong = inside & (best >= 0.6 * peak[:, None])
     query_start = np.where(strong.any(axis=1), np.argmax(strong, axis=1), np.maximum(0, -offset))
-    per = np.maximum(overlap, 1)[:, None]
-    clip_sums = windows[rows[:, None], shift[:, None] + t].sum(axis=1)
+    top = (np.clip(offset, 0, lengths - span) - lo)[:, None]
+    stretch = (np.arange(rows) >= top) & (np.arange(rows) < top + span[:, None])
+    sums = np.matmul(stretch.astype(np.float32)[:, None, :], block)[:, 0]
     return Alignments(
         offset=offset,
         fit=best.sum(axis=1) / m,
         query_start=query_start,
-        query_mean=(inside.astype(np.float32) @ query) / per,
-        clip_mean=clip_sums / per,
-        overlap=overlap,
+        clip_mean=sums / np.maximum(span, 1)[:, None],
+        span=span,
+        overlap=inside.sum(axis=1),
     )
 
 
@@ -140,21 +148,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-9)
 
 
-def scores(aligned: Alignments, query_frames: int, expansion: np.ndarray | None = None) -> np.ndarray:
+def scores(aligned: Alignments, query: np.ndarray, expansion: np.ndarray | None = None) -> np.ndarray:
     """How alike query and clip sound at their alignment; ``expansion`` (a [d] vector) is added to the query.
 
-    Mostly the cosine of the mean embedding of the overlapping query frames with the mean of the clip frames
-    under them: similar sounds need not match frame by frame (someone's own dog barks to its own rhythm);
-    ESC-10 clip-level P@10 rises from 0.865 to 0.898 with it (docs/quality.md). An overlap shorter than half the
-    query scales it down, so a brief brush at the clip's edge does not win. A little of the frame-by-frame fit
-    keeps the very recording ahead of a look-alike when the landmarks could not vouch for it.
+    Mostly the cosine of the query's mean embedding with the mean of the clip's stretch at the offset: similar
+    sounds need not match frame by frame (someone's own dog barks to its own rhythm). A clip shorter than half
+    the query is scaled down, so a brief sound does not stand for a long query. FIT_WEIGHT of the
+    frame-by-frame fit is mixed in.
     """
-    query = _unit(aligned.query_mean)
+    target = _unit(query.mean(axis=0))
     if expansion is not None:
-        query = query + expansion
-    cosine = np.einsum("cd,cd->c", _unit(query), _unit(aligned.clip_mean))
-    coverage = np.minimum(1.0, aligned.overlap / max(2, query_frames // 2))
-    return np.where(aligned.overlap > 0, 0.7 * cosine * coverage + 0.3 * aligned.fit, 0.0)
+        target = target + expansion
+    cosine = _unit(aligned.clip_mean) @ _unit(target)
+    coverage = np.minimum(1.0, aligned.span / max(2, query.shape[0] // 2))
+    mixed = (1 - FIT_WEIGHT) * cosine * coverage + FIT_WEIGHT * aligned.fit
+    return np.where(aligned.overlap > 0, mixed, 0.0)
 
 
 def best_matches(
@@ -171,10 +179,10 @@ def best_matches(
     picked = best_per_clip(clips, votes, limit)
     # Votes are smoothed over one hop; the exact diagonal is whichever of the three lines up best.
     aligned = align(query, frames_of, clips[picked], offsets[picked], slack=1)
-    first = scores(aligned, query.shape[0])
+    first = scores(aligned, query)
     leaders = np.argsort(-first, kind="stable")[:EXPANSION]
     leaders = leaders[aligned.overlap[leaders] > 0]
-    final = scores(aligned, query.shape[0], expansion=_unit(aligned.clip_mean[leaders]).sum(axis=0))
+    final = scores(aligned, query, expansion=_unit(aligned.clip_mean[leaders]).sum(axis=0))
     matches = [
         Match(
             clip=int(clips[i]),
@@ -189,6 +197,12 @@ def best_matches(
     return matches
 
 
+def neighbours_for(settings_neighbours: int, limit: int, query_frames: int) -> int:
+    """Library frames each query frame retrieves: the setting, or more when a short query must reach ``limit``
+    distinct clips (9 frames x 20 neighbours reached as few as 5 ESC-10 clips for a 5 s query)."""
+    return max(settings_neighbours, -(-2 * limit // max(1, query_frames)))
+
+
 class Aligned(NamedTuple):
     score: float  # ranks clips: how alike the sounds are at this alignment (see scores)
     fit: float  # mean per-frame cosine over the whole query
@@ -198,4 +212,4 @@ class Aligned(NamedTuple):
 def aligned_score(query: np.ndarray, clip_frames: np.ndarray, offset: int) -> Aligned:
     """One clip at one given offset (an exact match's, placed by its landmarks), scored without expansion."""
     aligned = align(query, lambda _: clip_frames, np.zeros(1, dtype=np.int64), np.array([offset]), slack=0)
-    return Aligned(float(scores(aligned, query.shape[0])[0]), float(aligned.fit[0]), int(aligned.query_start[0]))
+    return Aligned(float(scores(aligned, query)[0]), float(aligned.fit[0]), int(aligned.query_start[0]))

@@ -33,7 +33,7 @@ from echovids.schemas import (
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
 from services.availability.resolve import resolve_cached
-from services.search.matching import aligned_score, best_matches, vote
+from services.search.matching import aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex
 from services.search.verify import settle_exact
 
@@ -120,7 +120,7 @@ def search_shard(
     # spend their time in numpy and ScaNN, which release the GIL).
     landmark_matches = _side.submit(index.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"))
     vectors = arrays["vectors"].astype(np.float32)
-    rows, sims = index.search(vectors, settings.search_neighbours)
+    rows, sims = index.search(vectors, neighbours_for(settings.search_neighbours, limit, len(vectors)))
     clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
     matches = best_matches(clips, offsets, votes, vectors, index.clip_frames, limit=limit)
     candidates = {
