@@ -13,7 +13,7 @@ from echovids.audio import SAMPLE_RATE, decode_file, decode_window, ffmpeg_exe
 from echovids.evaluation.dataset import DEFAULT_ESC10
 from echovids.schemas import MatchKind, ShardCandidate
 from services.search.landmark_index import LandmarkPostings
-from services.search.verify import settle_exact, spectral_fit
+from services.search.verify import demote_chance_exact, settle_exact, spectral_fit
 from tests.sounds import mix_at_snr, write_wav
 
 # A ticking clock with a rooster 10 dB under it: the rooster's harmonics are peakier, so the landmark votes,
@@ -86,3 +86,23 @@ def test_louder_recording_goes_first_where_landmark_votes_prefer_the_quiet_one(e
     settled = settle_exact(ranked, lambda: query)  # the stored .ogg files, read through ffmpeg
     assert [c.clip_id for c in settled] == ["loud", "quiet"]
     assert settled[0].match_start_s - settled[0].query_start_s == pytest.approx(0.5, abs=0.02)
+
+
+def test_exact_matches_far_weaker_than_the_strongest_rank_as_similar() -> None:
+    ranked = [
+        candidate("own", MatchKind.exact, votes=100.0),
+        candidate("chance", MatchKind.exact, votes=5.0),
+        candidate("interferer", MatchKind.exact, votes=40.0),
+        candidate("alike", MatchKind.similar),
+    ]
+    ranked[1] = ranked[1].model_copy(update={"score": 0.2})
+    settled = demote_chance_exact(ranked)
+    assert [(c.clip_id, c.match) for c in settled] == [
+        ("own", MatchKind.exact),
+        ("interferer", MatchKind.exact),
+        ("alike", MatchKind.similar),  # score 0.5
+        ("chance", MatchKind.similar),  # score 0.2
+    ]
+    # The leader stays exact even when weaker than one behind it (the spectral check put it first).
+    leader_weak = [candidate("loud", MatchKind.exact, votes=5.0), candidate("peaky", MatchKind.exact, votes=100.0)]
+    assert [c.match for c in demote_chance_exact(leader_weak)] == [MatchKind.exact, MatchKind.exact]

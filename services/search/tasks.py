@@ -35,7 +35,7 @@ from echovids.tasks import TASK_OPTIONS, fail_job
 from services.availability.resolve import resolve_cached
 from services.search.matching import aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex
-from services.search.verify import settle_exact
+from services.search.verify import demote_chance_exact, settle_exact
 
 _indexes: dict[int, ShardIndex] = {}
 _generations: dict[int, int] = {}
@@ -249,8 +249,9 @@ def _merge(job_id: str, k: int) -> None:
         if answer.error is not None:
             fail_job(job_id, _error_from(answer.error))
     candidates = sorted((c for a in parsed for c in a.candidates), key=rank_key)[: forwarded(k)]
-    # Several recordings hold the query (one playing over another): the one it mostly is goes first.
-    candidates = settle_exact(candidates, lambda: _query_audio(job_id))
+    # Several recordings hold the query (one playing over another): the one it mostly is goes first; exact
+    # matches far weaker than it are chance alignments and rank as similar ones.
+    candidates = demote_chance_exact(settle_exact(candidates, lambda: _query_audio(job_id)))
     clips = catalog.get_clips([c.clip_id for c in candidates])
     # Clips deleted from the catalog since indexing are dropped here as well as by tombstones.
     results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]

@@ -19,6 +19,11 @@ from echovids.schemas import MatchKind, ShardCandidate
 
 # Exact matches weighed against each other: the interferer of a noisy query is nearly always in the top 3.
 DEPTH = 3
+# An exact match with under this share of the strongest one's landmark weight is a chance alignment (a clock's
+# ticks line up with any periodic sound now and then): on ESC-10, a clip's chance matches with clips of other
+# classes weigh at most 0.12 of its own (median 0.03); a recording under another at 10 dB, under 0.1 of the
+# other in about 1 query of 80 (docs/quality.md).
+CHANCE_SHARE = 0.1
 
 
 def spectral_fit(query: np.ndarray, library: np.ndarray) -> float:
@@ -74,3 +79,24 @@ def settle_exact(
     for slot, i in zip(sorted(fits), sorted(fits, key=lambda i: -fits[i]), strict=True):
         reordered[slot] = candidates[i]
     return reordered
+
+
+def demote_chance_exact(candidates: list[ShardCandidate]) -> list[ShardCandidate]:
+    """Exact matches far weaker than the strongest become similar ones, ranked by score among the rest.
+
+    The leading exact match (after :func:`settle_exact`) always stays: it is the best evidence there is.
+    """
+    exact = [i for i, c in enumerate(candidates) if c.match == MatchKind.exact]
+    if len(exact) < 2:
+        return candidates
+    strongest = max(candidates[i].votes for i in exact)
+    weak = {i for i in exact[1:] if candidates[i].votes < CHANCE_SHARE * strongest}
+    if not weak:
+        return candidates
+    kept = [candidates[i] for i in exact if i not in weak]
+    rest = [
+        candidates[i].model_copy(update={"match": MatchKind.similar}) if i in weak else candidates[i]
+        for i in range(len(candidates))
+        if i in weak or candidates[i].match != MatchKind.exact
+    ]
+    return kept + sorted(rest, key=lambda c: -c.score)
