@@ -40,8 +40,11 @@ class SearchResult(BaseModel):
     clip_id: str
     title: str
     source: Source
-    match_start_s: float = Field(description="Where in the library clip the best-matching moment starts")
-    query_start_s: float = Field(description="Where in the query that moment starts")
+    match_start_s: float = Field(description="Where in the library clip the best-matching moment is")
+    query_start_s: float = Field(
+        description="The moment of the query that plays at match_start_s (match_start_s - query_start_s is where "
+        "the query's start lies in the clip); for a similar match, the middle of the stretch that matches best"
+    )
     score: float = Field(
         description="How alike the query and the clip sound at the matched moment, in [-1, 1]: mostly the "
         "cosine similarity of their mean embeddings there, partly the frame-by-frame fit. Results are "

@@ -123,11 +123,11 @@ def test_rescoring_finds_offset_and_query_start() -> None:
     noise = rng.standard_normal((4, 16)).astype(np.float32)
     query = np.concatenate([noise / np.linalg.norm(noise, axis=1, keepdims=True), clip[10:16]])
     right = aligned_score(query, clip, 6)
-    assert right.query_start == 4  # the clip's part of the query begins at its 5th frame
+    assert right.query_start == 7  # the middle of the clip's part of the query (its frames 4-9)
     assert right.fit > max(aligned_score(query, clip, o).fit for o in (5, 7, 12))
     assert right.score > aligned_score(query, clip, 12).score
     matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]), query, lambda c: clip, limit=1)
-    assert (matches[0].offset, matches[0].query_start) == (6, 4)
+    assert (matches[0].offset, matches[0].query_start) == (6, 7)
 
 
 def test_landmarks_find_the_recording_and_offset_under_noise() -> None:
