@@ -130,6 +130,30 @@ def test_rescoring_finds_offset_and_query_start() -> None:
     assert (matches[0].offset, matches[0].query_start) == (6, 7)
 
 
+def test_long_clip_keeps_its_better_sounding_offset_over_its_best_voted() -> None:
+    rng = np.random.default_rng(1)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    long_clip = unit(rng.standard_normal((40, 16)))
+    query = long_clip[25:31].copy()
+    long_clip[3:9] = unit(query + 1.2 * rng.standard_normal((6, 16)))  # a look-alike, voted for more
+    short_clip = unit(rng.standard_normal((8, 16)))
+    clips_of = {0: long_clip, 1: short_clip}
+    clips, offsets, votes = np.array([0, 0, 1, 1]), np.array([3, 25, 0, 6]), np.array([5.0, 2.0, 4.0, 1.0])
+
+    picked = matching.best_per_clip(clips, votes, limit=2)
+    lengths = np.array([len(clips_of[int(c)]) for c in clips[picked]])
+    # The short clip cannot hold the query twice 4 hops apart: only the long one gets a second alignment.
+    assert matching.separation(len(query)) == 4
+    assert matching.second_offsets(clips, offsets, votes, picked, lengths, len(query)).tolist() == [1]
+
+    matches = best_matches(clips, offsets, votes, query, lambda c: clips_of[c], limit=2)
+    assert (matches[0].clip, matches[0].offset, matches[0].votes) == (0, 25, 2.0)
+    assert [m.clip for m in matches] == [0, 1]  # one match per clip
+
+
 def test_landmarks_find_the_recording_and_offset_under_noise() -> None:
     sounds = synthetic_library(8)
     postings = LandmarkPostings()
