@@ -159,3 +159,23 @@ def test_results_name_what_the_matched_moment_holds(tmp_path: Path) -> None:
     assert restarted.clip_labels(position, 7, 5)[0] == "Rain"
     best = search_shard(restarted, SPACE, excerpt(clip, 7, frames=4), limit=3)[0]
     assert best.clip_id == "labelled" and best.labels[0] == "Rain"
+
+
+def test_neighbours_crowded_into_few_clips_look_further_for_k_results(library) -> None:
+    root, _ = library
+    index = ShardIndex(root, 0)
+    rng = np.random.default_rng(5)
+    tick = rng.standard_normal(32).astype(np.float32)
+
+    def ticking(frames: int) -> np.ndarray:
+        vectors = tick + 0.01 * rng.standard_normal((frames, 32)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    for i in range(3):  # 36 frames alike: every query frame's 20 nearest lie in two or three of these clips
+        index.write_segment(f"tick{i}", {**random_clip(rng), "vectors": ticking(12)}, SPACE)
+    index.refresh()
+    query = {**excerpt(random_clip(rng), 0), "vectors": ticking(5)}
+    assert len(search_shard(index, SPACE, query, limit=5)) < 5
+    found = search_shard(index, SPACE, query, limit=5, k=5)
+    assert len(found) == 5
+    assert {c.clip_id for c in found[:3]} == {"tick0", "tick1", "tick2"}

@@ -361,6 +361,11 @@ class ShardIndex:
         """A clip's stored frame vectors (float16; callers convert just the frames they read)."""
         return self._clips[self.clip_ids[clip]].vectors
 
+    def live_clips(self) -> int:
+        """Clips a query can find: those not tombstoned."""
+        with self._lock:
+            return int(self.live_mask().sum())
+
     def live_mask(self) -> np.ndarray:
         """True for each clip position not tombstoned (cached: a large shard has many clips)."""
         key = (len(self.clip_ids), len(self.deleted))
