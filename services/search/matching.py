@@ -210,7 +210,7 @@ def best_matches(
 
     A long clip may hold sounds like the query at several places, and the best-voted one is not always the
     one that sounds most alike, so a long clip is aligned at its second-best offset too and keeps the better
-    (ESC-10 recordings: similar-moment timestamped P@10 0.920 -> 0.943 outside the system, docs/quality.md).
+    (ESC-10 recordings: similar-moment timestamped P@10 0.921 -> 0.933 through the system, docs/quality.md).
     """
     if clips.size == 0:
         return []
