@@ -192,12 +192,6 @@ def separation(m: int) -> int:
     return max(2, 2 * m // 3)
 
 
-def _first_per_clip(order: np.ndarray, clips: np.ndarray) -> np.ndarray:
-    """The entries of ``order`` that are the first of their clip, in order."""
-    _, at = np.unique(clips[order], return_index=True)
-    return order[np.sort(at)]
-
-
 def best_matches(
     clips: np.ndarray,
     offsets: np.ndarray,
@@ -220,10 +214,10 @@ def best_matches(
     # Votes are smoothed over one hop; the exact diagonal is whichever of the three lines up best.
     aligned = align(query, frames_of, clips[picked], offsets[picked], slack=1)
     first = scores(aligned, query)
-    leaders = _first_per_clip(np.argsort(-first, kind="stable"), clips[picked])[:EXPANSION]
+    leaders = best_per_clip(clips[picked], first, EXPANSION)
     leaders = leaders[aligned.overlap[leaders] > 0]
     final = scores(aligned, query, expansion=_unit(aligned.clip_mean[leaders]).sum(axis=0))
-    kept = _first_per_clip(np.argsort(-final, kind="stable"), clips[picked])
+    kept = best_per_clip(clips[picked], final, picked.size)
     return [
         Match(
             clip=int(clips[picked[c]]),
