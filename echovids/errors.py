@@ -29,6 +29,11 @@ class AudioTooLong(EchovidsError):
     status = 422
 
 
+class SilentAudio(EchovidsError):
+    code = "silent_audio"
+    status = 422
+
+
 class PayloadTooLarge(EchovidsError):
     code = "payload_too_large"
     status = 413
@@ -73,6 +78,7 @@ ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
         UndecodableAudio,
         AudioTooShort,
         AudioTooLong,
+        SilentAudio,
         PayloadTooLarge,
         UnsupportedMediaType,
         NotFound,

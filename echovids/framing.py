@@ -81,3 +81,13 @@ def _strided(samples: np.ndarray, count: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(
         samples, shape=(count, FRAME_SAMPLES), strides=(HOP_SAMPLES * 4, 4), writeable=False
     ).copy()
+
+
+def frame_loudness_db(waveform: np.ndarray) -> np.ndarray:
+    """Each frame's RMS level in dB full scale (the frames of ``frame_waveform``, zero-padded tail included)."""
+    n = frame_count(waveform.size)
+    energy = np.concatenate([[0.0], np.cumsum(np.square(waveform, dtype=np.float64))])
+    starts = np.arange(n) * HOP_SAMPLES
+    ends = np.minimum(starts + FRAME_SAMPLES, waveform.size)
+    mean_square = (energy[ends] - energy[starts]) / FRAME_SAMPLES
+    return 10 * np.log10(np.maximum(mean_square, 1e-20))

@@ -101,6 +101,14 @@ def test_audio_too_short(fresh: Stack, tmp_path: Path) -> None:
     assert job["error"]["code"] == "audio_too_short"
 
 
+def test_silent_audio_fails_the_job_with_its_own_code(fresh: Stack, tmp_path: Path) -> None:
+    quiet = 1e-4 * synthetic_library(1)[0][: 3 * SR]  # -80 dB full scale: a room with nothing in it
+    job = upload_and_wait(fresh, tmp_path, wav_bytes(tmp_path, quiet), "quiet.wav")
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "silent_audio"
+    assert "-60 dB" in job["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("rate", "width", "channels"),
     [(8_000, 1, 1), (44_100, 3, 2), (22_050, 2, 6), (96_000, 4, 1), (11_025, 2, 2)],

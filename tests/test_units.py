@@ -10,7 +10,8 @@ import pytest
 
 from echovids import audio, framing, landmarks
 from echovids.catalog import shard_of
-from echovids.errors import AudioTooLong, AudioTooShort, UndecodableAudio
+from echovids.errors import AudioTooLong, AudioTooShort, SilentAudio, UndecodableAudio
+from services.embedder.silence import mute_silence
 from services.search import matching
 from services.search.landmark_index import LandmarkPostings
 from services.search.matching import aligned_score, best_matches, vote
@@ -152,6 +153,56 @@ def test_long_clip_keeps_its_better_sounding_offset_over_its_best_voted() -> Non
     matches = best_matches(clips, offsets, votes, query, lambda c: clips_of[c], limit=2)
     assert (matches[0].clip, matches[0].offset, matches[0].votes) == (0, 25, 2.0)
     assert [m.clip for m in matches] == [0, 1]  # one match per clip
+
+
+def test_frame_loudness_is_each_frames_rms_in_dbfs() -> None:
+    rng = np.random.default_rng(2)
+    waveform = (0.1 * rng.standard_normal(6 * SR)).astype(np.float32)
+    waveform[2 * SR : 4 * SR] *= 1e-4  # 80 dB quieter in the middle
+    waveform = waveform[: 6 * SR - 3000]  # a tail frame that is partly padding
+    frames = framing.frame_waveform(waveform).astype(np.float64)
+    direct = 10 * np.log10(np.mean(frames**2, axis=1))
+    np.testing.assert_allclose(framing.frame_loudness_db(waveform), direct, atol=1e-6)
+    assert direct.max() == pytest.approx(-20, abs=0.5) and direct.min() == pytest.approx(-100, abs=0.5)
+
+
+def test_silent_frames_are_muted_and_all_silence_is_refused() -> None:
+    waveform = np.zeros(5 * SR, dtype=np.float32)
+    waveform[: 2 * SR] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * SR) / SR)
+    vectors = np.ones((framing.frame_count(waveform.size), 4), dtype=np.float32)
+    muted = mute_silence(vectors, waveform, threshold_dbfs=-60)
+    loud = framing.frame_loudness_db(waveform) >= -60
+    assert loud[0] and not loud[-1]
+    assert (muted[loud] == 1).all() and (muted[~loud] == 0).all()
+    assert (vectors == 1).all()  # the caller's array is left alone
+    with pytest.raises(SilentAudio) as caught:
+        mute_silence(vectors, 1e-5 * waveform, threshold_dbfs=-60)
+    assert caught.value.code == "silent_audio" and "-60 dB" in caught.value.message
+
+
+def test_muted_silence_lets_a_mostly_silent_query_find_its_sound() -> None:
+    """A bark in 5 s of silence, against a clip of barks and a clip of a sneeze in silence: YAMNet hears
+    silence as one vector, so unmuted, the silences decide; muted (zero vectors), the sounds do."""
+    rng = np.random.default_rng(4)
+    silence, bark, sneeze, engine = (v / np.linalg.norm(v) for v in rng.standard_normal((4, 32)))
+
+    def frames(*rows: np.ndarray, mute: bool) -> np.ndarray:
+        noisy = np.array(rows) + 0.05 * rng.standard_normal((len(rows), 32))
+        silent = np.array([row is silence for row in rows])
+        return np.where(silent[:, None] & mute, 0.0, noisy).astype(np.float32)
+
+    def best_clip(mute: bool) -> int:
+        query = frames(bark, *[silence] * 8, mute=mute)
+        library = [frames(*[bark] * 4, *[engine] * 5, mute=mute), frames(sneeze, *[silence] * 8, mute=mute)]
+        sims = query @ np.concatenate(library).T
+        nearest = np.argsort(-sims, axis=1)[:, :4]
+        row_clip, row_frame = np.repeat([0, 1], 9), np.tile(np.arange(9), 2)
+        clips, offsets, votes = vote(nearest, np.take_along_axis(sims, nearest, 1), row_clip, row_frame)
+        matches = best_matches(clips, offsets, votes, query, library.__getitem__, limit=2)
+        return max(matches, key=lambda m: m.score).clip
+
+    assert best_clip(mute=False) == 1  # the sneeze's silence wins
+    assert best_clip(mute=True) == 0
 
 
 def test_landmarks_find_the_recording_and_offset_under_noise() -> None:

@@ -15,6 +15,8 @@ export function explain(code, config = {}) {
       return "The file looks like audio but could not be decoded. It may be damaged, empty or use an unusual codec: try exporting it again as WAV or MP3.";
     case "audio_too_short":
       return "That sound is too short to search. Record or choose at least one second of audio.";
+    case "silent_audio":
+      return "That recording is silent: nothing in it is loud enough to search for. Check the microphone, or choose another file.";
     case "audio_too_long":
       return `That recording is longer than the ${fmtS(maxS)} limit. Trim it to the moment you are looking for.`;
     case "validation_error":
