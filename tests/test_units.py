@@ -166,17 +166,20 @@ def test_frame_loudness_is_each_frames_rms_in_dbfs() -> None:
     assert direct.max() == pytest.approx(-20, abs=0.5) and direct.min() == pytest.approx(-100, abs=0.5)
 
 
-def test_silent_frames_are_muted_and_all_silence_is_refused() -> None:
+def test_silent_frames_are_muted_and_audio_with_nothing_to_search_by_is_refused() -> None:
     waveform = np.zeros(5 * SR, dtype=np.float32)
     waveform[: 2 * SR] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * SR) / SR)
     vectors = np.ones((framing.frame_count(waveform.size), 4), dtype=np.float32)
-    muted = mute_silence(vectors, waveform, threshold_dbfs=-60)
+    no_hashes, some_hashes = np.zeros(0, np.uint32), np.ones(5, np.uint32)
+    muted = mute_silence(vectors, waveform, no_hashes, threshold_dbfs=-60)
     loud = framing.frame_loudness_db(waveform) >= -60
     assert loud[0] and not loud[-1]
     assert (muted[loud] == 1).all() and (muted[~loud] == 0).all()
     assert (vectors == 1).all()  # the caller's array is left alone
+    # All quiet, but with landmarks: a quiet copy of a library recording can still be found exactly.
+    assert not mute_silence(vectors, 1e-5 * waveform, some_hashes, threshold_dbfs=-60).any()
     with pytest.raises(SilentAudio) as caught:
-        mute_silence(vectors, 1e-5 * waveform, threshold_dbfs=-60)
+        mute_silence(vectors, 1e-5 * waveform, no_hashes, threshold_dbfs=-60)
     assert caught.value.code == "silent_audio" and "-60 dB" in caught.value.message
 
 

@@ -3,8 +3,8 @@
 YAMNet hears digital silence and a quiet room as one class of its own ("Silence"), all nearly the same vector, so
 a query that was mostly silence matched whatever else was mostly silence, wherever it sat (a dog barking once in
 5 s found sneezes). A zero vector casts no vote, is nobody's neighbour and adds nothing to a stretch's mean
-embedding, so the search compares only the sounds (ESC-10: similar-moment timestamped P@10 0.938 -> 0.948,
-clip-level P@10 0.927 -> 0.948, outside the system; docs/quality.md).
+embedding, so the search compares only the sounds (ESC-10 through the system: similar-moment timestamped P@10
+0.933 -> 0.949; docs/quality.md). Landmarks are left alone: a quiet copy of a library recording is still found.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from echovids.errors import SilentAudio
 from echovids.framing import frame_loudness_db
 
 
-def mute_silence(vectors: np.ndarray, waveform: np.ndarray, threshold_dbfs: float) -> np.ndarray:
+def mute_silence(vectors: np.ndarray, waveform: np.ndarray, hashes: np.ndarray, threshold_dbfs: float) -> np.ndarray:
     """``vectors`` (one per frame of ``waveform``) with the frames quieter than the threshold set to zero.
 
-    Raises SilentAudio when every frame is that quiet: such audio holds nothing to search for, or by.
+    Raises SilentAudio when nothing is left to search by: every frame that quiet and not one landmark hash.
     """
     loudness = frame_loudness_db(waveform)
     silent = loudness < threshold_dbfs
-    if silent.all():
+    if silent.all() and hashes.size == 0:
         raise SilentAudio(
             f"The audio is silent: no second of it is louder than {threshold_dbfs:.0f} dB full scale "
             f"(the loudest is {loudness.max(initial=-200.0):.0f} dB)."

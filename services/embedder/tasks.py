@@ -36,10 +36,10 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
         # The landmarks need only the waveform: they are taken on a side thread while the model runs.
         marks_later = _side.submit(landmarks.extract_query, waveform)
         embedded = model.embed(frame_waveform(waveform))
-        vectors = mute_silence(embedded.vectors, waveform, get_settings().silence_dbfs)
+        marks = marks_later.result()
+        vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
     except EchovidsError as error:
         fail_job(job_id, error)
-    marks = marks_later.result()
     store.put_arrays(
         job_id,
         {
@@ -77,10 +77,10 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
         model = get_model()
         # Framed and embedded a block at a time: no [n, 15600] frame matrix (2x the waveform) for long clips.
         embedded = embed_waveform(model, waveform)
-        vectors = mute_silence(embedded.vectors, waveform, get_settings().silence_dbfs)
+        marks = landmarks.extract(waveform)
+        vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
     except EchovidsError as error:
         fail_job(job_id, error)
-    marks = landmarks.extract(waveform)
     arrays = {"vectors": vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
     arrays.update(frame_labels(embedded.scores, model.class_names))
     store.put_arrays(clip_id, arrays)
