@@ -155,30 +155,6 @@ def test_long_clip_keeps_its_better_sounding_offset_over_its_best_voted() -> Non
     assert [m.clip for m in matches] == [0, 1]  # one match per clip
 
 
-def test_best_candidates_slide_to_where_they_sound_most_like_the_query() -> None:
-    rng = np.random.default_rng(5)
-    a, b, c = (v / np.linalg.norm(v) for v in rng.standard_normal((3, 16)))
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-    query = unit(np.array([a, b] * 3))
-    long_clip = unit(rng.standard_normal((40, 16)))
-    long_clip[3:9] = [a, b, c, c, c, c]  # where two frames match one by one: the votes point here
-    long_clip[25:31] = [b, a] * 3  # the same sounds in another rhythm: alike as a whole, not frame by frame
-    # Four short clips of the same sounds, so that the query expansion means "a and b", as in a real library.
-    library = [long_clip] + [unit(np.array([b, a] * 3) + 0.1 * rng.standard_normal((6, 16))) for _ in range(4)]
-    votes = (np.arange(5), np.array([3, 0, 0, 0, 0]), np.array([5.0, 4, 4, 4, 4]))
-
-    toward = matching.target(query)
-    assert matching.most_alike_offsets(toward, library.__getitem__, np.array([0]), np.array([3]), 6) == 25
-    unslid = {m.clip: m for m in best_matches(*votes, query, library.__getitem__, limit=5)}
-    slid = {m.clip: m for m in best_matches(*votes, query, library.__getitem__, limit=5, slide=5)}
-    assert unslid[0].offset == 3 and slid[0].offset == 25 and slid[0].votes == 5.0
-    assert slid[0].score > unslid[0].score
-    assert sorted(slid) == list(range(5))  # still one match per clip
-
-
 def test_frame_loudness_is_each_frames_rms_in_dbfs() -> None:
     rng = np.random.default_rng(2)
     waveform = (0.1 * rng.standard_normal(6 * SR)).astype(np.float32)
@@ -186,7 +162,7 @@ def test_frame_loudness_is_each_frames_rms_in_dbfs() -> None:
     waveform = waveform[: 6 * SR - 3000]  # a tail frame that is partly padding
     frames = framing.frame_waveform(waveform).astype(np.float64)
     direct = 10 * np.log10(np.mean(frames**2, axis=1))
-    np.testing.assert_allclose(framing.frame_loudness_db(waveform), direct, atol=1e-3)
+    np.testing.assert_allclose(framing.frame_loudness_db(waveform), direct, atol=1e-6)
     assert direct.max() == pytest.approx(-20, abs=0.5) and direct.min() == pytest.approx(-100, abs=0.5)
 
 

@@ -152,12 +152,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-9)
 
 
-def target(query: np.ndarray, expansion: np.ndarray | None = None) -> np.ndarray:
-    """The unit vector a clip's stretch is compared with: the query's mean, plus the expansion if any."""
-    mean = _unit(query.mean(axis=0))
-    return _unit(mean if expansion is None else mean + expansion)
-
-
 def scores(aligned: Alignments, query: np.ndarray, expansion: np.ndarray | None = None) -> np.ndarray:
     """How alike query and clip sound at their alignment; ``expansion`` (a [d] vector) is added to the query.
 
@@ -166,7 +160,10 @@ def scores(aligned: Alignments, query: np.ndarray, expansion: np.ndarray | None 
     the query is scaled down, so a brief sound does not stand for a long query. FIT_WEIGHT of the
     frame-by-frame fit is mixed in.
     """
-    cosine = _unit(aligned.clip_mean) @ target(query, expansion)
+    target = _unit(query.mean(axis=0))
+    if expansion is not None:
+        target = target + expansion
+    cosine = _unit(aligned.clip_mean) @ _unit(target)
     coverage = np.minimum(1.0, aligned.span / max(2, query.shape[0] // 2))
     mixed = (1 - FIT_WEIGHT) * cosine * coverage + FIT_WEIGHT * aligned.fit
     return np.where(aligned.overlap > 0, mixed, 0.0)
@@ -190,31 +187,6 @@ def second_offsets(
     return far[best_per_clip(clips[far], votes[far], picked.size)] if far.size else far
 
 
-# The best candidates are also slid along their clip, up to this many hops either way, to where their stretch
-# sounds most like the query: votes point where frames match one by one, which in a long recording is not always
-# where the sound is most alike (ESC-10 recordings: timestamped P@10 0.948 -> 0.958 outside the system). The bound
-# keeps an hour-long clip as cheap as a two-minute one.
-SLIDE_HOPS = 128
-
-
-def most_alike_offsets(
-    toward: np.ndarray, frames_of: Callable[[int], np.ndarray], clips: np.ndarray, offsets: np.ndarray, m: int
-) -> np.ndarray:
-    """Per clip, the offset within SLIDE_HOPS of the given one whose query-long stretch has the mean embedding
-    closest to ``toward`` (stretches inside the clip only; a clip no longer than the query keeps its offset)."""
-    found = offsets.astype(np.int64).copy()
-    for i, clip in enumerate(clips):
-        frames = frames_of(int(clip))
-        if frames.shape[0] <= m:
-            continue
-        start = int(np.clip(offsets[i], 0, frames.shape[0] - m))
-        lo, hi = max(0, start - SLIDE_HOPS), min(frames.shape[0] - m, start + SLIDE_HOPS)
-        sums = np.cumsum(frames[lo : hi + m], axis=0, dtype=np.float32)
-        windows = sums[m - 1 :] - np.concatenate([np.zeros((1, sums.shape[1]), np.float32), sums[:-m]])
-        found[i] = lo + int(np.argmax(_unit(windows) @ toward))
-    return found
-
-
 def separation(m: int) -> int:
     """Hops between the two offsets a long clip is aligned at: 2/3 of the query (ESC-10: m/2 0.930, m 0.936)."""
     return max(2, 2 * m // 3)
@@ -227,14 +199,12 @@ def best_matches(
     query: np.ndarray,
     frames_of: Callable[[int], np.ndarray],
     limit: int,
-    slide: int = 0,
 ) -> list[Match]:
     """The top ``limit`` clips by votes, each aligned at its best offsets to the hop, scored with query expansion.
 
     A long clip may hold sounds like the query at several places, and the best-voted one is not always the
     one that sounds most alike, so a long clip is aligned at its second-best offset too and keeps the better
-    (ESC-10 recordings: similar-moment timestamped P@10 0.921 -> 0.933 through the system, docs/quality.md);
-    the best ``slide`` clips are also aligned where their stretch sounds most like the query (most_alike_offsets).
+    (ESC-10 recordings: similar-moment timestamped P@10 0.921 -> 0.933 through the system, docs/quality.md).
     """
     if clips.size == 0:
         return []
@@ -246,26 +216,17 @@ def best_matches(
     first = scores(aligned, query)
     leaders = best_per_clip(clips[picked], first, EXPANSION)
     leaders = leaders[aligned.overlap[leaders] > 0]
-    expansion = _unit(aligned.clip_mean[leaders]).sum(axis=0)
-    final = scores(aligned, query, expansion=expansion)
-    best = best_per_clip(clips[picked], final, slide)[:slide]
-    toward = target(query, expansion)
-    moved_to = most_alike_offsets(toward, frames_of, clips[picked[best]], aligned.offset[best], len(query))
-    moved = align(query, frames_of, clips[picked[best]], moved_to, slack=0)
-    # Each clip keeps whichever of its alignments scores best.
-    rows = np.concatenate([picked, picked[best]])
-    offset = np.concatenate([aligned.offset, moved.offset])
-    query_start = np.concatenate([aligned.query_start, moved.query_start])
-    score = np.concatenate([final, scores(moved, query, expansion=expansion)])
+    final = scores(aligned, query, expansion=_unit(aligned.clip_mean[leaders]).sum(axis=0))
+    kept = best_per_clip(clips[picked], final, picked.size)
     return [
         Match(
-            clip=int(clips[rows[c]]),
-            offset=int(offset[c]),
-            query_start=int(query_start[c]),
-            votes=float(votes[rows[c]]),
-            score=float(score[c]),
+            clip=int(clips[picked[c]]),
+            offset=int(aligned.offset[c]),
+            query_start=int(aligned.query_start[c]),
+            votes=float(votes[picked[c]]),
+            score=float(final[c]),
         )
-        for c in best_per_clip(clips[rows], score, picked.size)
+        for c in kept
     ]
 
 

@@ -134,7 +134,7 @@ def search_shard(
         # similar-moment queries got 9 results of 10 from 26 recordings).
         rows, sims = index.search(vectors, neighbours * WIDER_LOOK)
         clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
-    matches = best_matches(clips, offsets, votes, vectors, index.clip_frames, limit=limit, slide=2 * k)
+    matches = best_matches(clips, offsets, votes, vectors, index.clip_frames, limit=limit)
     candidates = {
         index.clip_ids[mt.clip]: ShardCandidate(
             clip_id=index.clip_ids[mt.clip],
