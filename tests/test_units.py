@@ -162,7 +162,7 @@ def test_frame_loudness_is_each_frames_rms_in_dbfs() -> None:
     waveform = waveform[: 6 * SR - 3000]  # a tail frame that is partly padding
     frames = framing.frame_waveform(waveform).astype(np.float64)
     direct = 10 * np.log10(np.mean(frames**2, axis=1))
-    np.testing.assert_allclose(framing.frame_loudness_db(waveform), direct, atol=1e-6)
+    np.testing.assert_allclose(framing.frame_loudness_db(waveform), direct, atol=1e-3)  # float32 sums
     assert direct.max() == pytest.approx(-20, abs=0.5) and direct.min() == pytest.approx(-100, abs=0.5)
 
 
