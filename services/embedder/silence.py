@@ -23,9 +23,10 @@ def mute_silence(vectors: np.ndarray, waveform: np.ndarray, hashes: np.ndarray, 
     loudness = frame_loudness_db(waveform)
     silent = loudness < threshold_dbfs
     if silent.all() and hashes.size == 0:
+        loudest = loudness.max(initial=-200.0)
+        level = "it is digital silence" if loudest <= -150 else f"the loudest second is {loudest:.0f} dB"
         raise SilentAudio(
-            f"The audio is silent: no second of it is louder than {threshold_dbfs:.0f} dB full scale "
-            f"(the loudest is {loudness.max(initial=-200.0):.0f} dB)."
+            f"The audio is silent: no second of it is louder than {threshold_dbfs:.0f} dB full scale ({level})."
         )
     muted = vectors.copy()
     muted[silent] = 0
