@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     embed_batch_wait_ms: float = Field(default=2.0, ge=0)
     embed_stream_chunk_s: float = Field(default=30.0, gt=0)
     # Frames quieter than this (RMS, dB full scale) are stored and searched as zero vectors: silence is no
-    # evidence of a sound, and YAMNet hears it as one loud class of its own ("Silence"), which made quiet
-    # queries match whatever else was quiet (docs/quality.md).
+    # evidence of a sound, and YAMNet hears all of it as one vector ("Silence"), which made mostly silent
+    # queries match whatever else was mostly silent (services/embedder/silence.py).
     silence_dbfs: float = Field(default=-60.0, le=0)
     # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     # Processes of `echovids worker embedder` under `echovids serve` (each loads its own model).
