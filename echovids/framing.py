@@ -89,7 +89,8 @@ def frame_loudness_db(waveform: np.ndarray) -> np.ndarray:
     samples = np.ascontiguousarray(waveform, dtype=np.float32)
     whole = min(n, (samples.size - FRAME_SAMPLES) // HOP_SAMPLES + 1) if samples.size >= FRAME_SAMPLES else 0
     energy = np.empty(n)
-    # A strided view, not a frame matrix: no copy, and 30x faster than a running sum in float64.
+    # A strided view, not a frame matrix: no copy, and ~17x faster than a running sum in float64 (0.08 ms
+    # against 1.4 ms for a 10 s query).
     if whole:
         windows = np.lib.stride_tricks.sliding_window_view(samples, FRAME_SAMPLES)[::HOP_SAMPLES][:whole]
         energy[:whole] = np.einsum("ij,ij->i", windows, windows)
