@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from echovids.errors import SpaceMismatch
-from services.search.landmark_index import LandmarkMatch, LandmarkPostings, match_postings
+from services.search.landmark_index import LandmarkMatch, LandmarkPostings, SortedPostings, match_postings
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +304,9 @@ class ShardIndex:
         for clip_id in [c for c in self._clips if c in self.deleted and c not in sealed_set]:
             del self._clips[clip_id]
         sealed = [c for c in sealed_order if c in self._clips]
+        # New lists, never emptied in place: a view taken before this layout keeps its own.
         self.clip_ids: list[str] = []
-        self.clip_rows: list[tuple[int, int]] = []
+        self._clip_data: list[ClipData] = []
         self.landmarks = LandmarkPostings()
         self._row_clip_parts: list[np.ndarray] = []
         self._row_frame_parts: list[np.ndarray] = []
@@ -324,7 +325,7 @@ class ShardIndex:
         n = data.vectors.shape[0]
         position = len(self.clip_ids)
         self.clip_ids.append(clip_id)
-        self.clip_rows.append((self._rows, n))
+        self._clip_data.append(data)
         self._row_clip_parts.append(np.full(n, position, dtype=np.int32))
         self._row_frame_parts.append(np.arange(n, dtype=np.int32))
         if delta:
@@ -354,18 +355,6 @@ class ShardIndex:
     def delta_rows(self) -> int:
         return self._rows - self._sealed
 
-    def clip_labels(self, clip: int, start: int, frames: int) -> list[str]:
-        return self._clips[self.clip_ids[clip]].labels_at(start, frames)
-
-    def clip_frames(self, clip: int) -> np.ndarray:
-        """A clip's stored frame vectors (float16; callers convert just the frames they read)."""
-        return self._clips[self.clip_ids[clip]].vectors
-
-    def live_clips(self) -> int:
-        """Clips a query can find: those not tombstoned."""
-        with self._lock:
-            return int(self.live_mask().sum())
-
     def live_mask(self) -> np.ndarray:
         """True for each clip position not tombstoned (cached: a large shard has many clips)."""
         key = (len(self.clip_ids), len(self.deleted))
@@ -374,44 +363,86 @@ class ShardIndex:
             self._live_key = key
         return self._live
 
-    # -- search --------------------------------------------------------------------------------
-    # Readers take what they need under the lock (arrays a later write replaces, never changes), then work
-    # without it: the landmark match and the embedding search of one query can run side by side.
-    def match_landmarks(
-        self, hashes: np.ndarray, times: np.ndarray, limit: int, weights: np.ndarray | None = None
-    ) -> list[LandmarkMatch]:
-        with self._lock:
-            postings, live = self.landmarks.sorted_view(), self.live_mask()
-        return match_postings(postings, hashes, times, live, limit, weights)
-
-    def search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads."""
+    def view(self) -> ShardView:
+        """The shard as it is now, for one query: a later write or swap never changes what it reads."""
         with self._lock:
             if self._delta is None and self._delta_parts:
                 self._delta = np.concatenate(self._delta_parts).astype(np.float32)
                 self._delta_parts = [self._delta]
-            searcher, sealed, delta = self._searcher, self._sealed, self._delta
-            live = self.live_mask() if self.deleted else None
-            row_clip = self.row_clip
+            return ShardView(
+                clip_ids=self.clip_ids,
+                clip_data=self._clip_data,
+                row_clip=self.row_clip,
+                row_frame=self.row_frame,
+                searcher=self._searcher,
+                sealed=self._sealed,
+                delta=self._delta,
+                postings=self.landmarks.sorted_view(),
+                live=self.live_mask(),
+            )
+
+
+@dataclass(frozen=True)
+class ShardView:
+    """One consistent state of a shard: the rows a search returns name the clips they meant.
+
+    A compaction lays the rows out anew; a query that read its rows from one layout and its clip names from
+    the next would name the wrong clips (or none). ``clip_ids`` and ``clip_data`` may grow after the view is
+    taken (new clips are appended; a new layout builds new lists), so every position the view hands out stays
+    valid.
+    """
+
+    clip_ids: list[str]
+    clip_data: list[ClipData]
+    row_clip: np.ndarray  # clip position of each row
+    row_frame: np.ndarray  # frame within its clip of each row
+    searcher: object | None  # ScaNN over rows [0, sealed)
+    sealed: int
+    delta: np.ndarray | None  # rows [sealed, ...), searched exactly
+    postings: SortedPostings
+    live: np.ndarray  # per clip position: False once tombstoned
+
+    @property
+    def rows(self) -> int:
+        return int(self.row_clip.size)
+
+    def live_clips(self) -> int:
+        """Clips a query can find: those not tombstoned."""
+        return int(self.live.sum())
+
+    def clip_labels(self, clip: int, start: int, frames: int) -> list[str]:
+        return self.clip_data[clip].labels_at(start, frames)
+
+    def clip_frames(self, clip: int) -> np.ndarray:
+        """A clip's stored frame vectors (float16; callers convert just the frames they read)."""
+        return self.clip_data[clip].vectors
+
+    def match_landmarks(
+        self, hashes: np.ndarray, times: np.ndarray, limit: int, weights: np.ndarray | None = None
+    ) -> list[LandmarkMatch]:
+        return match_postings(self.postings, hashes, times, self.live, limit, weights)
+
+    def search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads."""
         m = queries.shape[0]
         parts_rows, parts_sims = [], []
-        if searcher is not None and sealed:
-            k = min(neighbours, sealed)
-            rows, sims = searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
+        if self.searcher is not None and self.sealed:
+            k = min(neighbours, self.sealed)
+            rows, sims = self.searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
             parts_rows.append(rows.astype(np.int64))
             parts_sims.append(sims)
-        if delta is not None:
-            sims = queries @ delta.T
-            k = min(neighbours, delta.shape[0])
+        if self.delta is not None:
+            sims = queries @ self.delta.T
+            k = min(neighbours, self.delta.shape[0])
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            parts_rows.append(top + sealed)
+            parts_rows.append(top + self.sealed)
             parts_sims.append(np.take_along_axis(sims, top, axis=1))
         if not parts_rows:
             return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
         rows = np.concatenate(parts_rows, axis=1)
         sims = np.concatenate(parts_sims, axis=1).astype(np.float32)
-        if live is not None:
-            gone = ~live[row_clip[rows]]
+        if not self.live.all():
+            gone = ~self.live[self.row_clip[rows]]
             rows = np.where(gone, -1, rows)
             sims = np.where(gone, 0.0, sims)
         return rows, sims

@@ -116,34 +116,35 @@ def search_shard(
     ``limit`` candidates are re-scored; when the neighbours reach fewer than ``k`` clips and the shard holds
     more, the search looks once more, further out.
     """
-    if index.rows == 0:
-        return []
     index.check_space(query_space)
+    view = index.view()  # one layout for the whole query, whatever a compaction swaps in meanwhile
+    if view.rows == 0:
+        return []
     settings = get_settings()
     hashes = arrays["hashes"]
     # The landmark match shares nothing with the embedding search until the end: it runs beside it (both
     # spend their time in numpy and ScaNN, which release the GIL).
-    landmark_matches = _side.submit(index.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"))
+    landmark_matches = _side.submit(view.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"))
     vectors = arrays["vectors"].astype(np.float32)
     neighbours = neighbours_for(settings.search_neighbours, limit, len(vectors))
-    rows, sims = index.search(vectors, neighbours)
-    clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
+    rows, sims = view.search(vectors, neighbours)
+    clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
     reached = np.unique(clips).size
-    if reached < k and index.live_clips() > reached:
+    if reached < k and view.live_clips() > reached:
         # The neighbours crowded into a few clips (a clock's ticks all sound alike: 2 of the 80 ESC-10
         # similar-moment queries got 9 results of 10 from 26 recordings).
-        rows, sims = index.search(vectors, neighbours * WIDER_LOOK)
-        clips, offsets, votes = vote(rows, sims, index.row_clip, index.row_frame)
-    matches = best_matches(clips, offsets, votes, vectors, index.clip_frames, limit=limit)
+        rows, sims = view.search(vectors, neighbours * WIDER_LOOK)
+        clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
+    matches = best_matches(clips, offsets, votes, vectors, view.clip_frames, limit=limit)
     candidates = {
-        index.clip_ids[mt.clip]: ShardCandidate(
-            clip_id=index.clip_ids[mt.clip],
+        view.clip_ids[mt.clip]: ShardCandidate(
+            clip_id=view.clip_ids[mt.clip],
             match=MatchKind.similar,
             score=mt.score,
             votes=mt.votes,
             match_start_s=(mt.query_start + mt.offset) * HOP_S,
             query_start_s=mt.query_start * HOP_S,
-            labels=index.clip_labels(mt.clip, mt.query_start + mt.offset, len(vectors) - mt.query_start),
+            labels=view.clip_labels(mt.clip, mt.query_start + mt.offset, len(vectors) - mt.query_start),
         )
         for mt in matches
     }
@@ -152,8 +153,8 @@ def search_shard(
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             continue
-        score = aligned_score(vectors, index.clip_frames(lm.clip), round(lm.offset * landmarks.HOP_S / HOP_S)).score
-        clip_id = index.clip_ids[lm.clip]
+        score = aligned_score(vectors, view.clip_frames(lm.clip), round(lm.offset * landmarks.HOP_S / HOP_S)).score
+        clip_id = view.clip_ids[lm.clip]
         match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
         query_start_s = lm.query_start * landmarks.HOP_S
         candidates[clip_id] = ShardCandidate(
@@ -163,9 +164,7 @@ def search_shard(
             votes=lm.weight,
             match_start_s=match_start_s,
             query_start_s=query_start_s,
-            labels=index.clip_labels(
-                lm.clip, round(match_start_s / HOP_S), len(vectors) - round(query_start_s / HOP_S)
-            ),
+            labels=view.clip_labels(lm.clip, round(match_start_s / HOP_S), len(vectors) - round(query_start_s / HOP_S)),
         )
     return sorted(candidates.values(), key=rank_key)
 
