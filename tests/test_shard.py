@@ -180,3 +180,14 @@ def test_neighbours_crowded_into_few_clips_look_further_for_k_results(library) -
     found = search_shard(index, SPACE, query, limit=5, k=5)
     assert len(found) == 5
     assert {c.clip_id for c in found[:3]} == {"tick0", "tick1", "tick2"}
+
+
+def test_a_mostly_silent_query_reaches_as_many_clips_as_a_loud_one(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    query = excerpt(clips["clip007"], 2, frames=9)
+    query["vectors"] = query["vectors"].copy()
+    query["vectors"][1:] = 0  # muted silence: one audible frame of nine votes
+    found = search_shard(index, SPACE, query, limit=30)
+    assert len(found) >= 30
+    assert found[0].clip_id == "clip007"
