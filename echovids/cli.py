@@ -43,7 +43,10 @@ def worker(
     service: Annotated[str, typer.Argument(help="embedder | search | availability")],
     shard: Annotated[list[int] | None, typer.Option(help="search: the shard(s) to serve (default all)")] = None,
     merge: Annotated[bool, typer.Option(help="search: also run the merge step")] = True,
-    concurrency: Annotated[int, typer.Option(help="worker processes")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="worker processes (threads for an embedder under ECHOVIDS_EMBEDDER_POOL=threads)"),
+    ] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run one service's Celery worker on its own queue(s)."""
@@ -52,10 +55,14 @@ def worker(
 
     settings = get_settings()
     celery = get_celery()
+    pool = "prefork"
     if service == "embedder":
         import services.embedder.tasks
 
         names = [queues.EMBED]
+        pool = settings.embedder_pool
+        if pool == "threads" and concurrency is None:
+            concurrency = settings.embedder_threads
     elif service == "search":
         import services.search.tasks
 
@@ -78,9 +85,9 @@ def worker(
             "-n",
             f"{service}-%i@%h",
             "--pool",
-            "prefork",
+            pool,
             "--concurrency",
-            str(concurrency),
+            str(concurrency or 1),
             "--loglevel",
             loglevel,
             "--without-mingle",

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     # Processes of `echovids worker embedder` under `echovids serve` (each loads its own model).
     embedder_processes: int = Field(default=2, ge=1)
+    # The embedder's Celery pool. prefork: one job per process, and Celery's time limits kill a stuck one.
+    # threads: `embedder_threads` jobs share one process and its model, so their frames meet in one model call
+    # (micro-batching: one VGGish call per batch, shared GPU kernels); Celery enforces no time limit there.
+    embedder_pool: Literal["prefork", "threads"] = "prefork"
+    embedder_threads: int = Field(default=8, ge=1)
     # Processes of `echovids worker search` under `echovids serve`: each holds every shard it serves; with
     # two, one can rebuild an index while the other answers.
     search_processes: int = Field(default=2, ge=1)

@@ -18,7 +18,8 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     python = sys.executable
     commands = {svc: [python, "-m", "echovids.cli", "worker", svc] for svc in SERVICES}
     commands["search"] += ["--concurrency", str(settings.search_processes)]
-    commands["embedder"] += ["--concurrency", str(settings.embedder_processes)]
+    if settings.embedder_pool == "prefork":
+        commands["embedder"] += ["--concurrency", str(settings.embedder_processes)]
     commands["beat"] = [python, "-m", "echovids.cli", "beat", "--loglevel", "WARNING"]
     commands["gateway"] = [
         python,

@@ -14,9 +14,10 @@ What a batch buys depends on the model:
   a call in parallel. Batching across jobs still helps small queries: a 3 s query has 5 frames, below what is
   worth splitting across interpreters, while a batch of several queries keeps every interpreter busy.
 
-Celery's default prefork pool runs one task per worker process, so requests only meet in a batch when the
-embedder worker runs several tasks in one process (``--pool threads``); in prefork the wrapper passes calls
-straight through.
+Celery's prefork pool runs one task per worker process, so requests only meet in a batch when the embedder
+worker runs several tasks in one process (``ECHOVIDS_EMBEDDER_POOL=threads``); in prefork the wrapper passes
+calls straight through. The control command ``embed_batches`` (services/embedder/tasks.py) shows a worker's
+recent calls.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class BatchingModel:
         self._running = False
         self._active = 0  # callers inside embed
         self._last_batch_requests = 0
-        self.batches: list[int] = []  # frames per model call, for tests and benchmarks (last 1000)
+        self.batches: list[tuple[int, int]] = []  # (frames, callers) of the last 1000 model calls
 
     def embed(self, frames: np.ndarray) -> Embedded:
         request = _Request(np.asarray(frames, dtype=np.float32))
@@ -100,7 +101,7 @@ class BatchingModel:
         try:
             frames = batch[0].frames if len(batch) == 1 else np.concatenate([r.frames for r in batch])
             result = self.model.embed(frames)
-            self.batches = [*self.batches[-999:], frames.shape[0]]
+            self.batches = [*self.batches[-999:], (frames.shape[0], len(batch))]
             start = 0
             for request in batch:
                 stop = start + request.frames.shape[0]

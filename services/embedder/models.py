@@ -6,6 +6,7 @@ import csv
 import itertools
 import os
 import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -232,12 +233,25 @@ def build_model(settings: Settings) -> AudioModel:
     return VggishHub(settings.vggish_handle, pca_params=settings.vggish_pca_params)
 
 
-@lru_cache(maxsize=1)
+_loading = threading.Lock()
+
+
 def get_model() -> AudioModel:
     """Loaded on first use inside the worker process: TensorFlow and LiteRT are not fork-safe.
 
-    Wrapped for micro-batching: embed calls from concurrent tasks of one process share model calls.
+    Wrapped for micro-batching: embed calls from concurrent tasks of one process share model calls. The lock
+    matters under the threads pool, where the first jobs arrive together: one model, not one per thread.
     """
+    with _loading:
+        return _batched_model()
+
+
+def model_loaded() -> bool:
+    return bool(_batched_model.cache_info().currsize)
+
+
+@lru_cache(maxsize=1)
+def _batched_model() -> AudioModel:
     from services.embedder.batching import BatchingModel
 
     settings = get_settings()

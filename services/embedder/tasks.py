@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from celery import Task, shared_task
+from celery.worker.control import inspect_command
 
 from echovids import landmarks
 from echovids.audio import SAMPLE_RATE, decode_bytes
@@ -18,11 +19,24 @@ from echovids.queues import TaskName
 from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.embedder.models import get_model, top_labels
+from services.embedder.models import get_model, model_loaded, top_labels
 from services.embedder.silence import mute_silence
 from services.embedder.streaming import embed_waveform
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
+
+
+@inspect_command()
+def embed_batches(state: Any) -> dict[str, Any]:
+    """This worker's last model calls as [frames, jobs] pairs (``control.broadcast("embed_batches", reply=True)``).
+
+    Answered by the worker's main process: the model's own under the threads pool; under prefork the model
+    lives in the children, so the answer says it is not loaded here.
+    """
+    if not model_loaded():
+        return {"pool": get_settings().embedder_pool, "loaded": False, "batches": []}
+    model = get_model()
+    return {"pool": get_settings().embedder_pool, "loaded": True, "batches": getattr(model, "batches", [])}
 
 
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
