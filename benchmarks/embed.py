@@ -10,7 +10,9 @@ VGGish would be):
 * front end: the numpy log-mel (services/embedder/melspec.py) of the whole waveform cut into [96, 64] patches.
   Neither model needs it at run time -- YAMNet's graph and VGGish's computes their own log-mel inside the model
   call, so their front-end cost is part of the "model" figure; this line says what the front end alone costs;
-* model: ``embed`` called with batches of 1, 16 and 64 frames;
+* model: ``embed`` called with batches of 1, 16 and 64 frames; then many 5-frame jobs (3 s queries) one after
+  another, as a prefork process runs them, against 8 at a time over one ``BatchingModel``, as the threads pool
+  (``ECHOVIDS_EMBEDDER_POOL=threads``) runs them;
 * end to end: file -> vectors the way the embedder does a long clip (streamed decode, framing in blocks,
   embedding, decode read ahead in a thread), in a fresh process each time, whose peak resident memory is
   reported, beside the same done whole-file (decode_file + frame_waveform + one embed) to show what streaming
@@ -30,6 +32,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +230,37 @@ def _cpu() -> float:
     return statistics.median(CPU_RUNS)
 
 
+JOB_FRAMES = 5  # a 3 s query
+JOBS_AT_ONCE = 8
+
+
+def concurrent_jobs(name: str, model: Any, frames: np.ndarray, repeats: int) -> list[Row]:
+    """Many small jobs: one after another (a prefork process), then 8 at a time over one BatchingModel (threads)."""
+    from echovids.framing import HOP_S
+    from echovids.settings import get_settings
+    from services.embedder.batching import BatchingModel
+
+    settings = get_settings()
+    jobs = [frames[i : i + JOB_FRAMES] for i in range(0, min(frames.shape[0], 64 * JOB_FRAMES), JOB_FRAMES)]
+    batching = BatchingModel(model, max_frames=settings.embed_batch_frames, max_wait_ms=settings.embed_batch_wait_ms)
+
+    def one_by_one() -> None:
+        for job in jobs:
+            model.embed(job)
+
+    def together() -> None:
+        with ThreadPoolExecutor(JOBS_AT_ONCE) as pool:
+            list(pool.map(batching.embed, jobs))
+
+    rows = []
+    n = sum(job.shape[0] for job in jobs)
+    for label, fn in (("one after another", one_by_one), (f"{JOBS_AT_ONCE} at a time, micro-batched", together)):
+        runs = timed(fn, repeats)
+        what = f"{name}, {len(jobs)} jobs of {JOB_FRAMES} frames, {label}"
+        rows.append(Row("model", what, statistics.median(runs), n * HOP_S, n, runs=runs, cpu=_cpu()))
+    return rows
+
+
 def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[list[Row], dict[str, Any]]:
     from echovids.audio import decode_file
     from echovids.framing import frame_waveform
@@ -283,6 +317,7 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
                         cpu=_cpu(),
                     )
                 )
+            rows += concurrent_jobs(name, model, frames, config.repeats)
             if name == "yamnet" and config.threads > 1:  # what the parallel interpreters buy
                 single = load_model(name, 1, folder)
                 single.embed(frames[:64])
