@@ -16,7 +16,8 @@ waveform:
 So every output row is the module's embedding of exactly that frame's 0.975 s of samples (what a per-frame call
 would give), the time base stays ``index * HOP_S``, and a batch of frames from one or many jobs costs one call
 whose only waste is one discarded example between consecutive stretches (a run of frames makes two stretches).
-GPU: TensorFlow places the module on a GPU when it sees one; nothing here is CPU-specific.
+GPU: TensorFlow places the module on a GPU when it sees one (memory taken as needed, so several processes share
+it: ``share_gpus``); nothing else here is CPU-specific.
 
 AudioSet postprocess (``pca_params``): PCA whitening with the published ``vggish_pca_params.npz``
 (``pca_eigen_vectors`` [128, 128], ``pca_means`` [128]), clip to [-2, 2] and quantise to uint8 with
@@ -27,7 +28,9 @@ L2-normalised; :func:`dequantize` turns AudioSet's released bytes into the same 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,8 @@ QUANTIZE_MIN = -2.0
 QUANTIZE_MAX = 2.0
 PCA_EIGEN_VECTORS = "pca_eigen_vectors"
 PCA_MEANS = "pca_means"
+
+log = logging.getLogger(__name__)
 
 assert FRAME_SAMPLES == 15_600 and HOP_SAMPLES == 7_680, "packing assumes 0.975 s frames every 0.48 s"
 
@@ -126,12 +131,27 @@ def _space_version(handle: str, pca: PcaParams | None) -> str:
     return version + (f"+pca8-{pca.digest}" if pca else "")
 
 
+def share_gpus() -> None:
+    """Let TensorFlow take GPU memory as it needs it: by default the first embedder process on a GPU takes it all
+    and the next ones (``--scale embedder=N``, or ``ECHOVIDS_EMBEDDER_PROCESSES``) fail. Not exercised here: no
+    machine of this project has both a GPU and TensorFlow."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # RuntimeError: TensorFlow already initialised the GPU in this process, and its setting stands.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    log.info("VGGish on %s", ", ".join(g.name for g in gpus) if gpus else "CPU (TensorFlow sees no GPU)")
+
+
 class VggishHub:
     """VGGish loaded with ``tensorflow_hub.load`` from a URL or a local SavedModel directory."""
 
     def __init__(self, handle: str, pca_params: Path | None = None, max_frames_per_call: int = 256) -> None:
         import tensorflow_hub as hub
 
+        share_gpus()
         self.handle = handle
         self._module: Any = hub.load(handle)
         self._pca = PcaParams(pca_params) if pca_params is not None else None
