@@ -27,6 +27,18 @@ def external_redis_available() -> bool:
         return False
 
 
+def stack_on_own_redis(data_dir: Path, redis_url: str, **extra_env: str) -> Iterator[Stack]:
+    """For a module's fixture: a running Echovids on a Redis database of its own, empty before and after."""
+    if not external_redis_available():
+        pytest.skip(f"no Redis at {EXTERNAL_REDIS}")
+    redis.Redis.from_url(redis_url).flushdb()
+    running = make_stack(data_dir, redis_url, **extra_env)
+    running.start()
+    yield running
+    running.stop()
+    redis.Redis.from_url(redis_url).flushdb()
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """In-process settings pointed at a fresh data dir and the external Redis test database."""

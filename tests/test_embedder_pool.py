@@ -7,13 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 
 from echovids.celery_app import create_celery
 from echovids.settings import Settings
-from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
+from tests.conftest import external_redis, stack_on_own_redis
 from tests.sounds import SR, synthetic_library, write_wav
-from tests.stack import Stack, make_stack
+from tests.stack import Stack
 
 REDIS_URL = external_redis(9)  # this module's own database (see conftest)
 SOUNDS = 6
@@ -21,20 +20,13 @@ SOUNDS = 6
 
 @pytest.fixture(scope="module")
 def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not external_redis_available():
-        pytest.skip(f"no Redis at {EXTERNAL_REDIS}")
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    running = make_stack(
+    yield from stack_on_own_redis(
         tmp_path_factory.mktemp("threaded") / "data",
         REDIS_URL,
         ECHOVIDS_EMBEDDER_POOL="threads",
         ECHOVIDS_EMBEDDER_THREADS=str(SOUNDS),
         ECHOVIDS_EMBED_BATCH_WAIT_MS="20",
     )
-    running.start()
-    yield running
-    running.stop()
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def embed_batches() -> list[tuple[int, int]]:

@@ -11,11 +11,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import redis
 
-from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
+from tests.conftest import external_redis, stack_on_own_redis
 from tests.sounds import synthetic_library, write_wav
-from tests.stack import Stack, make_stack
+from tests.stack import Stack
 
 REDIS_URL = external_redis(12)  # this module's own database (see conftest)
 
@@ -151,14 +150,7 @@ def test_a_match_inside_an_audioset_clip_lands_at_the_right_second(tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def vggish_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not external_redis_available():
-        pytest.skip(f"no Redis at {EXTERNAL_REDIS}")
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    running = make_stack(tmp_path_factory.mktemp("audioset-stack") / "data", REDIS_URL)
-    running.start()
-    yield running
-    running.stop()
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    yield from stack_on_own_redis(tmp_path_factory.mktemp("audioset-stack") / "data", REDIS_URL)
 
 
 def test_import_then_a_yamnet_query_is_refused(

@@ -15,12 +15,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import redis
 from sqlalchemy import create_engine, text
 
-from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
+from tests.conftest import external_redis, stack_on_own_redis
 from tests.sounds import SR, mix_at_snr, synthetic_library, write_wav
-from tests.stack import ROOT, Stack, make_stack
+from tests.stack import ROOT, Stack
 
 REDIS_URL = external_redis(10)  # this module's own database (see conftest)
 
@@ -30,16 +29,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def lib_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not external_redis_available():
-        pytest.skip(f"no Redis at {EXTERNAL_REDIS}")
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    running = make_stack(
+    yield from stack_on_own_redis(
         tmp_path_factory.mktemp("lib-stack") / "data", REDIS_URL, ECHOVIDS_SEARCH_DELTA_MAX="64", ECHOVIDS_API_KEY=KEY
     )
-    running.start()
-    yield running
-    running.stop()
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def rows(stack: Stack) -> list[dict]:
