@@ -191,3 +191,15 @@ def test_a_mostly_silent_query_reaches_as_many_clips_as_a_loud_one(library) -> N
     found = search_shard(index, SPACE, query, limit=30)
     assert len(found) >= 30
     assert found[0].clip_id == "clip007"
+
+
+def test_silent_query_frames_are_not_searched(library) -> None:
+    root, clips = library
+    view = ShardIndex(root, 0).view()
+    query = excerpt(clips["clip003"], 2)["vectors"].astype(np.float32)
+    muted = query.copy()
+    muted[[0, 2]] = 0
+    rows, sims = view.search(muted, 5)
+    assert (rows[[0, 2]] == -1).all() and (sims[[0, 2]] == 0).all()
+    np.testing.assert_array_equal(rows[[1, 3, 4]], view.search(query, 5)[0][[1, 3, 4]])
+    assert view.search(np.zeros_like(query), 5)[0].shape == (5, 0)

@@ -423,8 +423,24 @@ class ShardView:
         return match_postings(self.postings, hashes, times, self.live, limit, weights)
 
     def search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads."""
+        """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads.
+
+        A zero frame (muted silence) is like nothing, so it is not searched: its row is all -1.
+        """
         m = queries.shape[0]
+        audible = queries.any(axis=1)
+        if not audible.all():
+            rows, sims = self._search(queries[audible], neighbours)
+            all_rows = np.full((m, rows.shape[1]), -1, dtype=np.int64)
+            all_sims = np.zeros((m, sims.shape[1]), dtype=np.float32)
+            all_rows[audible], all_sims[audible] = rows, sims
+            return all_rows, all_sims
+        return self._search(queries, neighbours)
+
+    def _search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+        m = queries.shape[0]
+        if m == 0:
+            return np.full((0, 0), -1, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         parts_rows, parts_sims = [], []
         if self.searcher is not None and self.sealed:
             k = min(neighbours, self.sealed)
