@@ -247,6 +247,7 @@ def get_model() -> AudioModel:
 
 
 def model_loaded() -> bool:
+    """Whether this process has loaded its model (asking must not load it: see embed_batches)."""
     return bool(_batched_model.cache_info().currsize)
 
 
