@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import scipy.signal
 
 from echovids.errors import AudioTooLong, UndecodableAudio
+from echovids.settings import get_settings
 
 SAMPLE_RATE = 16_000
 
@@ -94,8 +96,22 @@ def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:
     return samples
 
 
+def _ffmpeg_timeout_s() -> float:
+    """How long one decode may take: a task's time limit. Under the embedder's threads pool, where Celery enforces
+    no limit, a file that makes ffmpeg hang must not hold a worker thread for ever."""
+    return float(get_settings().task_time_limit_s)
+
+
+def _took_too_long(limit_s: float) -> UndecodableAudio:
+    return UndecodableAudio(f"The file could not be decoded as audio (decoding took longer than {limit_s:g} s).")
+
+
 def _run_ffmpeg(cmd: list[str]) -> np.ndarray:
-    proc = subprocess.run(cmd, capture_output=True, check=False)
+    limit_s = _ffmpeg_timeout_s()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        raise _took_too_long(limit_s) from None
     if proc.returncode != 0 or not proc.stdout:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         detail = reason[-1] if reason else "no audio stream"
@@ -129,9 +145,13 @@ def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: f
     chunks before it were yielded), ``UndecodableAudio`` at the end when ffmpeg failed or gave no audio.
     """
     chunk_bytes = max(1, int(chunk_seconds * SAMPLE_RATE)) * 4
+    limit_s = _ffmpeg_timeout_s()
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(_ffmpeg_command(path, max_seconds), stdout=subprocess.PIPE, stderr=errors)
         assert proc.stdout is not None
+        # The deadline covers the whole read, the consumer's time between chunks included (a task's limit).
+        deadline = threading.Timer(limit_s, proc.kill)
+        deadline.start()
         total = 0
         try:
             while buffer := proc.stdout.read(chunk_bytes):
@@ -142,11 +162,14 @@ def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: f
                 if samples.size:
                     yield _clean(samples)
             if proc.wait() != 0 or total == 0:
+                if not deadline.is_alive():
+                    raise _took_too_long(limit_s)
                 errors.seek(0)
                 reason = errors.read().decode("utf-8", "replace").strip().splitlines()
                 detail = reason[-1] if reason else "no audio stream"
                 raise UndecodableAudio(f"The file could not be decoded as audio ({detail}).")
         finally:
+            deadline.cancel()
             if proc.poll() is None:
                 proc.kill()
             proc.stdout.close()

@@ -5,13 +5,15 @@ In process, as the embedder task does it: decode (echovids.audio) -> frames (ech
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from echovids.audio import decode_bytes, decode_bytes_stream
+from echovids.audio import decode_bytes, decode_bytes_stream, decode_file, decode_stream
 from echovids.errors import AudioTooLong, AudioTooShort, EchovidsError, UndecodableAudio
 from echovids.framing import frame_count, frame_waveform
 from echovids.settings import Settings, get_settings
@@ -163,6 +165,23 @@ def test_undecodable_bytes(data: bytes) -> None:
     assert caught.value.code == "undecodable_audio"
     with pytest.raises(UndecodableAudio):
         list(decode_bytes_stream(data))
+
+
+def test_a_decode_that_hangs_is_stopped_at_the_task_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A FIFO nobody writes to: ffmpeg blocks on it for ever, as on a file that hangs it. The threads pool enforces
+    # no Celery time limit, so the decoder must.
+    fifo = tmp_path / "never.wav"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("ECHOVIDS_TASK_TIME_LIMIT_S", "1")
+    get_settings.cache_clear()
+    try:
+        for decode in (decode_file, lambda path: list(decode_stream(path))):
+            started = time.monotonic()
+            with pytest.raises(UndecodableAudio, match="longer than 1 s"):
+                decode(fifo)
+            assert time.monotonic() - started < 10
+    finally:
+        get_settings.cache_clear()
 
 
 def test_every_failure_is_a_coded_error() -> None:
