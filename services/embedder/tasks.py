@@ -33,10 +33,9 @@ def embed_batches(state: Any) -> dict[str, Any]:
     Answered by the worker's main process: the model's own under the threads pool; under prefork the model
     lives in the children, so the answer says it is not loaded here.
     """
-    if not model_loaded():
-        return {"pool": get_settings().embedder_pool, "loaded": False, "batches": []}
-    model = get_model()
-    return {"pool": get_settings().embedder_pool, "loaded": True, "batches": getattr(model, "batches", [])}
+    loaded = model_loaded()
+    batches = getattr(get_model(), "batches", []) if loaded else []
+    return {"pool": get_settings().embedder_pool, "loaded": loaded, "batches": batches}
 
 
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)

@@ -439,15 +439,13 @@ class ShardView:
 
     def _search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
         m = queries.shape[0]
-        if m == 0:
-            return np.full((0, 0), -1, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         parts_rows, parts_sims = [], []
-        if self.searcher is not None and self.sealed:
+        if self.searcher is not None and self.sealed and m:
             k = min(neighbours, self.sealed)
             rows, sims = self.searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
             parts_rows.append(rows.astype(np.int64))
             parts_sims.append(sims)
-        if self.delta is not None:
+        if self.delta is not None and m:
             sims = queries @ self.delta.T
             k = min(neighbours, self.delta.shape[0])
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]

@@ -127,7 +127,7 @@ def search_shard(
     landmark_matches = _side.submit(view.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"))
     vectors = arrays["vectors"].astype(np.float32)
     # Silent frames are zero vectors that cast no vote: the audible ones alone must reach ``limit`` clips
-    # (ESC-10 similar-moment timestamped P@10 0.949 -> 0.951 outside the system, docs/quality.md).
+    # (ESC-10 similar-moment timestamped P@10 0.949 -> 0.951 through the system, docs/quality.md).
     audible = int(np.count_nonzero(vectors.any(axis=1)))
     neighbours = neighbours_for(settings.search_neighbours, limit, audible)
     rows, sims = view.search(vectors, neighbours)
