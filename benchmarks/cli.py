@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from benchmarks.search import BenchConfig
 from echovids.settings import get_settings
 
 bench_app = typer.Typer(help="Benchmarks (figures in docs/benchmarks.md).", no_args_is_help=True)
@@ -57,7 +58,9 @@ def bench_search(
     dim: Annotated[
         list[int] | None, typer.Option(help="index dimension, repeated; below 1024 = PCA projection (default 1024)")
     ] = None,
-    queries: Annotated[int, typer.Option(min=10, help="query vectors (recall and batched timing)")] = 1000,
+    queries: Annotated[
+        int, typer.Option(min=10, help="query vectors (recall and batched timing)")
+    ] = BenchConfig.queries,
     method: Annotated[
         list[str] | None,
         typer.Option(help="exact | scann | faiss-hnsw | faiss-ivfpq | hnswlib, repeated (default all)"),
@@ -71,11 +74,13 @@ def bench_search(
     threads: Annotated[int, typer.Option(min=0, help="threads for builds and batched search (0: all CPUs)")] = 0,
     repeats: Annotated[int, typer.Option(min=1, help="timing runs (the median is reported)")] = 3,
     source: Annotated[str, typer.Option(help="auto | real | synthetic")] = "auto",
-    hnsw_budget: Annotated[float, typer.Option(help="seconds per HNSW build before it is estimated instead")] = 300.0,
+    hnsw_budget: Annotated[
+        float, typer.Option(help="seconds per HNSW build before it is estimated instead")
+    ] = BenchConfig.hnsw_budget_s,
     out: Annotated[Path | None, typer.Option(help="write the full report as JSON here")] = None,
 ) -> None:
     """ANN search: ScaNN vs FAISS (HNSW, IVF-PQ), hnswlib and exact: build, memory, queries/s, recall@10."""
-    from benchmarks.search import ALL_METHODS, BenchConfig, run, to_markdown, write_report
+    from benchmarks.search import ALL_METHODS, run, to_markdown, write_report
 
     config = BenchConfig(
         n=n,

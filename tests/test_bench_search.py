@@ -32,6 +32,7 @@ def test_tiny_benchmark_report() -> None:
         methods=tuple(methods),
         source="synthetic",
         hnsw_budget_s=60.0,
+        scann_variants=("production", "brute-force"),
     )
     report = search.run(config, log=lambda _: None)
 
