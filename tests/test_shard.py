@@ -108,6 +108,28 @@ def test_tombstones_filter_at_once_and_are_purged_by_compaction(library) -> None
     assert top(ShardIndex(root, 0), excerpt(clips[victim], 2))[0] != victim
 
 
+def test_centre_is_the_live_clips_average_audible_frame(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    quiet = random_clip(np.random.default_rng(3))
+    quiet["vectors"][4:] = 0.0  # muted silence: no sound, so no part of the library's average sound
+    index.write_segment("quiet", quiet, SPACE)
+    index.add_segment("quiet")
+
+    def expected(*gone: str) -> np.ndarray:
+        frames = np.concatenate([a["vectors"] for c, a in {**clips, "quiet": quiet}.items() if c not in gone])
+        return frames[frames.any(axis=1)].astype(np.float16).astype(np.float64).mean(axis=0)
+
+    np.testing.assert_allclose(index.view().centre, expected(), atol=1e-6)
+    index.compact()
+    np.testing.assert_allclose(index.view().centre, expected(), atol=1e-6)
+    index.write_tombstone("clip007")
+    index.refresh()  # the tombstoned clip keeps its sealed rows until the next compaction, not its say
+    np.testing.assert_allclose(index.view().centre, expected("clip007"), atol=1e-6)
+    index.compact()
+    np.testing.assert_allclose(ShardIndex(root, 0).view().centre, expected("clip007"), atol=1e-6)
+
+
 def test_restart_loads_newest_snapshot_plus_delta(library) -> None:
     root, clips = library
     index = ShardIndex(root, 0)

@@ -17,6 +17,8 @@ from services.search.landmark_index import LandmarkPostings
 from services.search.matching import aligned_score, best_matches, vote
 from tests.sounds import SR, synthetic_library, write_wav
 
+NO_CENTRE = np.zeros(16, dtype=np.float32)  # a library whose average sound is nothing: plain cosines
+
 
 def encode(src: Path, dst: Path, *args: str) -> Path:
     subprocess.run([audio.ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), *args, str(dst)], check=True)
@@ -123,11 +125,11 @@ def test_rescoring_finds_offset_and_query_start() -> None:
     clip /= np.linalg.norm(clip, axis=1, keepdims=True)
     noise = rng.standard_normal((4, 16)).astype(np.float32)
     query = np.concatenate([noise / np.linalg.norm(noise, axis=1, keepdims=True), clip[10:16]])
-    right = aligned_score(query, clip, 6)
+    right = aligned_score(query, clip, 6, NO_CENTRE)
     assert right.query_start == 7  # the middle of the clip's part of the query (its frames 4-9)
-    assert right.fit > max(aligned_score(query, clip, o).fit for o in (5, 7, 12))
-    assert right.score > aligned_score(query, clip, 12).score
-    matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]), query, lambda c: clip, limit=1)
+    assert right.fit > max(aligned_score(query, clip, o, NO_CENTRE).fit for o in (5, 7, 12))
+    assert right.score > aligned_score(query, clip, 12, NO_CENTRE).score
+    matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]), query, lambda c: clip, 1, NO_CENTRE)
     assert (matches[0].offset, matches[0].query_start) == (6, 7)
 
 
@@ -150,7 +152,7 @@ def test_long_clip_keeps_its_better_sounding_offset_over_its_best_voted() -> Non
     assert matching.separation(len(query)) == 4
     assert matching.second_offsets(clips, offsets, votes, picked, lengths, len(query)).tolist() == [1]
 
-    matches = best_matches(clips, offsets, votes, query, lambda c: clips_of[c], limit=2)
+    matches = best_matches(clips, offsets, votes, query, lambda c: clips_of[c], 2, NO_CENTRE)
     assert (matches[0].clip, matches[0].offset, matches[0].votes) == (0, 25, 2.0)
     assert [m.clip for m in matches] == [0, 1]  # one match per clip
 
@@ -201,11 +203,30 @@ def test_muted_silence_lets_a_mostly_silent_query_find_its_sound() -> None:
         nearest = np.argsort(-sims, axis=1)[:, :4]
         row_clip, row_frame = np.repeat([0, 1], 9), np.tile(np.arange(9), 2)
         clips, offsets, votes = vote(nearest, np.take_along_axis(sims, nearest, 1), row_clip, row_frame)
-        matches = best_matches(clips, offsets, votes, query, library.__getitem__, limit=2)
+        matches = best_matches(clips, offsets, votes, query, library.__getitem__, 2, np.zeros(32))
         return max(matches, key=lambda m: m.score).clip
 
     assert best_clip(mute=False) == 1  # the sneeze's silence wins
     assert best_clip(mute=True) == 0
+
+
+def test_the_librarys_average_sound_is_partly_taken_out_of_similar_scores() -> None:
+    """Every sound shares a large common part (YAMNet's embeddings all lean one way): a clip that is little but
+    that common part looks like anything, until the library's average sound is partly taken out of both sides."""
+    axes, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((16, 3)))
+    common, dog, hum = axes.T.astype(np.float32)  # orthonormal: the library's average sound and two characters
+    query = np.tile(common + 0.55 * dog, (4, 1))
+    library = [np.tile(0.5 * common + dog, (4, 1)), np.tile(common + 0.1 * hum, (4, 1))]  # a dog; a near-nothing
+    clips, offsets, votes = np.array([0, 1]), np.array([0, 0]), np.array([1.0, 1.0])
+
+    def best(centre: np.ndarray) -> int:
+        return best_matches(clips, offsets, votes, query, library.__getitem__, 2, centre)[0].clip
+
+    assert best(NO_CENTRE) == 1
+    assert best(common) == 0
+    # Muted silence (zero frames) has no sound, average or not: only the frame fit (zero here) counts.
+    silent = matching.align(query, lambda _: np.zeros((4, 16), np.float32), np.zeros(1, int), np.zeros(1, int), 0)
+    assert matching.scores(silent, query, common)[0] == 0.0
 
 
 def test_landmarks_find_the_recording_and_offset_under_noise() -> None:
@@ -313,7 +334,7 @@ def test_similar_score_compares_a_short_clip_whole_whatever_the_offset() -> None
     query = np.tile(sound / np.linalg.norm(sound), (9, 1))
     clip = query[:6] + 0.01 * rng.standard_normal((6, 16)).astype(np.float32)
     # The query overhangs the 6-frame clip at both offsets: its stretch is the whole clip either way.
-    near, far = aligned_score(query, clip, 0), aligned_score(query, clip, -4)
+    near, far = aligned_score(query, clip, 0, NO_CENTRE), aligned_score(query, clip, -4, NO_CENTRE)
     assert near.fit > far.fit
     assert abs(near.score - far.score) <= matching.FIT_WEIGHT * (near.fit - far.fit) + 1e-6
     assert near.score == pytest.approx((1 - matching.FIT_WEIGHT) * 1.0 + matching.FIT_WEIGHT * near.fit, abs=0.01)

@@ -92,6 +92,11 @@ def scann_searcher(
 SNAPSHOT_MARKER = "COMPLETE"
 
 
+def _frame_sum(vectors: np.ndarray) -> tuple[np.ndarray, int]:
+    """(sum of a clip's frame vectors in float64, how many are audible: not muted to zero)."""
+    return vectors.sum(axis=0, dtype=np.float64), int(np.count_nonzero(vectors.any(axis=1)))
+
+
 @dataclass
 class ClipData:
     vectors: np.ndarray  # [frames, dim] float16 (half the memory), unit length
@@ -130,6 +135,8 @@ class ShardIndex:
         self._lock = threading.RLock()
         self._live_key: tuple[int, int] = (-1, -1)  # what the cached live_mask was computed for
         self._live = np.zeros(0, dtype=bool)
+        self._centre_key: tuple[int, int] = (-1, -1)  # ... and the cached centre
+        self._centre = np.zeros(0, dtype=np.float32)
         self._layout([], None, 0)
         self.refresh()
         if self.deleted:  # tombstones of clips already purged or never here need no memory
@@ -314,6 +321,8 @@ class ShardIndex:
         self._searcher = searcher
         self._sealed = sealed_rows if searcher is not None else 0
         self._rows = 0
+        self._frame_sum: np.ndarray | None = None  # of every placed clip's frames (muted silence adds nothing)
+        self._audible = 0  # non-zero frames among them
         for clip_id in sealed if searcher is not None else []:
             self._place(clip_id, delta=False)
         for clip_id in sorted(c for c in self._clips if c not in set(self.clip_ids)):
@@ -332,10 +341,13 @@ class ShardIndex:
             self._delta_parts.append(data.vectors)
         self.landmarks.add(position, data.hashes, data.times)
         self._rows += n
+        frame_sum, audible = _frame_sum(data.vectors)
+        self._frame_sum = frame_sum if self._frame_sum is None else self._frame_sum + frame_sum
+        self._audible += audible
 
     def _pack(self) -> None:
         self.clip_pos = {c: i for i, c in enumerate(self.clip_ids)}
-        self._live_key = (-1, -1)
+        self._live_key = self._centre_key = (-1, -1)
         self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
         self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
         self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
@@ -363,6 +375,22 @@ class ShardIndex:
             self._live_key = key
         return self._live
 
+    def centre(self) -> np.ndarray:
+        """The live clips' average audible frame, the "average sound" similar matches are scored against."""
+        key = (len(self.clip_ids), len(self.deleted))
+        if self._centre_key != key:
+            total, audible = self._frame_sum, self._audible
+            if total is None:
+                self._centre = np.zeros(0, dtype=np.float32)
+            else:
+                # Tombstoned clips keep their rows until the next compaction; they are no part of the library.
+                for position in np.flatnonzero(~self.live_mask()):
+                    gone_sum, gone = _frame_sum(self._clip_data[position].vectors)
+                    total, audible = total - gone_sum, audible - gone
+                self._centre = (total / max(audible, 1)).astype(np.float32)
+            self._centre_key = key
+        return self._centre
+
     def view(self) -> ShardView:
         """The shard as it is now, for one query: a later write or swap never changes what it reads."""
         with self._lock:
@@ -379,6 +407,7 @@ class ShardIndex:
                 delta=self._delta,
                 postings=self.landmarks.sorted_view(),
                 live=self.live_mask(),
+                centre=self.centre(),
             )
 
 
@@ -401,6 +430,7 @@ class ShardView:
     delta: np.ndarray | None  # rows [sealed, ...), searched exactly
     postings: SortedPostings
     live: np.ndarray  # per clip position: False once tombstoned
+    centre: np.ndarray  # the live clips' average audible frame (ShardIndex.centre)
 
     @property
     def rows(self) -> int:

@@ -138,7 +138,7 @@ def search_shard(
         # similar-moment queries got 9 results of 10 from 26 recordings).
         rows, sims = view.search(vectors, neighbours * WIDER_LOOK)
         clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
-    matches = best_matches(clips, offsets, votes, vectors, view.clip_frames, limit=limit)
+    matches = best_matches(clips, offsets, votes, vectors, view.clip_frames, limit=limit, centre=view.centre)
     candidates = {
         view.clip_ids[mt.clip]: ShardCandidate(
             clip_id=view.clip_ids[mt.clip],
@@ -156,7 +156,8 @@ def search_shard(
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             continue
-        score = aligned_score(vectors, view.clip_frames(lm.clip), round(lm.offset * landmarks.HOP_S / HOP_S)).score
+        offset = round(lm.offset * landmarks.HOP_S / HOP_S)
+        score = aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score
         clip_id = view.clip_ids[lm.clip]
         match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
         query_start_s = lm.query_start * landmarks.HOP_S
