@@ -10,8 +10,16 @@ import pytest
 
 from echovids.audio import SAMPLE_RATE, decode_bytes
 from echovids.evaluation import degrade, metrics
-from echovids.evaluation.dataset import Clip, fit, fold_of, join_recordings, wav_bytes
-from echovids.evaluation.suites import CONDITIONS, judge_exact, make_query, miss_reason
+from echovids.evaluation.dataset import DEFAULT_ESC10, Clip, fit, fold_of, join_recordings, load_clips, wav_bytes
+from echovids.evaluation.suites import (
+    CONDITIONS,
+    EvalConfig,
+    clips_outside,
+    judge_exact,
+    make_query,
+    miss_reason,
+    recordings_library,
+)
 
 SR = SAMPLE_RATE
 
@@ -48,6 +56,15 @@ def test_recordings_ground_truth_matches_the_audio() -> None:
     other, _ = join_recordings(clips, None, clips_per_recording=4, clip_s=0.5, seed=4, prefix="r")
     assert [r.segments for r in again] == [r.segments for r in recordings]
     assert [r.segments for r in other] != [r.segments for r in recordings]
+
+
+def test_the_same_sounds_pass_keeps_exactly_the_clips_the_recordings_are_made_of() -> None:
+    clips = load_clips(DEFAULT_ESC10)
+    recordings, left_over = recordings_library(EvalConfig(url="", out=Path()), clips, with_audio=False)
+    outside = clips_outside(recordings, clips)
+    assert {c.name for c in outside} == {c.name for c in clips if c.fold == 1} | {c.name for c in left_over}
+    kept = {c.name for c in clips} - {c.name for c in outside}
+    assert kept == {s.clip for r in recordings for s in r.segments} and len(kept) == 12 * len(recordings)
 
 
 def test_fold_from_file_name_and_fit() -> None:

@@ -67,17 +67,26 @@ class EchovidsClient:
     # -- the library -----------------------------------------------------------------------------------------
     def library_titles(self) -> dict[str, str] | None:
         """title -> status of every clip in the library; None when the service cannot list its library."""
+        items = self.library_items()
+        return None if items is None else {title: item["status"] for title, item in items.items()}
+
+    def library_items(self) -> dict[str, dict] | None:
+        """title -> library item (id, status, ...) of every clip; None when the service cannot list its library."""
         if not self.has("/v1/library", "get"):
             return None
-        titles: dict[str, str] = {}
+        items: dict[str, dict] = {}
         page = 1
         while True:
             answer = self.http.get("/v1/library", params={"page": page, "page_size": 200}).raise_for_status().json()
             for item in answer["items"]:
-                titles[item["title"]] = item["status"]
+                items[item["title"]] = item
             if page * answer["page_size"] >= answer["total"] or not answer["items"]:
-                return titles
+                return items
             page += 1
+
+    def delete(self, clip_id: str) -> None:
+        """DELETE /v1/library/{clip_id}: the clip stops matching at once."""
+        self.http.delete(f"/v1/library/{clip_id}").raise_for_status()
 
     def add(self, files: list[tuple[Path, str, list[str]]], log=print, timeout_s: float = 1800.0) -> list[str]:
         """Add (path, title, labels) files and wait until each is ready; returns failures as text.
