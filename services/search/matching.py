@@ -94,7 +94,6 @@ class Alignments(NamedTuple):
     query_start: np.ndarray  # the middle of the aligned query frames within 60 % of the best frame's similarity
     clip_mean: np.ndarray  # [n, d] mean of the audible frames of the clip's query-long stretch at the offset
     span: np.ndarray  # frames in that stretch (slid inside the clip): the query's length, or the whole clip
-    audible: np.ndarray  # frames of that stretch that are not muted silence (zero vectors)
     overlap: np.ndarray  # query frames that fall inside the clip at the offset
 
 
@@ -151,7 +150,6 @@ def align(
         query_start=query_start,
         clip_mean=sums / np.maximum(audible, 1)[:, None],
         span=span,
-        audible=audible,
         overlap=inside.sum(axis=1),
     )
 
