@@ -246,7 +246,10 @@ def evaluate(
     ] = None,
     clips_url: Annotated[
         str | None,
-        typer.Option(help="gateway of the Echovids that holds the 400 single clips (clips suite; default --url)"),
+        typer.Option(
+            help="gateway of the Echovids that holds the 400 single clips (clips suite; default --url). Its "
+            "same-sounds pass deletes the 88 clips no recording is made of and adds them back after it"
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the queries (offsets, noise)")] = 0,
     queries_per_condition: Annotated[int, typer.Option(min=1, help="exact: queries per length and degradation")] = 100,
