@@ -65,11 +65,6 @@ class EchovidsClient:
         return {}
 
     # -- the library -----------------------------------------------------------------------------------------
-    def library_titles(self) -> dict[str, str] | None:
-        """title -> status of every clip in the library; None when the service cannot list its library."""
-        items = self.library_items()
-        return None if items is None else {title: item["status"] for title, item in items.items()}
-
     def library_items(self) -> dict[str, dict] | None:
         """title -> library item (id, status, ...) of every clip; None when the service cannot list its library."""
         if not self.has("/v1/library", "get"):

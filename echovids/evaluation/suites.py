@@ -142,8 +142,8 @@ def recordings_library(cfg: EvalConfig, clips: list[Clip], with_audio: bool) -> 
 
 def ensure_library(client: EchovidsClient, wanted: dict[str, tuple[Path, list[str]]], cfg: EvalConfig) -> dict:
     """Add the clips (title -> (file, labels)) the library lacks; refuse one that holds others."""
-    titles = client.library_titles()
-    if titles is None:
+    items = client.library_items()
+    if items is None:
         cfg.log(
             "  the service cannot list its library (no GET /v1/library): adding every file (bytes already "
             "there are skipped by the service)"
@@ -151,14 +151,14 @@ def ensure_library(client: EchovidsClient, wanted: dict[str, tuple[Path, list[st
         missing = list(wanted)
         foreign: list[str] = []
     else:
-        foreign = sorted(t for t in titles if t not in wanted)
+        foreign = sorted(t for t in items if t not in wanted)
         if foreign and not cfg.allow_foreign:
             raise LibraryMismatch(
                 f"the library at {client.url} holds {len(foreign)} clip(s) this suite did not put there "
                 f"(e.g. {foreign[:3]}); they would take places in the results. Point the suite at an Echovids with "
                 "an empty or suite-only library, or pass --allow-foreign."
             )
-        missing = [t for t in wanted if titles.get(t) not in ("ready", "duplicate")]
+        missing = [t for t in wanted if items.get(t, {}).get("status") not in ("ready", "duplicate")]
     cfg.log(f"  library: {len(wanted) - len(missing)} of {len(wanted)} clips there, adding {len(missing)}")
     failures = client.add([(wanted[t][0], t, wanted[t][1]) for t in missing], log=cfg.log)
     if failures:
