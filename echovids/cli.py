@@ -263,6 +263,13 @@ def evaluate(
         bool, typer.Option(help="measure even if the library holds clips the suite did not add")
     ] = False,
     api_key: Annotated[str | None, typer.Option(envvar="ECHOVIDS_API_KEY", help="key for library writes")] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            help="no running Echovids: the service's code in this process, a library of its own under --out "
+            "(to try a change in a minute; publish figures measured through the system)"
+        ),
+    ] = False,
 ) -> None:
     """Measure search quality through the HTTP API on ESC-10 (issue 7): writes report.json and report.md."""
     from echovids.evaluation.suites import CONDITIONS, LENGTHS_S, SUITES, EvalConfig, LibraryMismatch, run
@@ -285,6 +292,7 @@ def evaluate(
         conditions=tuple(condition or names),
         library_seed=library_seed,
         allow_foreign=allow_foreign,
+        offline=offline,
         api_key=api_key,
         log=lambda line: typer.echo(line, err=True),
     )

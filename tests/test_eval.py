@@ -181,3 +181,21 @@ def test_exact_queries_are_judged_by_recording_and_offset() -> None:
     assert late["correct"] and not late["on_time"]
     assert miss_reason(late) == "right recording, offset off by > 0.5 s"
     assert wav_bytes(np.zeros(10, dtype=np.float32))[:4] == b"RIFF"
+
+
+def test_offline_client_finds_a_clip_at_its_moment_and_forgets_a_deleted_one(env: Path, tmp_path: Path) -> None:
+    """`echovids eval --offline` answers with the service's own code: the very recording, where, and no deleted clip."""
+    from echovids.evaluation.offline import OfflineClient
+    from tests.sounds import synthetic_library, write_wav
+
+    sounds = synthetic_library(3)
+    client = OfflineClient(tmp_path / "library")
+    assert client.add([(write_wav(tmp_path / f"s{i}.wav", s), f"s{i}", []) for i, s in enumerate(sounds)]) == []
+    excerpt = wav_bytes(sounds[1][3 * SR : 6 * SR])
+    answer = client.search(excerpt, "q.wav", 3)
+    top = answer.results[0]
+    assert answer.status == "done" and (top["title"], top["match"]) == ("s1", "exact")
+    assert metrics.offset_error(top["match_start_s"], top["query_start_s"], 3.0) <= 0.05
+    client.delete(client.library_items()["s1"]["clip_id"])
+    assert "s1" not in client.library_items()
+    assert "s1" not in [r["title"] for r in client.search(excerpt, "q.wav", 3).results]

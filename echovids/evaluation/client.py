@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -21,6 +22,19 @@ class SearchAnswer:
     results: list[dict]
     latency_s: float  # submit to done, as the client sees it
     error: str | None = None
+
+
+class Client(Protocol):
+    """What the suites ask of an Echovids: this HTTP client's calls, or offline.OfflineClient's."""
+
+    url: str
+
+    def close(self) -> None: ...
+    def config(self) -> dict: ...
+    def library_items(self) -> dict[str, dict] | None: ...
+    def add(self, files: list[tuple[Path, str, list[str]]], log=print) -> list[str]: ...
+    def delete(self, clip_id: str) -> None: ...
+    def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer: ...
 
 
 class EchovidsClient:

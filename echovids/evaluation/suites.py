@@ -29,7 +29,7 @@ import numpy as np
 
 from echovids.audio import SAMPLE_RATE
 from echovids.evaluation import degrade, metrics
-from echovids.evaluation.client import EchovidsClient
+from echovids.evaluation.client import Client, EchovidsClient
 from echovids.evaluation.dataset import (
     DEFAULT_ESC10,
     Clip,
@@ -92,6 +92,7 @@ class EvalConfig:
     clips_k: int = 100
     api_key: str | None = None
     allow_foreign: bool = False
+    offline: bool = False  # the service's code in this process instead of a running Echovids (offline.py)
     timeout_s: float = 60.0
     log: Callable[[str], None] = print
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -140,7 +141,7 @@ def recordings_library(cfg: EvalConfig, clips: list[Clip], with_audio: bool) -> 
     )
 
 
-def ensure_library(client: EchovidsClient, wanted: dict[str, tuple[Path, list[str]]], cfg: EvalConfig) -> dict:
+def ensure_library(client: Client, wanted: dict[str, tuple[Path, list[str]]], cfg: EvalConfig) -> dict:
     """Add the clips (title -> (file, labels)) the library lacks; refuse one that holds others."""
     items = client.library_items()
     if items is None:
@@ -286,7 +287,7 @@ def summarise_exact(records: list[dict]) -> dict:
     }
 
 
-def run_exact(cfg: EvalConfig, client: EchovidsClient, recordings: list[Recording]) -> dict:
+def run_exact(cfg: EvalConfig, client: Client, recordings: list[Recording]) -> dict:
     chosen = [c for c in CONDITIONS if c.name in cfg.conditions]
     out: dict = {"conditions": [], "records": []}
     for length in cfg.lengths_s:
@@ -348,7 +349,7 @@ def chance_levels(recordings: list[Recording], label: str) -> tuple[float, float
     return float(np.mean(timestamped)), float(np.mean([rec.has_label(label) for rec in recordings]))
 
 
-def run_similar(cfg: EvalConfig, client: EchovidsClient, recordings: list[Recording], queries: list[Clip]) -> dict:
+def run_similar(cfg: EvalConfig, client: Client, recordings: list[Recording], queries: list[Clip]) -> dict:
     by_name = {r.name: r for r in recordings}
     records: list[SimilarRecord] = []
     for clip in queries:
@@ -450,7 +451,7 @@ ClipsRecord = TypedDict(
 )
 
 
-def run_clips(cfg: EvalConfig, client: EchovidsClient, clips: list[Clip]) -> dict:
+def run_clips(cfg: EvalConfig, client: Client, clips: list[Clip]) -> dict:
     label_of = {c.name: c.label for c in clips}
     class_size = Counter(c.label for c in clips)
     records: list[ClipsRecord] = []
@@ -510,7 +511,7 @@ def clips_outside(recordings: list[Recording], clips: list[Clip]) -> list[Clip]:
     return [c for c in clips if c.name not in inside]
 
 
-def run_same_sounds(cfg: EvalConfig, client: EchovidsClient, clips: list[Clip]) -> dict:
+def run_same_sounds(cfg: EvalConfig, client: Client, clips: list[Clip]) -> dict:
     """Clip-level P@10 of the similar suite's very queries, against the very clips its recordings are made of.
 
     The clip suite's library also holds the other fold-1 clips, and ESC-50 cuts each fold's clips from its own
@@ -544,6 +545,15 @@ def run_same_sounds(cfg: EvalConfig, client: EchovidsClient, clips: list[Clip]) 
 
 
 # -- running and reporting --------------------------------------------------------------------------------------
+def _client(cfg: EvalConfig, url: str, library: str) -> Client:
+    """The Echovids at ``url``, or with ``cfg.offline`` one in this process with its library under ``cfg.out``."""
+    if cfg.offline:
+        from echovids.evaluation.offline import OfflineClient
+
+        return OfflineClient(cfg.out / "offline" / library)
+    return EchovidsClient(url, cfg.api_key, cfg.timeout_s)
+
+
 def run(cfg: EvalConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     clips = load_clips(cfg.esc10)
@@ -557,8 +567,8 @@ def run(cfg: EvalConfig) -> dict:
         },
         "machine": machine(),
         "settings": {
-            "url": cfg.url,
-            "clips_url": cfg.clips_url or cfg.url,
+            "url": "offline" if cfg.offline else cfg.url,
+            "clips_url": "offline" if cfg.offline else cfg.clips_url or cfg.url,
             "seed": cfg.seed,
             "queries_per_condition": cfg.queries_per_condition,
             "lengths_s": list(cfg.lengths_s),
@@ -571,7 +581,7 @@ def run(cfg: EvalConfig) -> dict:
         "suites": {},
     }
     if "exact" in cfg.suites or "similar" in cfg.suites:
-        client = EchovidsClient(cfg.url, cfg.api_key, cfg.timeout_s)
+        client = _client(cfg, cfg.url, "recordings")
         report["service"] = client.config()
         recordings, left_over = recordings_library(cfg, clips, with_audio=True)
         folder = cfg.out / "library"
@@ -589,7 +599,7 @@ def run(cfg: EvalConfig) -> dict:
         )
         cfg.log(
             f"recordings library: {len(recordings)} recordings of {cfg.clips_per_recording} clips "
-            f"({len(left_over)} clips of folds 2-5 left over) at {cfg.url}"
+            f"({len(left_over)} clips of folds 2-5 left over) at {client.url}"
         )
         report["recordings_library"] = {
             **ensure_library(client, wanted, cfg),
@@ -602,10 +612,9 @@ def run(cfg: EvalConfig) -> dict:
             report["suites"]["similar"] = run_similar(cfg, client, recordings, [c for c in clips if c.fold == 1])
         client.close()
     if "clips" in cfg.suites:
-        url = cfg.clips_url or cfg.url
-        client = EchovidsClient(url, cfg.api_key, cfg.timeout_s)
+        client = _client(cfg, cfg.clips_url or cfg.url, "clips")
         report.setdefault("service", client.config())
-        cfg.log(f"clips library: the {len(clips)} ESC-10 clips at {url}")
+        cfg.log(f"clips library: the {len(clips)} ESC-10 clips at {client.url}")
         report["clips_library"] = ensure_library(client, {c.name: (c.path, [c.label]) for c in clips}, cfg)
         report["suites"]["clips"] = run_clips(cfg, client, clips)
         report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)

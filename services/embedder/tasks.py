@@ -19,7 +19,7 @@ from echovids.queues import TaskName
 from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.embedder.models import get_model, model_loaded, top_labels
+from services.embedder.models import AudioModel, Embedded, get_model, model_loaded, top_labels
 from services.embedder.silence import mute_silence
 from services.embedder.streaming import embed_waveform
 
@@ -38,6 +38,32 @@ def embed_batches(state: Any) -> dict[str, Any]:
     return {"pool": get_settings().embedder_pool, "loaded": loaded, "batches": batches}
 
 
+def query_arrays(model: AudioModel, waveform: np.ndarray) -> dict[str, np.ndarray]:
+    """What a search needs of a query: its frame vectors (silence muted) and its landmarks."""
+    # The landmarks need only the waveform: they are taken on a side thread while the model runs.
+    marks_later = _side.submit(landmarks.extract_query, waveform)
+    embedded = model.embed(frame_waveform(waveform))
+    marks = marks_later.result()
+    vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
+    return {
+        "vectors": vectors.astype(np.float16),
+        "hashes": marks.hashes,
+        "times": marks.times,
+        "weights": marks.weights,
+    }
+
+
+def clip_arrays(model: AudioModel, waveform: np.ndarray) -> tuple[dict[str, np.ndarray], Embedded]:
+    """What a shard stores of a library clip (frame vectors, landmarks, per-frame labels), and the embedding."""
+    # Framed and embedded a block at a time: no [n, 15600] frame matrix (2x the waveform) for long clips.
+    embedded = embed_waveform(model, waveform)
+    marks = landmarks.extract(waveform)
+    vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
+    arrays = {"vectors": vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
+    arrays.update(frame_labels(embedded.scores, model.class_names))
+    return arrays, embedded
+
+
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
 def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
     """Embed an uploaded query and take its landmarks; both go to Redis for the search fan-out."""
@@ -46,24 +72,12 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
         store.set_status(job_id, JobStatus.embedding)
         waveform = decode_bytes(store.get_upload(job_id), max_seconds=get_settings().max_query_s)
         model = get_model()
-        # The landmarks need only the waveform: they are taken on a side thread while the model runs.
-        marks_later = _side.submit(landmarks.extract_query, waveform)
-        embedded = model.embed(frame_waveform(waveform))
-        marks = marks_later.result()
-        vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
+        arrays = query_arrays(model, waveform)
     except EchovidsError as error:
         fail_job(job_id, error)
-    store.put_arrays(
-        job_id,
-        {
-            "vectors": vectors.astype(np.float16),
-            "hashes": marks.hashes,
-            "times": marks.times,
-            "weights": marks.weights,
-        },
-    )
+    store.put_arrays(job_id, arrays)
     store.set_status(job_id, JobStatus.searching)
-    return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(embedded.vectors), k=k).model_dump()
+    return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(arrays["vectors"]), k=k).model_dump()
 
 
 def frame_labels(scores: np.ndarray | None, class_names: list[str], per_frame: int = 3) -> dict[str, np.ndarray]:
@@ -88,14 +102,9 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
         store.set_status(job_id, JobStatus.embedding)
         waveform = decode_bytes(store.get_upload(clip_id), max_seconds=get_settings().max_clip_s)
         model = get_model()
-        # Framed and embedded a block at a time: no [n, 15600] frame matrix (2x the waveform) for long clips.
-        embedded = embed_waveform(model, waveform)
-        marks = landmarks.extract(waveform)
-        vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
+        arrays, embedded = clip_arrays(model, waveform)
     except EchovidsError as error:
         fail_job(job_id, error)
-    arrays = {"vectors": vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
-    arrays.update(frame_labels(embedded.scores, model.class_names))
     store.put_arrays(clip_id, arrays)
     return ClipEmbedded(
         clip_id=clip_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,7 +36,7 @@ from echovids.tasks import TASK_OPTIONS, fail_job
 from services.availability.resolve import resolve_cached
 from services.search.matching import aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex
-from services.search.verify import demote_chance_exact, settle_exact
+from services.search.verify import aligned_audio, demote_chance_exact, settle_exact
 
 _indexes: dict[int, ShardIndex] = {}
 _generations: dict[int, int] = {}
@@ -179,6 +180,21 @@ def rank_key(candidate: ShardCandidate) -> tuple[bool, float]:
     return (not exact, -candidate.votes if exact else -candidate.score)
 
 
+def rank_answers(
+    candidates: list[ShardCandidate],
+    k: int,
+    query_audio: Callable[[], np.ndarray | None],
+    audio_of: Callable[[ShardCandidate, float], np.ndarray | None] = aligned_audio,
+) -> list[ShardCandidate]:
+    """The shards' candidates as one ranked list of ``forwarded(k)``.
+
+    Several recordings hold the query (one playing over another): the one it mostly is goes first; exact matches
+    far weaker than it are chance alignments and rank as similar ones.
+    """
+    ranked = sorted(candidates, key=rank_key)[: forwarded(k)]
+    return demote_chance_exact(settle_exact(ranked, query_audio, audio_of))
+
+
 def forwarded(k: int) -> int:
     """Candidates a query carries past the search: more than k, so dead videos can be back-filled."""
     return max(k * 3, k + 10)
@@ -263,10 +279,7 @@ def _merge(job_id: str, k: int) -> None:
     for answer in parsed:
         if answer.error is not None:
             fail_job(job_id, _error_from(answer.error))
-    candidates = sorted((c for a in parsed for c in a.candidates), key=rank_key)[: forwarded(k)]
-    # Several recordings hold the query (one playing over another): the one it mostly is goes first; exact
-    # matches far weaker than it are chance alignments and rank as similar ones.
-    candidates = demote_chance_exact(settle_exact(candidates, lambda: _query_audio(job_id)))
+    candidates = rank_answers([c for a in parsed for c in a.candidates], k, lambda: _query_audio(job_id))
     clips = catalog.get_clips([c.clip_id for c in candidates])
     # Clips deleted from the catalog since indexing are dropped here as well as by tombstones.
     results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]

@@ -1,0 +1,91 @@
+"""`echovids eval --offline`: the suites without a running Echovids, to try a change in a minute.
+
+The service's own code runs in this process, behind the client interface the suites already use: the
+embedder's arrays (``services.embedder.tasks``), one :class:`ShardIndex` per library under ``folder``, and every
+query through ``search_shard`` and the merge's ranking (``rank_answers``). Left out: Celery, Redis, the catalog,
+availability, and the re-ordering of several exact matches by their stored audio (no audio is stored here; it
+only matters when one recording plays over another, i.e. in the exact suite's ``rec-*`` conditions). Everything
+else gives the system's answers: publish figures measured through the system, use this to try a change.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from echovids.audio import decode_bytes
+from echovids.evaluation.client import SearchAnswer
+
+
+class OfflineClient:
+    """An Echovids of one shard in this process, with the calls of :class:`EchovidsClient` the suites make."""
+
+    def __init__(self, folder: Path) -> None:
+        from services.embedder.models import get_model
+        from services.search.shard import ShardIndex
+
+        shutil.rmtree(folder, ignore_errors=True)  # a library of its own each run: nothing foreign in it
+        self.url = f"offline:{folder}"
+        self.model = get_model()
+        self.index = ShardIndex(folder, 0)
+        self.titles: dict[str, str] = {}  # clip id -> title (the ids are the titles: one library, unique names)
+
+    def close(self) -> None:
+        pass
+
+    def config(self) -> dict:
+        return {"offline": True, "space": self.model.space.key}
+
+    def library_items(self) -> dict[str, dict]:
+        return {title: {"clip_id": clip_id, "status": "ready"} for clip_id, title in self.titles.items()}
+
+    def add(self, files: list[tuple[Path, str, list[str]]], log=print) -> list[str]:
+        """Embed and index (path, title, labels) files; returns failures as text."""
+        from echovids.errors import EchovidsError
+        from services.embedder.tasks import clip_arrays
+
+        failures = []
+        for i, (path, title, _) in enumerate(files):
+            try:
+                arrays, _embedded = clip_arrays(self.model, decode_bytes(path.read_bytes()))
+            except EchovidsError as error:
+                failures.append(f"{path.name}: {error.message}")
+                continue
+            self.index.write_segment(title, arrays, self.model.space.key)
+            self.index.add_segment(title)
+            self.titles[title] = title
+            if (i + 1) % 100 == 0:
+                log(f"  indexed {i + 1} of {len(files)} files")
+        return failures
+
+    def delete(self, clip_id: str) -> None:
+        self.index.write_tombstone(clip_id)
+        self.index.refresh()
+        del self.titles[clip_id]
+
+    def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
+        from echovids.errors import EchovidsError
+        from services.embedder.tasks import query_arrays
+        from services.search.tasks import rank_answers, search_shard
+
+        started = time.perf_counter()
+        try:
+            waveform = decode_bytes(data)
+            arrays = query_arrays(self.model, waveform)
+            found = search_shard(self.index, self.model.space.key, arrays, limit=max(k * 2, 100), k=k)
+            ranked = rank_answers(found, k, lambda: waveform, audio_of=lambda _candidate, _seconds: None)
+        except EchovidsError as error:
+            return SearchAnswer("failed", [], time.perf_counter() - started, error.message)
+        results = [
+            {
+                "title": self.titles[c.clip_id],
+                "match_start_s": round(max(0.0, c.match_start_s), 3),
+                "query_start_s": round(c.query_start_s, 3),
+                "score": round(c.score, 4),
+                "match": c.match.value,
+            }
+            for c in ranked
+            if c.clip_id in self.titles
+        ]
+        return SearchAnswer("done", results[:k], time.perf_counter() - started)
