@@ -2,10 +2,9 @@
 
 The service's own code runs in this process, behind the client interface the suites already use: the
 embedder's arrays (``services.embedder.tasks``), one :class:`ShardIndex` per library under ``folder``, and every
-query through ``search_shard`` and the merge's ranking (``rank_answers``). Left out: Celery, Redis, the catalog,
-availability, and the re-ordering of several exact matches by their stored audio (no audio is stored here; it
-only matters when one recording plays over another, i.e. in the exact suite's ``rec-*`` conditions). Everything
-else gives the system's answers: publish figures measured through the system, use this to try a change.
+query through ``search_shard`` and the merge's ranking (``rank_answers``, several exact matches set against the
+added files' audio). Left out: Celery, Redis, the catalog and availability. It gives the system's answers, not its
+latencies: publish figures measured through the system, use this to try a change.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ class OfflineClient:
         self.model = get_model()
         self.index = ShardIndex(folder, 0)
         self.titles: dict[str, str] = {}  # clip id -> title (the ids are the titles: one library, unique names)
+        self.paths: dict[str, Path] = {}  # clip id -> the file it was added from (its "stored audio")
 
     def close(self) -> None:
         pass
@@ -54,7 +54,7 @@ class OfflineClient:
                 continue
             self.index.write_segment(title, arrays, self.model.space.key)
             self.index.add_segment(title)
-            self.titles[title] = title
+            self.titles[title], self.paths[title] = title, path
             if (i + 1) % 100 == 0:
                 log(f"  indexed {i + 1} of {len(files)} files")
         return failures
@@ -62,19 +62,20 @@ class OfflineClient:
     def delete(self, clip_id: str) -> None:
         self.index.write_tombstone(clip_id)
         self.index.refresh()
-        del self.titles[clip_id]
+        del self.titles[clip_id], self.paths[clip_id]
 
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
         from echovids.errors import EchovidsError
         from services.embedder.tasks import query_arrays
         from services.search.tasks import rank_answers, search_shard
+        from services.search.verify import audio_under
 
         started = time.perf_counter()
         try:
             waveform = decode_bytes(data)
             arrays = query_arrays(self.model, waveform)
             found = search_shard(self.index, self.model.space.key, arrays, limit=max(k * 2, 100), k=k)
-            ranked = rank_answers(found, k, lambda: waveform, audio_of=lambda _candidate, _seconds: None)
+            ranked = rank_answers(found, k, lambda: waveform, lambda c, s: audio_under(self.paths[c.clip_id], c, s))
         except EchovidsError as error:
             return SearchAnswer("failed", [], time.perf_counter() - started, error.message)
         results = [

@@ -9,6 +9,7 @@ recording 10 dB under it, top-1 0.86 -> 0.98 measured outside the system).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +45,11 @@ def aligned_audio(candidate: ShardCandidate, seconds: float) -> np.ndarray | Non
     path = clip_audio.find(candidate.clip_id)
     if path is None:
         return None  # features imported without audio: nothing to compare
+    return audio_under(path, candidate, seconds)
+
+
+def audio_under(path: Path, candidate: ShardCandidate, seconds: float) -> np.ndarray | None:
+    """The audio file's ``seconds`` under the query as the candidate aligns it (zeros before the file's start)."""
     start = candidate.match_start_s - candidate.query_start_s  # where the query's first sample sits in the clip
     try:
         samples = decode_window(path, max(0.0, start), seconds + min(0.0, start))
