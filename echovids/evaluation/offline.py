@@ -28,8 +28,8 @@ class OfflineClient:
         self.url = f"offline:{folder}"
         self.model = get_model()
         self.index = ShardIndex(folder, 0)
-        self.titles: dict[str, str] = {}  # clip id -> title (the ids are the titles: one library, unique names)
-        self.paths: dict[str, Path] = {}  # clip id -> the file it was added from (its "stored audio")
+        # title -> the file it was added from (its "stored audio"); a clip's id is its title (unique in a suite)
+        self.paths: dict[str, Path] = {}
 
     def close(self) -> None:
         pass
@@ -38,7 +38,7 @@ class OfflineClient:
         return {"offline": True, "space": self.model.space.key}
 
     def library_items(self) -> dict[str, dict]:
-        return {title: {"clip_id": clip_id, "status": "ready"} for clip_id, title in self.titles.items()}
+        return {title: {"clip_id": title, "status": "ready"} for title in self.paths}
 
     def add(self, files: list[tuple[Path, str, list[str]]], log=print) -> list[str]:
         """Embed and index (path, title, labels) files; returns failures as text."""
@@ -54,7 +54,7 @@ class OfflineClient:
                 continue
             self.index.write_segment(title, arrays, self.model.space.key)
             self.index.add_segment(title)
-            self.titles[title], self.paths[title] = title, path
+            self.paths[title] = path
             if (i + 1) % 100 == 0:
                 log(f"  indexed {i + 1} of {len(files)} files")
         return failures
@@ -62,7 +62,7 @@ class OfflineClient:
     def delete(self, clip_id: str) -> None:
         self.index.write_tombstone(clip_id)
         self.index.refresh()
-        del self.titles[clip_id], self.paths[clip_id]
+        del self.paths[clip_id]
 
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
         from echovids.errors import EchovidsError
@@ -80,13 +80,13 @@ class OfflineClient:
             return SearchAnswer("failed", [], time.perf_counter() - started, error.message)
         results = [
             {
-                "title": self.titles[c.clip_id],
+                "title": c.clip_id,
                 "match_start_s": round(max(0.0, c.match_start_s), 3),
                 "query_start_s": round(c.query_start_s, 3),
                 "score": round(c.score, 4),
                 "match": c.match.value,
             }
             for c in ranked
-            if c.clip_id in self.titles
+            if c.clip_id in self.paths
         ]
         return SearchAnswer("done", results[:k], time.perf_counter() - started)
