@@ -133,9 +133,8 @@ class ShardIndex:
         self.deleted: set[str] = set()
         self._clips: dict[str, ClipData] = {}
         self._lock = threading.RLock()
-        self._live_key: tuple[int, int] = (-1, -1)  # what the cached live_mask was computed for
+        self._live_key: tuple[int, int] = (-1, -1)  # the (clips, tombstones) the live mask and centre are of
         self._live = np.zeros(0, dtype=bool)
-        self._centre_key: tuple[int, int] = (-1, -1)  # ... and the cached centre
         self._centre = np.zeros(0, dtype=np.float32)
         self._layout([], None, 0)
         self.refresh()
@@ -347,7 +346,7 @@ class ShardIndex:
 
     def _pack(self) -> None:
         self.clip_pos = {c: i for i, c in enumerate(self.clip_ids)}
-        self._live_key = self._centre_key = (-1, -1)
+        self._live_key = (-1, -1)
         self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
         self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
         self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
@@ -368,28 +367,31 @@ class ShardIndex:
         return self._rows - self._sealed
 
     def live_mask(self) -> np.ndarray:
-        """True for each clip position not tombstoned (cached: a large shard has many clips)."""
-        key = (len(self.clip_ids), len(self.deleted))
-        if self._live_key != key:
-            self._live = np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
-            self._live_key = key
+        """True for each clip position not tombstoned."""
+        self._update_live()
         return self._live
 
     def centre(self) -> np.ndarray:
         """The live clips' average audible frame, the "average sound" similar matches are scored against."""
-        key = (len(self.clip_ids), len(self.deleted))
-        if self._centre_key != key:
-            total, audible = self._frame_sum, self._audible
-            if total is None:
-                self._centre = np.zeros(0, dtype=np.float32)
-            else:
-                # Tombstoned clips keep their rows until the next compaction; they are no part of the library.
-                for position in np.flatnonzero(~self.live_mask()):
-                    gone_sum, gone = _frame_sum(self._clip_data[position].vectors)
-                    total, audible = total - gone_sum, audible - gone
-                self._centre = (total / max(audible, 1)).astype(np.float32)
-            self._centre_key = key
+        self._update_live()
         return self._centre
+
+    def _update_live(self) -> None:
+        """The live mask and centre, again once clips or tombstones came (cached: a large shard has many clips)."""
+        key = (len(self.clip_ids), len(self.deleted))
+        if self._live_key == key:
+            return
+        self._live = np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
+        total, audible = self._frame_sum, self._audible
+        if total is None:
+            self._centre = np.zeros(0, dtype=np.float32)
+        else:
+            # Tombstoned clips keep their rows until the next compaction; they are no part of the library.
+            for position in np.flatnonzero(~self._live):
+                gone_sum, gone = _frame_sum(self._clip_data[position].vectors)
+                total, audible = total - gone_sum, audible - gone
+            self._centre = (total / max(audible, 1)).astype(np.float32)
+        self._live_key = key
 
     def view(self) -> ShardView:
         """The shard as it is now, for one query: a later write or swap never changes what it reads."""
