@@ -1,13 +1,13 @@
 """Embedder benchmark: decode, front end and model measured apart, then end to end. `echovids bench embed`.
 
 On generated audio (a mix of tones, chirps, noise bursts and clicks, written as WAV files), for YAMNet (LiteRT)
-and for the VGGish-shaped test SavedModel (services/embedder/vggish_stub.py, loaded through tensorflow_hub as
+and for the VGGish-shaped test SavedModel (tests/vggish_stub.py, loaded through tensorflow_hub as
 VGGish would be):
 
 * decode: ffmpeg to 16 kHz mono float32 (echovids.audio.decode_file), from a 16 kHz mono WAV and from a
   44.1 kHz stereo WAV (which ffmpeg must also mix and resample);
 * framing: 0.975 s frames every 0.48 s (echovids.framing.frame_waveform);
-* front end: the numpy log-mel (services/embedder/melspec.py) of the whole waveform cut into [96, 64] patches.
+* front end: the numpy log-mel (tests/melspec.py) of the whole waveform cut into [96, 64] patches.
   Neither model needs it at run time -- YAMNet's graph and VGGish's computes their own log-mel inside the model
   call, so their front-end cost is part of the "model" figure; this line says what the front end alone costs;
 * model: ``embed`` called with batches of 1, 16 and 64 frames; then many 5-frame jobs (3 s queries) one after
@@ -29,6 +29,7 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +42,12 @@ import numpy as np
 
 SR = 16_000
 MODELS = ("yamnet", "vggish-stub")
+# The VGGish-shaped test model and the numpy front end are test fixtures (tests/vggish_stub.py, tests/melspec.py),
+# not service code; this benchmark runs from a checkout, where tests/ sits beside this package. Set on import, so
+# that the spawned end-to-end children find them too.
+CHECKOUT = Path(__file__).resolve().parents[1]
+if str(CHECKOUT) not in sys.path:
+    sys.path.append(str(CHECKOUT))
 BATCHES = (1, 16, 64)
 
 
@@ -172,12 +179,12 @@ def load_model(name: str, threads: int, stub_dir: Path) -> Any:
     from echovids.settings import get_settings
 
     if name == "yamnet":
-        from services.embedder.models import YamnetTflite
+        from services.embedder.models.yamnet import YamnetTflite
 
         return YamnetTflite(get_settings().model_dir, threads=threads)
     if name == "vggish-stub":
-        from services.embedder.vggish import VggishHub
-        from services.embedder.vggish_stub import save_stub
+        from services.embedder.models.vggish import VggishHub
+        from tests.vggish_stub import save_stub
 
         handle = stub_dir / "vggish-stub"
         if not handle.exists():
@@ -236,7 +243,7 @@ JOBS_AT_ONCE = 8
 
 def concurrent_jobs(name: str, model: Any, frames: np.ndarray, repeats: int) -> list[Row]:
     """Many small jobs: one after another (a prefork process), then 8 at a time over one BatchingModel (threads)."""
-    from echovids.framing import HOP_S
+    from echovids.audio_params import FRAME_HOP_S
     from echovids.settings import get_settings
     from services.embedder.batching import BatchingModel
 
@@ -257,14 +264,14 @@ def concurrent_jobs(name: str, model: Any, frames: np.ndarray, repeats: int) -> 
     for label, fn in (("one after another", one_by_one), (f"{JOBS_AT_ONCE} at a time, micro-batched", together)):
         runs = timed(fn, repeats)
         what = f"{name}, {len(jobs)} jobs of {JOB_FRAMES} frames, {label}"
-        rows.append(Row("model", what, statistics.median(runs), n * HOP_S, n, runs=runs, cpu=_cpu()))
+        rows.append(Row("model", what, statistics.median(runs), n * FRAME_HOP_S, n, runs=runs, cpu=_cpu()))
     return rows
 
 
 def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[list[Row], dict[str, Any]]:
     from echovids.audio import decode_file
     from echovids.framing import frame_waveform
-    from services.embedder import melspec
+    from tests import melspec
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="echovids-bench-") as tmp:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from echovids import landmarks
+from echovids import audio_params, landmarks
 from echovids.evaluation.dataset import load_clips, load_waveform
 from services.search.landmark_index import LandmarkPostings
 
@@ -44,7 +44,7 @@ def run(hours: float = 1000.0, queries: int = 50, seed: int = 0) -> LandmarkRepo
     started = time.perf_counter()
     marks = landmarks.extract(audio)
     extract_s = time.perf_counter() - started
-    audio_s = audio.size / landmarks.SAMPLE_RATE
+    audio_s = audio.size / audio_params.SAMPLE_RATE
     rate = len(marks) / audio_s
 
     excerpts = [audio[int(o * 16000) : int(o * 16000) + 5 * 16000] for o in rng.uniform(0, audio_s - 5, queries)]

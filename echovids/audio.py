@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.signal
 
+from echovids.audio_params import SAMPLE_RATE
 from echovids.errors import AudioTooLong, UndecodableAudio
 from echovids.settings import get_settings
-
-SAMPLE_RATE = 16_000
 
 # Leading bytes of common files that are plainly not audio: rejected before any queueing.
 _NOT_AUDIO_MAGIC = (

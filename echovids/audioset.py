@@ -7,13 +7,13 @@ file; the payload's CRC is not (pure-Python CRC would cost more than the import)
 protobuf decoding or the shape checks below and is counted as a malformed record.
 
 Time base. AudioSet has one 128-byte feature per 0.96 s (VGGish examples, no overlap); Echovids' frames are every
-0.48 s (``framing.HOP_S``) and the search matches by frame index * HOP_S, query and library alike. The import
-therefore upsamples to the 0.48 s hop: frame 2j is AudioSet's feature j (the window starting at 0.96 j), frame
-2j+1 (starting 0.96 j + 0.48, half in window j and half in j+1) is the normalised mean of features j and j+1.
+0.48 s (``audio_params.FRAME_HOP_S``) and the search matches by frame index * FRAME_HOP_S, query and library alike.
+The import therefore upsamples to the 0.48 s hop: frame 2j is AudioSet's feature j (the window starting at 0.96 j),
+frame 2j+1 (starting 0.96 j + 0.48, half in window j and half in j+1) is the normalised mean of features j and j+1.
 Matching, re-scoring and ``match_start_s`` then need no per-clip special case, at the price of twice the frames
 (128-d float16: 256 bytes per frame, 2.7 MB per hour of audio).
 
-Vectors: uint8 -> float as Google's postprocess inverted (x * 4/255 - 2, the whitened PCA values), then L2
+Vectors: uint8 -> float as Google's postprocess inverted (``vectors.dequantize``: the whitened PCA values), then L2
 normalised, so a dot product is a cosine. The embedding space is ``vggish:<version>:128``; the version defaults
 to ``audioset-pca-uint8``. A VGGish model that should query such a library must report the same space (set the
 import's ``--space-version`` to the model's version, which includes its PCA parameters' digest).
@@ -32,15 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+from echovids.audio_params import VGGISH_EMBEDDING_DIM
 from echovids.schemas import EmbeddingSpace
+from echovids.vectors import dequantize
 
-FEATURE_HOP_S = 0.96
-DIM = 128
 DEFAULT_SPACE_VERSION = "audioset-pca-uint8"
 
 
 def vggish_space(version: str = DEFAULT_SPACE_VERSION) -> EmbeddingSpace:
-    return EmbeddingSpace(model="vggish", version=version, dim=DIM)
+    return EmbeddingSpace(model="vggish", version=version, dim=VGGISH_EMBEDDING_DIM)
 
 
 # -- CRC-32C (Castagnoli), for TFRecord length headers --------------------------------------------------------
@@ -211,18 +211,13 @@ def parse_sequence_example(buf: bytes) -> FeatureRecord:
         end_s = float(context["end_time_seconds"][0])
     except (KeyError, IndexError, AttributeError, UnicodeDecodeError) as exc:
         raise MalformedRecord(f"missing context feature ({exc})") from exc
-    if not frames or any(not isinstance(f, bytes) or len(f) != DIM for f in frames):
-        raise MalformedRecord(f"{video_id}: audio_embedding must be {DIM} bytes per frame")
-    features = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(-1, DIM)
+    if not frames or any(not isinstance(f, bytes) or len(f) != VGGISH_EMBEDDING_DIM for f in frames):
+        raise MalformedRecord(f"{video_id}: audio_embedding must be {VGGISH_EMBEDDING_DIM} bytes per frame")
+    features = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(-1, VGGISH_EMBEDDING_DIM)
     return FeatureRecord(video_id, start_s, end_s, [int(x) for x in context.get("labels", [])], features)
 
 
 # -- vectors -----------------------------------------------------------------------------------------------------
-def dequantize(features: np.ndarray) -> np.ndarray:
-    """uint8 -> the whitened PCA values Google quantised: x * 4/255 - 2 (vggish_postprocess, inverted)."""
-    return features.astype(np.float32) * np.float32(4.0 / 255.0) - np.float32(2.0)
-
-
 def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 

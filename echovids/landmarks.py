@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from echovids.audio import SAMPLE_RATE
+from echovids.audio_params import SAMPLE_RATE
 
 N_FFT = 512
 HOP = 256  # 16 ms at 16 kHz

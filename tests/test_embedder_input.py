@@ -17,7 +17,8 @@ from echovids.audio import decode_bytes, decode_bytes_stream, decode_file, decod
 from echovids.errors import AudioTooLong, AudioTooShort, EchovidsError, UndecodableAudio
 from echovids.framing import frame_count, frame_waveform
 from echovids.settings import Settings, get_settings
-from services.embedder.models import Embedded, YamnetTflite
+from services.embedder.base import Embedded
+from services.embedder.models.yamnet import YamnetTflite
 from tests.sounds import write_silent_flac, write_wav
 
 SR = 16_000
@@ -195,10 +196,11 @@ def test_split_graph_equals_the_original_yamnet(model: YamnetTflite) -> None:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter
 
-    from services.embedder.models import YAMNET_EMBEDDING_TENSOR, YAMNET_SCORES_TENSOR, _cut, l2_normalise
+    from echovids.vectors import l2_normalise
+    from services.embedder.sessions.litert import YAMNET_EMBEDDING_TENSOR, YAMNET_SCORES_TENSOR, cut
 
     path = get_settings().model_dir / "yamnet.tflite"
-    whole = _cut(
+    whole = cut(
         schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0),
         ["input_1"],
         [YAMNET_SCORES_TENSOR, YAMNET_EMBEDDING_TENSOR],

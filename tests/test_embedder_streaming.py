@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from echovids.audio import decode_bytes_stream, decode_file, decode_stream
+from echovids.audio_params import FRAME_HOP_SAMPLES, FRAME_SAMPLES, MIN_AUDIO_SAMPLES
 from echovids.errors import AudioTooShort
-from echovids.framing import FRAME_SAMPLES, HOP_SAMPLES, MIN_SAMPLES, frame_blocks, frame_count, frame_waveform
+from echovids.framing import frame_blocks, frame_count, frame_waveform
 from echovids.schemas import EmbeddingSpace
 from echovids.settings import get_settings
+from services.embedder.base import Embedded
 from services.embedder.batching import BatchingModel
-from services.embedder.models import Embedded, YamnetTflite
+from services.embedder.models.yamnet import YamnetTflite
 from services.embedder.streaming import embed_stream, embed_waveform
 from tests.sounds import write_silent_flac, write_wav
 
@@ -44,7 +46,14 @@ class FakeModel:
 
 @pytest.mark.parametrize(
     "n_samples",
-    [MIN_SAMPLES, FRAME_SAMPLES, FRAME_SAMPLES + HOP_SAMPLES // 2, FRAME_SAMPLES + HOP_SAMPLES, 7 * SR + 123, 31 * SR],
+    [
+        MIN_AUDIO_SAMPLES,
+        FRAME_SAMPLES,
+        FRAME_SAMPLES + FRAME_HOP_SAMPLES // 2,
+        FRAME_SAMPLES + FRAME_HOP_SAMPLES,
+        7 * SR + 123,
+        31 * SR,
+    ],
 )
 @pytest.mark.parametrize("chunk", [1000, 15_600, 48_000, 10**7])
 @pytest.mark.parametrize("block", [1, 3, 256])
@@ -58,7 +67,7 @@ def test_frame_blocks_equal_frame_waveform(n_samples: int, chunk: int, block: in
 
 def test_frame_blocks_too_short() -> None:
     with pytest.raises(AudioTooShort):
-        list(frame_blocks([np.zeros(MIN_SAMPLES - 1, np.float32)]))
+        list(frame_blocks([np.zeros(MIN_AUDIO_SAMPLES - 1, np.float32)]))
 
 
 def test_decode_stream_equals_decode_file(tmp_path: Path) -> None:

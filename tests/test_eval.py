@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echovids.audio import SAMPLE_RATE, decode_bytes
+from echovids.audio import decode_bytes
+from echovids.audio_params import SAMPLE_RATE
 from echovids.evaluation import degrade, metrics
 from echovids.evaluation.dataset import DEFAULT_ESC10, Clip, fit, fold_of, join_recordings, load_clips, wav_bytes
 from echovids.evaluation.suites import (

@@ -112,7 +112,8 @@ def test_segments_csv(audioset_files: tuple[Path, Path]) -> None:
 
 
 def test_features_become_unit_vectors_at_the_search_hop() -> None:
-    from echovids.audioset import dequantize, to_search_frames
+    from echovids.audioset import to_search_frames
+    from echovids.vectors import dequantize
 
     q = np.array([[0, 255, 128] + [0] * 125], dtype=np.uint8)
     assert np.allclose(dequantize(q)[0, :3], [-2.0, 2.0, 128 * 4 / 255 - 2], atol=1e-6)

@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echovids.framing import FRAME_SAMPLES, HOP_S, frame_waveform
+from echovids.audio_params import (
+    FRAME_HOP_S,
+    FRAME_SAMPLES,
+    PATCH_HOP_ROWS,
+    STFT_HOP_SAMPLES,
+    VGGISH_LOG_OFFSET,
+    YAMNET_LOG_OFFSET,
+)
+from echovids.framing import frame_waveform
 from echovids.settings import get_settings
-from services.embedder import melspec
+from tests import melspec
 
 SR = 16_000
 T = np.arange(FRAME_SAMPLES) / SR
@@ -40,7 +48,7 @@ TONAL_MAX_ABS_WITHIN_20_DB = 0.05
 
 def assert_close_to_yamnet(reference: np.ndarray, ours: np.ndarray) -> None:
     diff = np.abs(reference - ours)
-    cancelled = (reference <= np.log(melspec.YAMNET_LOG_OFFSET) + 1e-6) & (diff >= BROADBAND_MAX_ABS)
+    cancelled = (reference <= np.log(YAMNET_LOG_OFFSET) + 1e-6) & (diff >= BROADBAND_MAX_ABS)
     assert cancelled.mean() <= FLOOR_CELLS_MAX_FRACTION
     diff = diff[~cancelled]
     assert diff.mean() < BROADBAND_MEAN_ABS, diff.mean()
@@ -50,7 +58,7 @@ def assert_close_to_yamnet(reference: np.ndarray, ours: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def yamnet():  # type: ignore[no-untyped-def]
-    from services.embedder.models import YamnetTflite
+    from services.embedder.models.yamnet import YamnetTflite
 
     return YamnetTflite(get_settings().model_dir, threads=1)
 
@@ -58,10 +66,10 @@ def yamnet():  # type: ignore[no-untyped-def]
 def test_shapes_and_constants() -> None:
     spectrogram = melspec.log_mel(np.zeros(FRAME_SAMPLES, dtype=np.float32))
     assert spectrogram.shape == (96, 64)  # 0.975 s: exactly one 0.96 s patch
-    assert np.allclose(spectrogram, np.log(melspec.YAMNET_LOG_OFFSET))
-    assert np.allclose(melspec.log_mel(np.zeros(FRAME_SAMPLES), melspec.VGGISH_LOG_OFFSET), np.log(0.01))
+    assert np.allclose(spectrogram, np.log(YAMNET_LOG_OFFSET))
+    assert np.allclose(melspec.log_mel(np.zeros(FRAME_SAMPLES), VGGISH_LOG_OFFSET), np.log(0.01))
     assert melspec.mel_matrix().shape == (257, 64)
-    assert pytest.approx(HOP_S) == melspec.PATCH_HOP_FRAMES * melspec.HOP_SAMPLES / SR
+    assert pytest.approx(FRAME_HOP_S) == PATCH_HOP_ROWS * STFT_HOP_SAMPLES / SR
 
 
 @pytest.mark.parametrize("name", sorted(BROADBAND))
@@ -101,4 +109,4 @@ def test_matches_tf_signal() -> None:
     np.testing.assert_allclose(melspec.mel_matrix(), weights, atol=1e-4)
     spectrum = np.abs(tf.signal.stft(x, 400, 160, 512).numpy())
     reference = np.log(spectrum @ weights + 0.01)
-    np.testing.assert_allclose(melspec.log_mel(x, melspec.VGGISH_LOG_OFFSET), reference, atol=1e-3)
+    np.testing.assert_allclose(melspec.log_mel(x, VGGISH_LOG_OFFSET), reference, atol=1e-3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echovids import audio, framing, landmarks
+from echovids import audio, audio_params, framing, landmarks
 from echovids.catalog import shard_of
 from echovids.errors import AudioTooLong, AudioTooShort, SilentAudio, UndecodableAudio
 from services.embedder.silence import mute_silence
@@ -40,9 +40,9 @@ def test_decode_common_formats_to_16k_mono(tmp_path: Path, suffix: str, args: li
     wav = write_wav(tmp_path / "src.wav", 0.5 * np.sin(2 * np.pi * 1000 * t), sr=44_100, channels=2)
     decoded = audio.decode_bytes(encode(wav, tmp_path / f"out{suffix}", *args).read_bytes())
     assert decoded.dtype == np.float32
-    assert abs(decoded.size / audio.SAMPLE_RATE - 3.0) < 0.1
+    assert abs(decoded.size / audio_params.SAMPLE_RATE - 3.0) < 0.1
     spectrum = np.abs(np.fft.rfft(decoded[4000:20000]))
-    assert abs(np.argmax(spectrum) * audio.SAMPLE_RATE / 16000 - 1000) < 20  # still a 1 kHz tone
+    assert abs(np.argmax(spectrum) * audio_params.SAMPLE_RATE / 16000 - 1000) < 20  # still a 1 kHz tone
 
 
 def test_decode_rejects_garbage_and_limits_length(tmp_path: Path) -> None:
@@ -94,14 +94,14 @@ def test_non_audio_magic() -> None:
 
 
 def test_framing_counts_and_hop() -> None:
-    assert framing.frame_count(framing.MIN_SAMPLES - 1) == 0
-    assert framing.frame_count(framing.FRAME_SAMPLES) == 1
-    assert framing.frame_count(framing.FRAME_SAMPLES + framing.HOP_SAMPLES) == 2
+    assert framing.frame_count(audio_params.MIN_AUDIO_SAMPLES - 1) == 0
+    assert framing.frame_count(audio_params.FRAME_SAMPLES) == 1
+    assert framing.frame_count(audio_params.FRAME_SAMPLES + audio_params.FRAME_HOP_SAMPLES) == 2
     x = np.arange(5 * SR, dtype=np.float32)
     frames = framing.frame_waveform(x)
-    assert frames.shape[1] == framing.FRAME_SAMPLES
-    assert frames[3, 0] == 3 * framing.HOP_SAMPLES
-    assert pytest.approx(0.48) == framing.HOP_S
+    assert frames.shape[1] == audio_params.FRAME_SAMPLES
+    assert frames[3, 0] == 3 * audio_params.FRAME_HOP_SAMPLES
+    assert pytest.approx(0.48) == audio_params.FRAME_HOP_S
     with pytest.raises(AudioTooShort):
         framing.frame_waveform(np.zeros(int(0.3 * SR), dtype=np.float32))
 
@@ -298,7 +298,7 @@ def test_float_wav_fast_path_and_truncated_wav_falls_back(tmp_path: Path) -> Non
 
 
 def test_frame_labels_index_a_small_vocabulary() -> None:
-    from services.embedder.tasks import frame_labels
+    from services.embedder.labels import frame_labels
 
     names = [f"class{i}" for i in range(10)]
     scores = np.zeros((2, 10), dtype=np.float32)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from echovids import clip_audio, landmarks
-from echovids.audio import SAMPLE_RATE, decode_file, decode_window, ffmpeg_exe
+from echovids.audio import decode_file, decode_window, ffmpeg_exe
+from echovids.audio_params import SAMPLE_RATE
 from echovids.evaluation.dataset import DEFAULT_ESC10
 from echovids.schemas import MatchKind, ShardCandidate
 from services.search.landmark_index import LandmarkPostings

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echovids.framing import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, frame_waveform
+from echovids.audio_params import FRAME_HOP_S, FRAME_HOP_SAMPLES, FRAME_SAMPLES, VGGISH_EXAMPLE_SAMPLES
+from echovids.framing import frame_waveform
 from echovids.schemas import EmbeddingSpace
 
 pytest.importorskip("tensorflow_hub")
 
-from services.embedder import vggish
-from services.embedder.vggish import VggishHub, dequantize, pack_frames
-from services.embedder.vggish_stub import save_stub, stub_reference
+from echovids.vectors import dequantize
+from services.embedder.models import vggish
+from services.embedder.models.vggish import VggishHub, pack_frames
+from tests.vggish_stub import save_stub, stub_reference
 
 SR = 16_000
 SCALE = 2.0**20  # ramp samples i / 2**20 are exact in float32 up to 16 s
@@ -53,7 +55,7 @@ def test_space_version_of_a_hub_url_and_of_pca() -> None:
 
 
 def test_each_row_is_its_frame_at_the_framing_hop(model: VggishHub) -> None:
-    """Row i is the stub's output for exactly frame i's 0.975 s, which starts at i * HOP_S."""
+    """Row i is the stub's output for exactly frame i's 0.975 s, which starts at i * FRAME_HOP_S."""
     waveform = ramp(10.0)
     frames = frame_waveform(waveform)
     calls = model.calls
@@ -61,7 +63,7 @@ def test_each_row_is_its_frame_at_the_framing_hop(model: VggishHub) -> None:
     assert model.calls == calls + 1  # the whole file in one call
     assert raw.shape == (frames.shape[0], 128)
     for i in range(frames.shape[0] - 1):  # the last frame is zero-padded
-        start = round(i * HOP_S * SR)
+        start = round(i * FRAME_HOP_S * SR)
         assert raw[i, 0] == pytest.approx(start / SCALE, abs=1e-9)
         assert raw[i, 1] == pytest.approx((start + FRAME_SAMPLES - 1) / SCALE, abs=1e-9)
     expected = np.stack([stub_reference(frame) for frame in frames])
@@ -162,10 +164,10 @@ def test_bad_pca_file_is_refused(tmp_path: Path) -> None:
 
 def test_settings_select_vggish(handle: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from echovids.settings import Settings
-    from services.embedder.models import build_model
+    from services.embedder.factory import build_model
 
     monkeypatch.setenv("ECHOVIDS_EMBEDDER", "vggish")
     monkeypatch.setenv("ECHOVIDS_VGGISH_HANDLE", handle)
     built = build_model(Settings())
     assert isinstance(built, VggishHub) and built.space.dim == 128
-    assert HOP_SAMPLES * 2 == vggish.EXAMPLE_SAMPLES
+    assert FRAME_HOP_SAMPLES * 2 == VGGISH_EXAMPLE_SAMPLES

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from echovids.audio import SAMPLE_RATE, decode_file
+from echovids.audio import decode_file
+from echovids.audio_params import SAMPLE_RATE
 
 DEFAULT_ESC10 = Path(__file__).resolve().parents[3] / "shared" / "data" / "esc10"
 

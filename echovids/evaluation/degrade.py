@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, fftconvolve, sosfiltfilt
 
-from echovids.audio import SAMPLE_RATE, decode_file, ffmpeg_exe
+from echovids.audio import decode_file, ffmpeg_exe
+from echovids.audio_params import SAMPLE_RATE
 from echovids.evaluation.dataset import write_wav
 
 PEAK = 0.99

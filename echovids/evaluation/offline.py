@@ -21,7 +21,7 @@ class OfflineClient:
     """An Echovids of one shard in this process, with the calls of :class:`EchovidsClient` the suites make."""
 
     def __init__(self, folder: Path) -> None:
-        from services.embedder.models import get_model
+        from services.embedder.factory import get_model
         from services.search.shard import ShardIndex
 
         shutil.rmtree(folder, ignore_errors=True)  # a library of its own each run: nothing foreign in it

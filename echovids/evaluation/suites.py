@@ -27,7 +27,7 @@ from typing import Literal, TypedDict
 
 import numpy as np
 
-from echovids.audio import SAMPLE_RATE
+from echovids.audio_params import SAMPLE_RATE
 from echovids.evaluation import degrade, metrics
 from echovids.evaluation.client import Client, EchovidsClient
 from echovids.evaluation.dataset import (

@@ -8,7 +8,7 @@ never waits, so the wrapper costs nothing at low load.
 
 What a batch buys depends on the model:
 - VGGish (tensorflow_hub): one call instead of one per job; frames are packed into one waveform
-  (services/embedder/vggish.py), so per-call overhead and, on a GPU, kernel launches are shared.
+  (services/embedder/models/vggish.py), so per-call overhead and, on a GPU, kernel launches are shared.
 - YAMNet (LiteRT): the graph's input is fixed at one frame (resizing it breaks XNNPACK), so a batch does not
   make the model itself faster; throughput comes from ``tflite_threads`` interpreters working on the frames of
   a call in parallel. Batching across jobs still helps small queries: a 3 s query has 5 frames, below what is
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.embedder.models import AudioModel, Embedded
+from services.embedder.base import AudioModel, Embedded
 
 
 @dataclass

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from echovids.audio import SAMPLE_RATE
+from echovids.audio_params import SAMPLE_RATE
 from echovids.framing import frame_blocks
-from services.embedder.models import AudioModel, Embedded
+from services.embedder.base import AudioModel, Embedded
 
 BLOCK_FRAMES = 256  # about 2 minutes of audio, 16 MB of frames
 

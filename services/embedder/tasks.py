@@ -11,7 +11,8 @@ from celery import Task, shared_task
 from celery.worker.control import inspect_command
 
 from echovids import landmarks
-from echovids.audio import SAMPLE_RATE, decode_bytes
+from echovids.audio import decode_bytes
+from echovids.audio_params import SAMPLE_RATE
 from echovids.errors import EchovidsError
 from echovids.framing import frame_waveform
 from echovids.jobs import JobStore
@@ -19,7 +20,9 @@ from echovids.queues import TaskName
 from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.embedder.models import AudioModel, Embedded, get_model, model_loaded, top_labels
+from services.embedder.base import AudioModel, Embedded
+from services.embedder.factory import get_model, model_loaded
+from services.embedder.labels import frame_labels, top_labels
 from services.embedder.silence import mute_silence
 from services.embedder.streaming import embed_waveform
 
@@ -78,20 +81,6 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
     store.put_arrays(job_id, arrays)
     store.set_status(job_id, JobStatus.searching)
     return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(arrays["vectors"]), k=k).model_dump()
-
-
-def frame_labels(scores: np.ndarray | None, class_names: list[str], per_frame: int = 3) -> dict[str, np.ndarray]:
-    """Each frame's best classes, as indices into the clip's own small vocabulary of class names."""
-    if scores is None or scores.size == 0:
-        return {}
-    top = np.argpartition(-scores, per_frame - 1, axis=1)[:, :per_frame]  # the best few, unordered: no full sort
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-    best = np.take_along_axis(top, order, axis=1)
-    used = np.unique(best)
-    return {
-        "frame_labels": np.searchsorted(used, best).astype(np.int16),
-        "label_names": np.array([class_names[i] for i in used]),
-    }
 
 
 @shared_task(name=TaskName.EMBED_CLIP, **TASK_OPTIONS)

@@ -14,9 +14,9 @@ from celery.signals import worker_process_init
 
 from echovids import catalog, landmarks, queues
 from echovids.audio import decode_bytes
+from echovids.audio_params import FRAME_HOP_S
 from echovids.celery_app import get_celery
 from echovids.errors import EchovidsError
-from echovids.framing import HOP_S
 from echovids.jobs import JobStore
 from echovids.library import label_ids, reconcile_pending
 from echovids.queues import TaskName
@@ -146,8 +146,8 @@ def search_shard(
             match=MatchKind.similar,
             score=mt.score,
             votes=mt.votes,
-            match_start_s=(mt.query_start + mt.offset) * HOP_S,
-            query_start_s=mt.query_start * HOP_S,
+            match_start_s=(mt.query_start + mt.offset) * FRAME_HOP_S,
+            query_start_s=mt.query_start * FRAME_HOP_S,
             labels=view.clip_labels(mt.clip, mt.query_start + mt.offset, len(vectors) - mt.query_start),
         )
         for mt in matches
@@ -157,7 +157,7 @@ def search_shard(
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             continue
-        offset = round(lm.offset * landmarks.HOP_S / HOP_S)
+        offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
         score = aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score
         clip_id = view.clip_ids[lm.clip]
         match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
@@ -169,7 +169,9 @@ def search_shard(
             votes=lm.weight,
             match_start_s=match_start_s,
             query_start_s=query_start_s,
-            labels=view.clip_labels(lm.clip, round(match_start_s / HOP_S), len(vectors) - round(query_start_s / HOP_S)),
+            labels=view.clip_labels(
+                lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
+            ),
         )
     return sorted(candidates.values(), key=rank_key)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from echovids import clip_audio, landmarks
-from echovids.audio import SAMPLE_RATE, decode_window
+from echovids.audio import decode_window
+from echovids.audio_params import SAMPLE_RATE
 from echovids.errors import EchovidsError
 from echovids.schemas import MatchKind, ShardCandidate
 

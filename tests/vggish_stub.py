@@ -17,17 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from services.embedder import melspec
-
-EXAMPLE_SAMPLES = 15_360
-EXAMPLE_SPAN = 15_600
-DIM = 128
+from echovids.audio_params import (
+    FFT_LENGTH,
+    FRAME_SAMPLES,
+    MEL_BANDS,
+    PATCH_ROWS,
+    STFT_HOP_SAMPLES,
+    STFT_WINDOW_SAMPLES,
+    VGGISH_EMBEDDING_DIM,
+    VGGISH_EXAMPLE_SAMPLES,
+    VGGISH_LOG_OFFSET,
+)
+from tests import melspec
 
 
 def _weights(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((melspec.PATCH_FRAMES * melspec.MEL_BANDS, DIM - 3)) / 80.0).astype(np.float32)
-    b = rng.standard_normal(DIM - 3).astype(np.float32)
+    w = (rng.standard_normal((PATCH_ROWS * MEL_BANDS, VGGISH_EMBEDDING_DIM - 3)) / 80.0).astype(np.float32)
+    b = rng.standard_normal(VGGISH_EMBEDDING_DIM - 3).astype(np.float32)
     return w, b
 
 
@@ -47,13 +54,13 @@ def save_stub(path: Path, seed: int = 0) -> Path:
 
         @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.float32)])
         def __call__(self, waveform: tf.Tensor) -> tf.Tensor:
-            spectrum = tf.abs(tf.signal.stft(waveform, melspec.WINDOW_SAMPLES, melspec.HOP_SAMPLES, melspec.FFT_LENGTH))
-            log_mel = tf.math.log(tf.matmul(spectrum, self.mel) + melspec.VGGISH_LOG_OFFSET)
-            patches = tf.signal.frame(log_mel, melspec.PATCH_FRAMES, melspec.PATCH_FRAMES, axis=0)
-            flat = tf.reshape(patches, [-1, melspec.PATCH_FRAMES * melspec.MEL_BANDS])
+            spectrum = tf.abs(tf.signal.stft(waveform, STFT_WINDOW_SAMPLES, STFT_HOP_SAMPLES, FFT_LENGTH))
+            log_mel = tf.math.log(tf.matmul(spectrum, self.mel) + VGGISH_LOG_OFFSET)
+            patches = tf.signal.frame(log_mel, PATCH_ROWS, PATCH_ROWS, axis=0)
+            flat = tf.reshape(patches, [-1, PATCH_ROWS * MEL_BANDS])
             projected = tf.matmul(flat, self.w) + self.b
-            examples = tf.signal.frame(waveform, EXAMPLE_SPAN, EXAMPLE_SAMPLES)[: tf.shape(flat)[0]]
-            marks = tf.stack([examples[:, 0], examples[:, EXAMPLE_SPAN - 1], tf.reduce_mean(examples, axis=1)], axis=1)
+            examples = tf.signal.frame(waveform, FRAME_SAMPLES, VGGISH_EXAMPLE_SAMPLES)[: tf.shape(flat)[0]]
+            marks = tf.stack([examples[:, 0], examples[:, FRAME_SAMPLES - 1], tf.reduce_mean(examples, axis=1)], axis=1)
             return tf.concat([marks, projected], axis=1)
 
     module = VggishStub()
@@ -64,6 +71,6 @@ def save_stub(path: Path, seed: int = 0) -> Path:
 def stub_reference(frame: np.ndarray, seed: int = 0) -> np.ndarray:
     """[128] what the stub returns for one 0.975 s frame (an example), computed in numpy."""
     w, b = _weights(seed)
-    patch = melspec.log_mel(frame, melspec.VGGISH_LOG_OFFSET)[: melspec.PATCH_FRAMES]
-    marks = np.array([frame[0], frame[EXAMPLE_SPAN - 1], frame.mean()], dtype=np.float32)
+    patch = melspec.log_mel(frame, VGGISH_LOG_OFFSET)[:PATCH_ROWS]
+    marks = np.array([frame[0], frame[FRAME_SAMPLES - 1], frame.mean()], dtype=np.float32)
     return np.concatenate([marks, patch.reshape(-1) @ w + b]).astype(np.float32)

@@ -1,58 +1,26 @@
-"""Audio embedding models: one class per model, loaded lazily once per worker process."""
+"""YAMNet on LiteRT: the graph cut in two, a two-interpreter session, and a pool of them that shares a call's frames.
+
+LiteRT is imported inside the functions that need it: like TensorFlow it is not fork-safe, so it loads in each
+worker process, on first use.
+"""
 
 from __future__ import annotations
 
-import csv
 import itertools
 import os
 import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from echovids.framing import HOP_SAMPLES
-from echovids.schemas import EmbeddingSpace
-from echovids.settings import Settings, get_settings
+from echovids.audio_params import FRAME_HOP_SAMPLES, MEL_BANDS, PATCH_HOP_ROWS, PATCH_ROWS
 
 YAMNET_EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
-
-
-@dataclass
-class Embedded:
-    """Per-frame output: L2-normalised embeddings and, when the model has them, AudioSet class scores."""
-
-    vectors: np.ndarray  # [n, dim] float32, unit length
-    scores: np.ndarray | None  # [n, classes] float32
-
-
-class AudioModel(Protocol):
-    space: EmbeddingSpace
-    class_names: list[str]
-
-    def embed(self, frames: np.ndarray) -> Embedded: ...
-
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    # A silent frame embeds to zeros; keep it zero rather than dividing by zero.
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def load_class_names(path: Path) -> list[str]:
-    with path.open(newline="") as f:
-        return [row["display_name"] for row in csv.DictReader(f)]
-
-
 YAMNET_PATCH_TENSOR = "Identity_1"  # the [96, 64] log-mel patch the graph computes from its waveform input
 YAMNET_PATCH_INPUT = "yamnet_frames/reshape/Reshape"  # that patch as [1, 96, 64, 1], where the network starts
 YAMNET_SCORES_TENSOR = "Identity"
-PATCH_HALF = 48  # log-mel rows per 0.48 s hop: consecutive frames share half a patch
-MEL_BANDS = 64
 
 
 def yamnet_graphs(path: Path) -> tuple[bytes, bytes]:
@@ -65,8 +33,8 @@ def yamnet_graphs(path: Path) -> tuple[bytes, bytes]:
     from ai_edge_litert import schema_py_generated as schema
 
     packed = bytearray(path.read_bytes())
-    front = _cut(schema.ModelT.InitFromPackedBuf(packed, 0), ["input_1"], [YAMNET_PATCH_TENSOR])
-    network = _cut(
+    front = cut(schema.ModelT.InitFromPackedBuf(packed, 0), ["input_1"], [YAMNET_PATCH_TENSOR])
+    network = cut(
         schema.ModelT.InitFromPackedBuf(packed, 0),
         [YAMNET_PATCH_INPUT],
         [YAMNET_SCORES_TENSOR, YAMNET_EMBEDDING_TENSOR],
@@ -74,7 +42,7 @@ def yamnet_graphs(path: Path) -> tuple[bytes, bytes]:
     return front, network
 
 
-def _cut(model: Any, inputs: list[str], outputs: list[str]) -> bytes:
+def cut(model: Any, inputs: list[str], outputs: list[str]) -> bytes:
     """The part of a TFLite model that computes ``outputs`` from ``inputs``: the ops they need, in order."""
     import flatbuffers
 
@@ -95,7 +63,12 @@ def _cut(model: Any, inputs: list[str], outputs: list[str]) -> bytes:
     return bytes(builder.Output())
 
 
-class _YamnetInterpreter:
+def _follows(frame: np.ndarray, next_frame: np.ndarray) -> bool:
+    """True when ``next_frame`` starts one hop into ``frame``: the rows they share are then identical."""
+    return bool(np.array_equal(frame[FRAME_HOP_SAMPLES:], next_frame[: frame.size - FRAME_HOP_SAMPLES]))
+
+
+class YamnetInterpreter:
     """YAMNet's two halves on LiteRT (front end, network); not safe to share between threads."""
 
     def __init__(self, graphs: tuple[bytes, bytes]) -> None:
@@ -121,7 +94,7 @@ class _YamnetInterpreter:
         """[n, 96, 64] log-mel patches; where frame i+1 starts one hop after frame i (same samples), the patch
         of frame i+1 is made of halves of its neighbours' patches instead of being computed."""
         n = frames.shape[0]
-        out = np.empty((n, 2 * PATCH_HALF, MEL_BANDS), dtype=np.float32)
+        out = np.empty((n, PATCH_ROWS, MEL_BANDS), dtype=np.float32)
         i, have = 0, False  # have: out[i] was computed by the step before
         while i < n:
             if not have:
@@ -129,8 +102,8 @@ class _YamnetInterpreter:
             have = i + 2 < n and _follows(frames[i], frames[i + 1]) and _follows(frames[i + 1], frames[i + 2])
             if have:
                 out[i + 2] = self.patch(frames[i + 2])
-                out[i + 1, :PATCH_HALF] = out[i, PATCH_HALF:]
-                out[i + 1, PATCH_HALF:] = out[i + 2, :PATCH_HALF]
+                out[i + 1, :PATCH_HOP_ROWS] = out[i, PATCH_HOP_ROWS:]
+                out[i + 1, PATCH_HOP_ROWS:] = out[i + 2, :PATCH_HOP_ROWS]
             i += 2 if have else 1
         return out
 
@@ -139,7 +112,7 @@ class _YamnetInterpreter:
         # (invoke releases the GIL, so several interpreters run in parallel threads).
         patches = self.patches(frames)
         for i in range(frames.shape[0]):
-            self.network.set_tensor(self.patch_in, patches[i].reshape(1, 2 * PATCH_HALF, -1, 1))
+            self.network.set_tensor(self.patch_in, patches[i].reshape(1, PATCH_ROWS, -1, 1))
             self.network.invoke()
             vectors[i] = self.network.get_tensor(self.embedding)[0]
             scores[i] = self.network.get_tensor(self.scores)[0]
@@ -156,15 +129,8 @@ def idle_cores() -> int:
     return max(0, cores - runnable)
 
 
-def _follows(frame: np.ndarray, next_frame: np.ndarray) -> bool:
-    """True when ``next_frame`` starts one hop into ``frame``: the rows they share are then identical."""
-    return bool(np.array_equal(frame[HOP_SAMPLES:], next_frame[: frame.size - HOP_SAMPLES]))
-
-
-class YamnetTflite:
-    """Google's YAMNet on LiteRT: 1024-d embedding and 521 AudioSet scores per 0.975 s frame.
-
-    ``threads`` interpreters of one thread each share the frames of a call (measured faster than one
+class InterpreterPool:
+    """``threads`` interpreters of one thread each share the frames of a call (measured faster than one
     interpreter with several threads: the model is small and per-invoke overhead dominates). Concurrent callers
     borrow interpreters from the same pool.
     """
@@ -176,18 +142,12 @@ class YamnetTflite:
     # (measured: 9.5 h/min always split, 10.9 unsplit), while a lone long file still gets every core.
     MAX_FRAMES_ALWAYS_SPLIT = 64
 
-    def __init__(self, model_dir: Path, threads: int = 1) -> None:
-        path = model_dir / "yamnet.tflite"
-        if not path.exists():
-            raise FileNotFoundError(f"YAMNet weights not found at {path}; set ECHOVIDS_MODEL_DIR.")
+    def __init__(self, graphs: tuple[bytes, bytes], threads: int = 1) -> None:
         self.threads = max(1, threads)
-        graphs = yamnet_graphs(path)
-        self._pool: queue.SimpleQueue[_YamnetInterpreter] = queue.SimpleQueue()
+        self._pool: queue.SimpleQueue[YamnetInterpreter] = queue.SimpleQueue()
         for _ in range(self.threads):
-            self._pool.put(_YamnetInterpreter(graphs))
+            self._pool.put(YamnetInterpreter(graphs))
         self._executor = ThreadPoolExecutor(self.threads, "yamnet") if self.threads > 1 else None
-        self.class_names = load_class_names(model_dir / "yamnet_class_map.csv")
-        self.space = EmbeddingSpace(model="yamnet", version="tflite-1", dim=1024)
 
     def _run(self, frames: np.ndarray, vectors: np.ndarray, scores: np.ndarray) -> None:
         interpreter = self._pool.get()
@@ -196,11 +156,9 @@ class YamnetTflite:
         finally:
             self._pool.put(interpreter)
 
-    def embed(self, frames: np.ndarray) -> Embedded:
-        frames = np.ascontiguousarray(frames, dtype=np.float32)
+    def run(self, frames: np.ndarray, vectors: np.ndarray, scores: np.ndarray) -> None:
+        """Fill ``vectors`` and ``scores`` (raw embeddings and class scores) for ``frames``, split over the pool."""
         n = frames.shape[0]
-        vectors = np.empty((n, 1024), dtype=np.float32)
-        scores = np.empty((n, len(self.class_names)), dtype=np.float32)
         parts = min(self.threads, n // self.MIN_FRAMES_PER_THREAD)
         if n > self.MAX_FRAMES_ALWAYS_SPLIT:
             parts = min(parts, 1 + idle_cores())
@@ -214,56 +172,11 @@ class YamnetTflite:
             ]
             for future in futures:
                 future.result()
-        return Embedded(vectors=l2_normalise(vectors), scores=scores)
 
-    def log_mel_patch(self, frame: np.ndarray) -> np.ndarray:
-        """The [96, 64] log-mel patch YAMNet computes for one frame (for front-end tests)."""
+    def patch(self, frame: np.ndarray) -> np.ndarray:
+        """The [96, 64] log-mel patch of one frame, from whichever interpreter is free."""
         interpreter = self._pool.get()
         try:
-            return interpreter.patch(np.asarray(frame, dtype=np.float32)).copy()
+            return interpreter.patch(frame).copy()
         finally:
             self._pool.put(interpreter)
-
-
-def build_model(settings: Settings) -> AudioModel:
-    if settings.embedder == "yamnet":
-        return YamnetTflite(settings.model_dir, threads=settings.tflite_threads)
-    from services.embedder.vggish import VggishHub
-
-    return VggishHub(settings.vggish_handle, pca_params=settings.vggish_pca_params)
-
-
-_loading = threading.Lock()
-
-
-def get_model() -> AudioModel:
-    """Loaded on first use inside the worker process: TensorFlow and LiteRT are not fork-safe.
-
-    Wrapped for micro-batching: embed calls from concurrent tasks of one process share model calls. The lock
-    matters under the threads pool, where the first jobs arrive together: one model, not one per thread.
-    """
-    with _loading:
-        return _batched_model()
-
-
-def model_loaded() -> bool:
-    """Whether this process has loaded its model (asking must not load it: see embed_batches)."""
-    return bool(_batched_model.cache_info().currsize)
-
-
-@lru_cache(maxsize=1)
-def _batched_model() -> AudioModel:
-    from services.embedder.batching import BatchingModel
-
-    settings = get_settings()
-    return BatchingModel(
-        build_model(settings), max_frames=settings.embed_batch_frames, max_wait_ms=settings.embed_batch_wait_ms
-    )
-
-
-def top_labels(scores: np.ndarray | None, class_names: list[str], count: int = 3) -> list[str]:
-    """The classes with the highest mean score over the given frames."""
-    if scores is None or scores.size == 0:
-        return []
-    mean = scores.mean(axis=0)
-    return [class_names[i] for i in np.argsort(-mean)[:count]]

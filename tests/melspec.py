@@ -5,8 +5,9 @@
 VGGish. The mel matrix is the one ``tf.signal.linear_to_mel_weight_matrix`` builds (the DC bin gets no weight),
 which is also what VGGish's ``mel_features.spectrogram_to_mel_matrix`` computes.
 
-YAMNet's TFLite graph computes this itself; this module exists to inspect, test and benchmark the front end, and
-to feed models that take log-mel patches rather than waveforms.
+Neither model needs it at run time: YAMNet's TFLite graph and VGGish's SavedModel compute it themselves. It is the
+reference the tests hold YAMNet's front end to, the VGGish-shaped test model's front end, and the benchmark's
+front-end line. Its parameters are the models' own (echovids.audio_params).
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
-WINDOW_SAMPLES = 400  # 25 ms
-HOP_SAMPLES = 160  # 10 ms
-FFT_LENGTH = 512  # next power of two above the window
-MEL_BANDS = 64
-MEL_MIN_HZ = 125.0
-MEL_MAX_HZ = 7500.0
-PATCH_FRAMES = 96  # 0.96 s
-PATCH_HOP_FRAMES = 48  # 0.48 s, as echovids.framing.HOP_S
-YAMNET_LOG_OFFSET = 0.001
-VGGISH_LOG_OFFSET = 0.01
+from echovids.audio_params import (
+    FFT_LENGTH,
+    MEL_BANDS,
+    MEL_MAX_HZ,
+    MEL_MIN_HZ,
+    PATCH_HOP_ROWS,
+    PATCH_ROWS,
+    SAMPLE_RATE,
+    STFT_HOP_SAMPLES,
+    STFT_WINDOW_SAMPLES,
+    YAMNET_LOG_OFFSET,
+)
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -56,12 +58,12 @@ def mel_matrix(
 
 @lru_cache(maxsize=1)
 def _window() -> np.ndarray:
-    n = np.arange(WINDOW_SAMPLES)
-    return (0.5 - 0.5 * np.cos(2 * np.pi * n / WINDOW_SAMPLES)).astype(np.float32)  # periodic Hann
+    n = np.arange(STFT_WINDOW_SAMPLES)
+    return (0.5 - 0.5 * np.cos(2 * np.pi * n / STFT_WINDOW_SAMPLES)).astype(np.float32)  # periodic Hann
 
 
 def stft_frames(n_samples: int) -> int:
-    return 0 if n_samples < WINDOW_SAMPLES else 1 + (n_samples - WINDOW_SAMPLES) // HOP_SAMPLES
+    return 0 if n_samples < STFT_WINDOW_SAMPLES else 1 + (n_samples - STFT_WINDOW_SAMPLES) // STFT_HOP_SAMPLES
 
 
 def log_mel(waveform: np.ndarray, log_offset: float = YAMNET_LOG_OFFSET) -> np.ndarray:
@@ -71,27 +73,27 @@ def log_mel(waveform: np.ndarray, log_offset: float = YAMNET_LOG_OFFSET) -> np.n
     if n == 0:
         return np.zeros((0, MEL_BANDS), dtype=np.float32)
     frames = np.lib.stride_tricks.as_strided(
-        x, shape=(n, WINDOW_SAMPLES), strides=(HOP_SAMPLES * x.strides[0], x.strides[0]), writeable=False
+        x, shape=(n, STFT_WINDOW_SAMPLES), strides=(STFT_HOP_SAMPLES * x.strides[0], x.strides[0]), writeable=False
     )
     magnitude = np.abs(np.fft.rfft(frames * _window(), n=FFT_LENGTH, axis=1)).astype(np.float32)
     return np.log(magnitude @ mel_matrix() + np.float32(log_offset))
 
 
-def patches(spectrogram: np.ndarray, hop_frames: int = PATCH_HOP_FRAMES) -> np.ndarray:
-    """[n, 96, 64] patches of a log-mel spectrogram every ``hop_frames`` (48 = 0.48 s, 96 = VGGish's 0.96 s)."""
-    if spectrogram.shape[0] < PATCH_FRAMES:
-        return np.zeros((0, PATCH_FRAMES, spectrogram.shape[1]), dtype=np.float32)
-    n = 1 + (spectrogram.shape[0] - PATCH_FRAMES) // hop_frames
+def patches(spectrogram: np.ndarray, hop_rows: int = PATCH_HOP_ROWS) -> np.ndarray:
+    """[n, 96, 64] patches of a log-mel spectrogram every ``hop_rows`` (48 = 0.48 s, 96 = VGGish's 0.96 s)."""
+    if spectrogram.shape[0] < PATCH_ROWS:
+        return np.zeros((0, PATCH_ROWS, spectrogram.shape[1]), dtype=np.float32)
+    n = 1 + (spectrogram.shape[0] - PATCH_ROWS) // hop_rows
     s0, s1 = spectrogram.strides
     return np.lib.stride_tricks.as_strided(
-        spectrogram, shape=(n, PATCH_FRAMES, spectrogram.shape[1]), strides=(hop_frames * s0, s0, s1)
+        spectrogram, shape=(n, PATCH_ROWS, spectrogram.shape[1]), strides=(hop_rows * s0, s0, s1)
     ).copy()
 
 
 def frame_patches(frames: np.ndarray, log_offset: float = YAMNET_LOG_OFFSET) -> np.ndarray:
     """[n, 96, 64]: one patch per 0.975 s model frame (echovids.framing.frame_waveform's rows)."""
     return (
-        np.stack([log_mel(frame, log_offset)[:PATCH_FRAMES] for frame in frames])
+        np.stack([log_mel(frame, log_offset)[:PATCH_ROWS] for frame in frames])
         if len(frames)
-        else (np.zeros((0, PATCH_FRAMES, MEL_BANDS), dtype=np.float32))
+        else (np.zeros((0, PATCH_ROWS, MEL_BANDS), dtype=np.float32))
     )
