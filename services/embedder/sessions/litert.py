@@ -1,7 +1,7 @@
 """YAMNet on LiteRT: the graph cut in two, a two-interpreter session, and a pool of them that shares a call's frames.
 
-LiteRT is imported inside the functions that need it: like TensorFlow it is not fork-safe, so it loads in each
-worker process, on first use.
+LiteRT (and flatbuffers, which comes with it) is imported inside the functions that need it: like TensorFlow it is
+not fork-safe, so it loads in each worker process, on first use.
 """
 
 from __future__ import annotations
