@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from celery import Task, shared_task
 
 from echovids import queues
+from echovids.availability import BOOKKEEPING
 from echovids.celery_app import get_celery
 from echovids.jobs import JobStore
 from echovids.queues import TaskName
@@ -16,7 +17,6 @@ from echovids.redis_conn import get_redis
 from echovids.schemas import SearchResult
 from echovids.settings import Settings, get_settings
 from echovids.tasks import TASK_OPTIONS
-from services.availability.cache import BOOKKEEPING
 from services.availability.refresh import refresh
 from services.availability.resolve import check_in_background, resolve_query
 

@@ -12,13 +12,14 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore
 from celery.signals import worker_process_init
 
-from echovids import catalog, landmarks, queues
+from echovids import availability, catalog, landmarks, queues
 from echovids.audio import decode_bytes
 from echovids.celery_app import get_celery
 from echovids.errors import EchovidsError
 from echovids.framing import HOP_S
 from echovids.jobs import JobStore
-from echovids.library import label_ids, reconcile_pending
+from echovids.labels import label_ids
+from echovids.library import reconcile_pending
 from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
@@ -33,7 +34,6 @@ from echovids.schemas import (
 )
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.availability.resolve import resolve_cached
 from services.search.matching import aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex
 from services.search.verify import aligned_audio, demote_chance_exact, settle_exact
@@ -285,7 +285,7 @@ def _merge(job_id: str, k: int) -> None:
     results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]
     store = JobStore()
     # Every video the answer needs already cached (the common case): done here, one task hop less.
-    cached = resolve_cached(results, k)
+    cached = availability.resolve_cached(results, k, availability.read_sync(availability.video_ids(results)))
     if cached is not None:
         store.finish(job_id, cached.results, partial=bool(missing), missing_shards=missing)
         return
