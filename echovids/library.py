@@ -117,7 +117,8 @@ def _done_job(store: JobStore, clip: catalog.Clip) -> Job:
     """A job that is already done, pointing at the clip that has these bytes."""
     clip_id = clip.duplicate_of or clip.id
     job = store.create(kind="ingest", clip_id=clip_id)
-    return store.update(job.id, status=JobStatus.done, progress="already in the library")
+    store.update(job.id, status=JobStatus.done, progress="already in the library")
+    return store.get(job.id)
 
 
 def job_alive(store: JobStore, job_id: str | None) -> Job | None:
