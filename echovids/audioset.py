@@ -322,7 +322,7 @@ def import_audioset(
     """Add every record whose segment is in the CSVs as a YouTube clip, indexed by its shard's worker."""
     from echovids import catalog
     from echovids.errors import SpaceMismatch
-    from echovids.library import label_name
+    from echovids.labels import label_name
 
     report = ImportReport()
     started = time.monotonic()

@@ -1,9 +1,15 @@
-"""Job records and uploads in Redis; every key written here carries a TTL."""
+"""Job records and the blobs a job hands between services, in Redis; every key written here carries a TTL.
+
+A job record is a Redis hash, one JSON value per field of :class:`Job`, so a task's update writes only the
+fields it changes (one round trip, in a script that also refuses to move a settled job backwards).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +17,7 @@ from typing import Any
 import numpy as np
 import redis
 import redis.asyncio as aioredis
+from pydantic_core import to_json
 
 from echovids.errors import EchovidsError, NotFound
 from echovids.redis_conn import get_redis, redis_url
@@ -19,6 +26,12 @@ from echovids.settings import get_settings
 
 PREFIX = "echovids:"
 SETTLED = (JobStatus.done, JobStatus.failed)
+# Statuses past the shard wait: the merge has run, so the search's deadline is no longer watched.
+PAST_SEARCH = (JobStatus.checking, *SETTLED)
+# Search jobs by the earliest time their merge deadline can be due (see services/search/deadlines.py).
+DEADLINES = f"{PREFIX}search:deadlines"
+# A stage's start is kept as a field of its own (milliseconds since the epoch) so that the first write wins.
+STAGE = "stage:"
 
 
 def _job_key(job_id: str) -> str:
@@ -31,6 +44,14 @@ def upload_key(item_id: str) -> str:
 
 def arrays_key(item_id: str) -> str:
     return f"{PREFIX}arrays:{item_id}"
+
+
+def audio_key(item_id: str) -> str:
+    return f"{PREFIX}audio:{item_id}"
+
+
+def blob_keys(item_id: str) -> list[str]:
+    return [upload_key(item_id), arrays_key(item_id), audio_key(item_id)]
 
 
 def settled_channel(job_id: str) -> str:
@@ -46,34 +67,90 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _encoded(fields: dict[str, Any]) -> dict[str, bytes]:
+    return {name: to_json(value) for name, value in fields.items()}
+
+
+# KEYS: the job, its settled channel, the deadlines set. ARGV: ttl, the new status (JSON) or "", whether it
+# settles the job, whether it is past the shard wait, now in ms, then field/value pairs.
+# A settled job keeps its status (a retried or duplicated task must not move it backwards); settling it drops
+# its blobs (a search's upload, arrays and audio; an ingest's, under its clip id), which nothing reads after.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local status = ARGV[2]
+if status ~= '' then
+  local current = redis.call('HGET', KEYS[1], 'status')
+  if current == DONE or current == FAILED then return 0 end
+  redis.call('HSETNX', KEYS[1], STAGE .. cjson.decode(status), ARGV[5])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local job_id = string.sub(KEYS[1], string.len(JOB) + 1)
+if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], job_id) end
+if ARGV[3] == '1' then
+  redis.call('PUBLISH', KEYS[2], cjson.decode(status))
+  local items = {job_id}
+  local clip = redis.call('HGET', KEYS[1], 'clip_id')
+  if clip and clip ~= 'null' then table.insert(items, cjson.decode(clip)) end
+  for _, item in ipairs(items) do
+    redis.call('DEL', UPLOAD .. item, ARRAYS .. item, AUDIO .. item)
+  end
+end
+return 1
+"""
+for _name, _value in {
+    "DONE": json.dumps(JobStatus.done.value),
+    "FAILED": json.dumps(JobStatus.failed.value),
+    "STAGE": STAGE,
+    "JOB": _job_key(""),
+    "UPLOAD": upload_key(""),
+    "ARRAYS": arrays_key(""),
+    "AUDIO": audio_key(""),
+}.items():
+    _UPDATE = _UPDATE.replace(_name, json.dumps(_value))  # Lua string literals (JSON's quoting is Lua's too)
+
+
 class JobStore:
     """Reads and writes job records; the gateway's 404 for an unknown id comes from here."""
 
     def __init__(self, client: redis.Redis | None = None) -> None:
         self.redis = client or get_redis()
         self.ttl = get_settings().job_ttl_s
+        self._update = self.redis.register_script(_UPDATE)
 
-    def create(self, kind: str = "search", k: int | None = None, clip_id: str | None = None) -> Job:
+    def _new(self, kind: str, k: int | None, clip_id: str | None) -> tuple[Job, redis.client.Pipeline]:
         now = _now()
         job = Job(id=new_id(), kind=kind, status=JobStatus.queued, created_at=now, updated_at=now, k=k, clip_id=clip_id)
-        self._save(job)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(_job_key(job.id), mapping=_encoded(job.model_dump(exclude={"stage_ms"})))  # type: ignore[arg-type]
+        pipe.expire(_job_key(job.id), self.ttl)
+        return job, pipe
+
+    def create(self, kind: str = "search", k: int | None = None, clip_id: str | None = None) -> Job:
+        job, pipe = self._new(kind, k, clip_id)
+        pipe.execute()
+        return job
+
+    def create_search(self, k: int, upload: bytes, wait_s: float) -> Job:
+        """A search's job, its upload and its deadline (``wait_s`` from now at the earliest), in one round trip."""
+        job, pipe = self._new("search", k, None)
+        pipe.set(upload_key(job.id), upload, ex=get_settings().upload_ttl_s)
+        pipe.zadd(DEADLINES, {job.id: time.time() + wait_s})
+        pipe.execute()
         return job
 
     def get(self, job_id: str) -> Job:
-        return self._parse(job_id, self.redis.get(_job_key(job_id)))
+        return self._parse(job_id, self.redis.hgetall(_job_key(job_id)))
 
     def _parse(self, job_id: str, raw: Any) -> Job:
-        if raw is None:
+        if not raw:
             raise NotFound(f"No job with id {job_id!r} (jobs expire after {self.ttl // 3600} h).")
-        return Job.model_validate_json(raw)
-
-    def _save(self, job: Job) -> None:
-        job.updated_at = _now()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(_job_key(job.id), job.model_dump_json(), ex=self.ttl)
-        if job.status in SETTLED:
-            pipe.publish(settled_channel(job.id), job.status.value)
-        pipe.execute()
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        stages = {name.removeprefix(STAGE): float(fields.pop(name)) for name in list(fields) if name.startswith(STAGE)}
+        job = Job.model_validate({name: json.loads(value) for name, value in fields.items()})
+        created_ms = job.created_at.timestamp() * 1000
+        job.stage_ms = {name: round(at - created_ms, 1) for name, at in stages.items()}
+        return job
 
     async def wait_settled(self, job_id: str, wait_s: float) -> Job:
         """The job once done or failed, or as it stands after ``wait_s`` seconds (a long poll)."""
@@ -83,38 +160,46 @@ class JobStore:
         async with aioredis.Redis.from_url(redis_url()) as client, client.pubsub() as pubsub:
             await pubsub.subscribe(settled_channel(job_id))
             # Read after subscribing: a job settled in between is seen here, one settled later is announced.
-            job = self._parse(job_id, await client.get(_job_key(job_id)))
+            job = self._parse(job_id, await client.hgetall(_job_key(job_id)))
             while job.status not in SETTLED and (left := deadline - loop.time()) > 0:
                 if await pubsub.get_message(ignore_subscribe_messages=True, timeout=left) is not None:
-                    job = self._parse(job_id, await client.get(_job_key(job_id)))
+                    job = self._parse(job_id, await client.hgetall(_job_key(job_id)))
         return job
 
-    def update(self, job_id: str, **fields: Any) -> Job:
-        job = self.get(job_id)
-        if job.status in (JobStatus.done, JobStatus.failed) and "status" in fields:
-            # A retried or duplicated task must not move a finished job backwards.
-            return job
-        for name, value in fields.items():
-            setattr(job, name, value)
-        status = fields.get("status")
-        if status is not None and status.value not in job.stage_ms:
-            job.stage_ms[status.value] = round((_now() - job.created_at).total_seconds() * 1000, 1)
-        self._save(job)
-        return job
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Write these fields of the job (and when a new status began); a settled job keeps its status."""
+        status: JobStatus | None = fields.get("status")
+        now = _now()
+        pairs: list[Any] = []
+        for name, value in _encoded({**fields, "updated_at": now}).items():
+            pairs += [name, value]
+        answer = self._update(
+            keys=[_job_key(job_id), settled_channel(job_id), DEADLINES],
+            args=[
+                self.ttl,
+                to_json(status) if status is not None else "",
+                int(status in SETTLED),
+                int(status in PAST_SEARCH),
+                now.timestamp() * 1000,
+                *pairs,
+            ],
+        )
+        if int(answer) < 0:
+            raise NotFound(f"No job with id {job_id!r} (jobs expire after {self.ttl // 3600} h).")
 
-    def set_status(self, job_id: str, status: JobStatus, progress: str | None = None) -> Job:
-        return self.update(job_id, status=status, progress=progress)
+    def set_status(self, job_id: str, status: JobStatus, progress: str | None = None) -> None:
+        self.update(job_id, status=status, progress=progress)
 
-    def finish(self, job_id: str, results: list[SearchResult], **fields: Any) -> Job:
+    def finish(self, job_id: str, results: list[SearchResult], **fields: Any) -> None:
         """Done, with results (and other fields); ``partial`` and ``missing_shards``, set by the merge, stay."""
-        return self.update(job_id, status=JobStatus.done, results=results, progress=None, **fields)
+        self.update(job_id, status=JobStatus.done, results=results, progress=None, **fields)
 
-    def fail(self, job_id: str, error: EchovidsError) -> Job:
-        return self.update(
+    def fail(self, job_id: str, error: EchovidsError) -> None:
+        self.update(
             job_id, status=JobStatus.failed, progress=None, error=ErrorBody(code=error.code, message=error.message)
         )
 
-    # Uploads and vectors: transient blobs handed between services.
+    # Uploads and vectors: transient blobs handed between services, dropped when their job settles.
     def put_upload(self, item_id: str, data: bytes, ttl: int | None = None) -> None:
         self.redis.set(upload_key(item_id), data, ex=ttl or get_settings().upload_ttl_s)
 
@@ -124,11 +209,20 @@ class JobStore:
             raise NotFound(f"The upload for {item_id!r} has expired or was never stored.")
         return data
 
-    def put_arrays(self, item_id: str, arrays: dict[str, np.ndarray]) -> None:
-        """Hand arrays (frame vectors, landmarks) to the next service as one compact binary blob."""
+    def put_arrays(self, item_id: str, arrays: dict[str, np.ndarray], audio: np.ndarray | None = None) -> None:
+        """Hand arrays (frame vectors, landmarks) to the next service as one compact binary blob.
+
+        ``audio``: a query's decoded waveform, kept apart (only the merge reads it, and only to settle exact
+        matches against each other), so the upload is decoded once.
+        """
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
-        self.redis.set(arrays_key(item_id), buffer.getvalue(), ex=get_settings().upload_ttl_s)
+        ttl = get_settings().upload_ttl_s
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(arrays_key(item_id), buffer.getvalue(), ex=ttl)
+        if audio is not None:
+            pipe.set(audio_key(item_id), np.ascontiguousarray(audio, dtype=np.float32).tobytes(), ex=ttl)
+        pipe.execute()
 
     def get_arrays(self, item_id: str) -> dict[str, np.ndarray]:
         raw = self.redis.get(arrays_key(item_id))
@@ -137,5 +231,27 @@ class JobStore:
         with np.load(io.BytesIO(raw)) as data:
             return {name: data[name] for name in data.files}
 
+    def get_audio(self, item_id: str) -> np.ndarray | None:
+        """The query's waveform stored with its arrays; None once gone."""
+        raw = self.redis.get(audio_key(item_id))
+        return np.frombuffer(raw, dtype=np.float32) if isinstance(raw, bytes) else None
+
     def drop_blobs(self, item_id: str) -> None:
-        self.redis.delete(upload_key(item_id), arrays_key(item_id))
+        self.redis.delete(*blob_keys(item_id))
+
+    # The search deadlines (a sorted set; services/search/deadlines.py sweeps it).
+    def overdue(self, now: float, limit: int = 100) -> list[str]:
+        """Search jobs whose deadline entry is due by ``now``."""
+        due = self.redis.zrangebyscore(DEADLINES, "-inf", now, start=0, num=limit)
+        return [d.decode() if isinstance(d, bytes) else str(d) for d in due]
+
+    def add_deadline(self, job_id: str, at: float) -> None:
+        self.redis.zadd(DEADLINES, {job_id: at})
+
+    def set_deadline(self, job_id: str, at: float) -> None:
+        """Move an entry still watched to ``at`` (an entry already claimed or removed stays gone)."""
+        self.redis.zadd(DEADLINES, {job_id: at}, xx=True)
+
+    def claim_deadline(self, job_id: str) -> bool:
+        """Take the entry off the set: True for the one sweeper that did."""
+        return bool(self.redis.zrem(DEADLINES, job_id))

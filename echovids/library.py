@@ -7,7 +7,6 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -16,6 +15,7 @@ from sqlalchemy import Text, cast, func, or_, select
 from echovids import catalog, clip_audio, queues
 from echovids.errors import NotFound
 from echovids.jobs import JobStore
+from echovids.labels import label_ids, label_name
 from echovids.queues import TaskName
 from echovids.schemas import ErrorBody, Job, JobStatus, Source
 from echovids.settings import get_settings
@@ -60,37 +60,6 @@ def to_item(clip: catalog.Clip) -> LibraryClip:
         duplicate_of=clip.duplicate_of,
         job_id=clip.job_id,
     )
-
-
-# -- labels: AudioSet ids <-> names ------------------------------------------------------------------------------
-@lru_cache(maxsize=2)
-def _ontology(path: Path) -> dict[str, str]:
-    try:
-        return {entry["id"]: entry["name"] for entry in json.loads(path.read_text())}
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("AudioSet ontology not readable at %s (%s); labels stay ids", path, exc)
-        return {}
-
-
-def label_names() -> dict[str, str]:
-    """AudioSet id -> display name (the names YAMNet's class map uses too)."""
-    return _ontology(get_settings().ontology_path)
-
-
-def label_name(label: str) -> str:
-    return label_names().get(label, label)
-
-
-@lru_cache(maxsize=2)
-def _ids_by_name(path: Path) -> dict[str, str]:
-    return {name: label_id for label_id, name in _ontology(path).items()}
-
-
-def label_ids(labels: list[str]) -> list[str]:
-    """The AudioSet ontology ids of those labels that name (or are) an AudioSet class; others are left out."""
-    ids = _ids_by_name(get_settings().ontology_path)
-    known = label_names()
-    return [label if label in known else ids[label] for label in labels if label in known or label in ids]
 
 
 # -- reads -------------------------------------------------------------------------------------------------------
@@ -148,7 +117,8 @@ def _done_job(store: JobStore, clip: catalog.Clip) -> Job:
     """A job that is already done, pointing at the clip that has these bytes."""
     clip_id = clip.duplicate_of or clip.id
     job = store.create(kind="ingest", clip_id=clip_id)
-    return store.update(job.id, status=JobStatus.done, progress="already in the library")
+    store.update(job.id, status=JobStatus.done, progress="already in the library")
+    return store.get(job.id)
 
 
 def job_alive(store: JobStore, job_id: str | None) -> Job | None:

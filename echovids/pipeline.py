@@ -21,23 +21,20 @@ def _sig(name: str, queue: str, **kwargs: object) -> Signature:
 
 
 def submit_search(data: bytes, k: int, store: JobStore | None = None) -> Job:
-    """Store the upload, write the job record, enqueue embed -> one task per shard -> merge -> availability.
+    """Store the job, its upload and its deadline, enqueue embed -> one task per shard -> merge -> availability.
 
-    The last shard to answer merges; a merge task, linked to the embedding and delayed by the search timeout,
-    ends the query with a partial result if a shard never answers. No task waits on another.
+    The last shard to answer merges. Should a shard never answer, the search worker's deadline sweep
+    (services/search/deadlines.py) ends the query with a partial result. No task waits on another.
     """
     settings = get_settings()
     store = store or JobStore()
-    job = store.create(kind="search", k=k)
-    store.put_upload(job.id, data)
     timeout = settings.search_timeout_s
+    job = store.create_search(k, data, wait_s=timeout)
     fan_out = group(
         _sig(TaskName.SEARCH_SHARD, queues.shard_queue(i), job_id=job.id, shard=i).set(expires=timeout)
         for i in range(settings.search_shards)
     )
-    embed = _sig(TaskName.EMBED_QUERY, queues.EMBED, job_id=job.id, k=k)
-    embed.link(_sig(TaskName.SEARCH_MERGE, queues.SEARCH_MERGE, job_id=job.id, k=k).set(countdown=timeout))
-    chain(embed, fan_out).apply_async()
+    chain(_sig(TaskName.EMBED_QUERY, queues.EMBED, job_id=job.id, k=k), fan_out).apply_async()
     return job
 
 

@@ -22,6 +22,9 @@ TASK_OPTIONS: dict[str, Any] = {
     "base": None,  # filled below, once JobTask exists
     "bind": True,
     "acks_late": True,
+    # Nobody reads a task's result: a chain hands the return value on in the next message, and a job's outcome
+    # is in its job record. Stored, every shard's answer would be one more Redis write per query and shard.
+    "ignore_result": True,
     "autoretry_for": TRANSIENT,
     "retry_backoff": True,
     "retry_backoff_max": 30,

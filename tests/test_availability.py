@@ -14,16 +14,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from echovids import queues
+from echovids import availability, queues
+from echovids.availability import VideoStatus, snapshot
 from echovids.queues import TaskName
 from echovids.schemas import SearchResult, Source
 from echovids.settings import Settings, get_settings
-from services.availability import cache
 from services.availability.checker import open_checker
 from services.availability.refresh import refresh
 from services.availability.resolve import check_in_background, resolve_query
-from services.availability.stats import snapshot
-from services.availability.status import VideoStatus
 from tests.stack import ROOT
 from tests.youtube_stub import Reply, YouTubeStub, audioset_video_ids
 
@@ -301,15 +299,15 @@ def test_availability_refresh_catalog_oldest_first(settings: Settings, stub: You
     # Never-checked videos go first; then the least recently checked.
     assert set(second) >= set(videos) - set(first)
     assert {**first, **second}[videos[5]] is VideoStatus.gone
-    checked = {cache.text(m) for m in client.zrange(cache.CHECKED, 0, -1)}
+    checked = {availability.text(m) for m in client.zrange(availability.CHECKED, 0, -1)}
     assert checked == set(videos)
 
     with catalog.session() as s:
         s.delete(s.get(catalog.Clip, "c0"))
-    client.zadd(cache.CHECKED, {videos[0]: 1.0})  # oldest of all, but no clip uses it any more
+    client.zadd(availability.CHECKED, {videos[0]: 1.0})  # oldest of all, but no clip uses it any more
     third = asyncio.run(refresh(settings, batch=1))
     assert videos[0] not in third
-    assert client.zscore(cache.CHECKED, videos[0]) is None
+    assert client.zscore(availability.CHECKED, videos[0]) is None
     assert snapshot().refreshed == len(first) + len(second) + len(third)
 
 

@@ -129,8 +129,8 @@ def test_a_match_inside_an_audioset_clip_lands_at_the_right_second(tmp_path: Pat
     """Query frames cut from 3.84 s into a clip: the query's start lies at 3.84 s (feature 4, 0.96 s per feature)."""
     from echovids.audioset import to_search_frames, vggish_space
     from echovids.settings import get_settings
+    from services.search.query import search_shard
     from services.search.shard import ShardIndex
-    from services.search.tasks import search_shard
 
     monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import redis
 
+from echovids.jobs import DEADLINES, blob_keys
 from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
 from tests.sounds import SR, synthetic_library, write_wav
 from tests.stack import ROOT, Stack, free_port, make_stack
@@ -80,6 +81,18 @@ def test_two_sounds_in_one_query_are_both_found_with_their_offsets(sharded: Stac
     assert abs(found["s02"]["match_start_s"] - 1.5) < 0.5
     assert abs(found["s09"]["match_start_s"] - 4.0) < 0.5
     assert abs(found["s09"]["query_start_s"] - 3.0) < 0.5
+
+
+def test_a_settled_search_leaves_no_blobs_results_or_deadline_behind(sharded: Stack, library, tmp_path: Path) -> None:
+    """The upload, arrays and audio go when the search settles; no task result is stored; nothing is left to sweep."""
+    client = redis.Redis.from_url((sharded.data_dir / "redis" / "url").read_text().strip())
+    _, sounds = library
+    job = sharded.search(write_wav(tmp_path / "q.wav", sounds[3][1 * SR : 4 * SR]))
+    assert job["status"] == "done" and job["results"][0]["title"] == "s03"
+    assert not any(client.exists(key) for key in blob_keys(job["id"]))
+    assert client.zscore(DEADLINES, job["id"]) is None
+    assert list(client.scan_iter("celery-task-meta-*")) == []
+    assert client.hgetall(f"echovids:answers:{job['id']}")  # the shards did answer (what the check is about)
 
 
 @pytest.mark.skipif(not external_redis_available(), reason=f"no Redis at {EXTERNAL_REDIS}")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.search.query import search_shard
 from services.search.shard import ShardIndex
-from services.search.tasks import search_shard
 
 SPACE = "test:1:32"
 SWAPS = 5

@@ -318,7 +318,7 @@ def test_yamnet_classes_map_onto_the_audioset_ontology() -> None:
     """Every YAMNet class name resolves to the ontology id its class map gives; a user's own label is left out."""
     import csv
 
-    from echovids.library import label_ids
+    from echovids.labels import label_ids
     from echovids.settings import get_settings
 
     with (get_settings().model_dir / "yamnet_class_map.csv").open(newline="") as f:

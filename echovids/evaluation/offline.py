@@ -67,7 +67,7 @@ class OfflineClient:
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
         from echovids.errors import EchovidsError
         from services.embedder.tasks import query_arrays
-        from services.search.tasks import rank_answers, search_shard
+        from services.search.query import rank_answers, search_shard
         from services.search.verify import audio_under
 
         started = time.perf_counter()

@@ -11,12 +11,12 @@ import httpx
 import redis.asyncio as aioredis
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from echovids.availability import VideoStatus
 from echovids.redis_conn import redis_url
 from echovids.settings import Settings
 from services.availability import cache, youtube
 from services.availability.ratelimit import RateLimited, SharedRateLimiter
 from services.availability.stats import Counters
-from services.availability.status import VideoStatus
 
 # Worth another try: YouTube said "slow down" or failed, or the network did (timeouts are transport errors).
 RETRYABLE = (youtube.RetryableStatus, httpx.TransportError)

@@ -9,10 +9,9 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from echovids import catalog
+from echovids.availability import BOOKKEEPING, CHECKED, VideoStatus, text
 from echovids.settings import Settings
-from services.availability.cache import BOOKKEEPING, CHECKED, text
 from services.availability.checker import open_checker
-from services.availability.status import VideoStatus
 
 CURSOR = f"{BOOKKEEPING}refresh:cursor"
 LOCK = f"{BOOKKEEPING}refresh:lock"

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from celery import Task, shared_task
 
 from echovids import queues
+from echovids.availability import BOOKKEEPING, VideoStatus
 from echovids.celery_app import get_celery
 from echovids.jobs import JobStore
 from echovids.queues import TaskName
@@ -16,7 +17,6 @@ from echovids.redis_conn import get_redis
 from echovids.schemas import SearchResult
 from echovids.settings import Settings, get_settings
 from echovids.tasks import TASK_OPTIONS
-from services.availability.cache import BOOKKEEPING
 from services.availability.refresh import refresh
 from services.availability.resolve import check_in_background, resolve_query
 
@@ -36,11 +36,17 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @shared_task(name=TaskName.CHECK_AVAILABILITY, **TASK_OPTIONS)
-def check_results(self: Task, results: list[dict[str, Any]], *, job_id: str, k: int) -> None:
-    """Finish the job with k results, dead videos dropped; what the budget left unknown is checked later."""
+def check_results(
+    self: Task, results: list[dict[str, Any]], *, job_id: str, k: int, cached: dict[str, str] | None = None
+) -> None:
+    """Finish the job with k results, dead videos dropped; what the budget left unknown is checked later.
+
+    ``cached``: the statuses the search merge read from the cache for these results (not read again here).
+    """
     settings = get_settings()
     parsed = [SearchResult.model_validate(r) for r in results]
-    resolved = run(resolve_query(parsed, k, settings))
+    known = None if cached is None else {vid: VideoStatus(status) for vid, status in cached.items()}
+    resolved = run(resolve_query(parsed, k, settings, cached=known))
     JobStore().finish(job_id, resolved.results)
     if resolved.deferred:
         defer(resolved.deferred, settings)

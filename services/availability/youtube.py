@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
+from echovids.availability import VideoStatus
 from echovids.settings import Settings
-from services.availability.status import VideoStatus
 
 API_BATCH = 50  # videos.list takes at most 50 ids per call
 

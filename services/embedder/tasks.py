@@ -78,7 +78,7 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
         arrays = query_arrays(model, waveform)
     except EchovidsError as error:
         fail_job(job_id, error)
-    store.put_arrays(job_id, arrays)
+    store.put_arrays(job_id, arrays, audio=waveform)  # the merge settles exact matches against it
     store.set_status(job_id, JobStatus.searching)
     return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(arrays["vectors"]), k=k).model_dump()
 

@@ -1,42 +1,37 @@
-"""Search tasks: one per shard per query (fan-out), a merge, and the index writes that own a clip's shard."""
+"""Search tasks: one per shard per query (fan-out), a merge, and the index writes that own a clip's shard.
+
+Adapters: each validates its payload, calls the pure query code (services/search/query.py) or the shard, and
+writes what came of it.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 from celery.signals import worker_process_init
 
-from echovids import catalog, landmarks, queues
-from echovids.audio import decode_bytes
-from echovids.audio_params import FRAME_HOP_S
+import services.search.deadlines  # noqa: F401  # the deadline sweep starts with a worker that runs the merge
+from echovids import availability, catalog, queues
 from echovids.celery_app import get_celery
-from echovids.errors import EchovidsError
+from echovids.errors import ERRORS_BY_CODE, EchovidsError, NotFound
 from echovids.jobs import JobStore
-from echovids.library import label_ids, reconcile_pending
+from echovids.library import reconcile_pending
 from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
     ClipEmbedded,
     ErrorBody,
     JobStatus,
-    MatchKind,
     QueryEmbedded,
-    SearchResult,
     ShardAnswer,
-    ShardCandidate,
 )
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.availability.resolve import resolve_cached
-from services.search.matching import aligned_score, best_matches, neighbours_for, vote
+from services.search.query import forwarded, missing_shards, rank_answers, search_shard, to_result
 from services.search.shard import ShardIndex
-from services.search.verify import aligned_audio, demote_chance_exact, settle_exact
 
 _indexes: dict[int, ShardIndex] = {}
 _generations: dict[int, int] = {}
@@ -105,107 +100,15 @@ def compact_shard(self: Task, *, shard: int) -> int:
     return version
 
 
-_side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
-WIDER_LOOK = 4  # neighbours per query frame on the second look, as a multiple of the first's
-
-
-def search_shard(
-    index: ShardIndex, query_space: str, arrays: dict[str, np.ndarray], limit: int, k: int = 0
-) -> list[ShardCandidate]:
-    """This shard's best clips: exact landmark matches, then embedding matches voted on time offsets.
-
-    ``limit`` candidates are re-scored; when the neighbours reach fewer than ``k`` clips and the shard holds
-    more, the search looks once more, further out.
-    """
-    index.check_space(query_space)
-    view = index.view()  # one layout for the whole query, whatever a compaction swaps in meanwhile
-    if view.rows == 0:
-        return []
-    settings = get_settings()
-    hashes = arrays["hashes"]
-    # The landmark match shares nothing with the embedding search until the end: it runs beside it (both
-    # spend their time in numpy and ScaNN, which release the GIL).
-    landmark_matches = _side.submit(view.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"))
-    vectors = arrays["vectors"].astype(np.float32)
-    # Silent frames are zero vectors that cast no vote: the audible ones alone must reach ``limit`` clips
-    # (ESC-10 similar-moment timestamped P@10 0.949 -> 0.951 through the system, docs/quality.md).
-    audible = int(np.count_nonzero(vectors.any(axis=1)))
-    neighbours = neighbours_for(settings.search_neighbours, limit, audible)
-    rows, sims = view.search(vectors, neighbours)
-    clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
-    reached = np.unique(clips).size
-    if reached < k and view.live_clips() > reached:
-        # The neighbours crowded into a few clips (a clock's ticks all sound alike: 2 of the 80 ESC-10
-        # similar-moment queries got 9 results of 10 from 26 recordings).
-        rows, sims = view.search(vectors, neighbours * WIDER_LOOK)
-        clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
-    matches = best_matches(clips, offsets, votes, vectors, view.clip_frames, limit=limit, centre=view.centre)
-    candidates = {
-        view.clip_ids[mt.clip]: ShardCandidate(
-            clip_id=view.clip_ids[mt.clip],
-            match=MatchKind.similar,
-            score=mt.score,
-            votes=mt.votes,
-            match_start_s=(mt.query_start + mt.offset) * FRAME_HOP_S,
-            query_start_s=mt.query_start * FRAME_HOP_S,
-            labels=view.clip_labels(mt.clip, mt.query_start + mt.offset, len(vectors) - mt.query_start),
-        )
-        for mt in matches
-    }
-    needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
-    for lm in landmark_matches.result():
-        # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
-        if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
-            continue
-        offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
-        score = aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score
-        clip_id = view.clip_ids[lm.clip]
-        match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
-        query_start_s = lm.query_start * landmarks.HOP_S
-        candidates[clip_id] = ShardCandidate(
-            clip_id=clip_id,
-            match=MatchKind.exact,
-            score=score,
-            votes=lm.weight,
-            match_start_s=match_start_s,
-            query_start_s=query_start_s,
-            labels=view.clip_labels(
-                lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
-            ),
-        )
-    return sorted(candidates.values(), key=rank_key)
-
-
-def rank_key(candidate: ShardCandidate) -> tuple[bool, float]:
-    """Exact matches (this very recording) first, by loudness-weighted alignment; then the most similar."""
-    exact = candidate.match == MatchKind.exact
-    return (not exact, -candidate.votes if exact else -candidate.score)
-
-
-def rank_answers(
-    candidates: list[ShardCandidate],
-    k: int,
-    query_audio: Callable[[], np.ndarray | None],
-    audio_of: Callable[[ShardCandidate, float], np.ndarray | None] = aligned_audio,
-) -> list[ShardCandidate]:
-    """The shards' candidates as one ranked list of ``forwarded(k)``.
-
-    Several recordings hold the query (one playing over another): the one it mostly is goes first; exact matches
-    far weaker than it are chance alignments and rank as similar ones.
-    """
-    ranked = sorted(candidates, key=rank_key)[: forwarded(k)]
-    return demote_chance_exact(settle_exact(ranked, query_audio, audio_of))
-
-
-def forwarded(k: int) -> int:
-    """Candidates a query carries past the search: more than k, so dead videos can be back-filled."""
-    return max(k * 3, k + 10)
-
-
 @shared_task(name=TaskName.SEARCH_SHARD, **TASK_OPTIONS)
-def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int) -> dict[str, Any]:
+def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int) -> None:
+    """This shard's answer to a query; the last shard to answer merges them all."""
     query = QueryEmbedded.model_validate(embedded)
-    arrays = JobStore().get_arrays(job_id)
+    store = JobStore()
+    try:
+        arrays = store.get_arrays(job_id)
+    except NotFound:
+        return  # the query settled without this shard (its deadline passed), and its arrays went with it
     try:
         # 100 candidates are re-scored (recall of similar sounds); only the best few travel on to the merge.
         found = search_shard(get_index(shard), query.space.key, arrays, limit=max(query.k * 2, 100), k=query.k)
@@ -213,59 +116,49 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     except EchovidsError as error:
         answer = ShardAnswer(shard=shard, candidates=[], error=ErrorBody(code=error.code, message=error.message))
     key = _answers_key(job_id)
-    pipe = get_redis().pipeline()
+    pipe = get_redis().pipeline(transaction=False)
     pipe.hset(key, str(shard), answer.model_dump_json())
     pipe.expire(key, get_settings().job_ttl_s)
-    pipe.hlen(key)
-    answered = pipe.execute()[-1]
-    if answered >= get_settings().search_shards:
-        # The last shard to answer merges at once, here: one Celery hop less on every query. The deadline
-        # merge (sent with the fan-out) covers a shard that never answers; the first merge to run wins.
-        merge_answers(job_id, query.k)
-    return {"shard": shard, "candidates": len(answer.candidates)}
+    pipe.hgetall(key)
+    answers = _parsed(pipe.execute()[-1])
+    if len(answers) >= get_settings().search_shards:
+        # The last shard to answer merges at once, here, with the answers it just read: one Celery hop less on
+        # every query. The deadline (services/search/deadlines.py) covers a shard that never answers.
+        merge_answers(job_id, query.k, answers)
 
 
 def _answers_key(job_id: str) -> str:
     return f"echovids:answers:{job_id}"
 
 
-def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
-    match_start = max(0.0, candidate.match_start_s)
-    source = catalog.source_of(clip, at_s=match_start)
-    labels = candidate.labels or list(clip.labels or [])
-    return SearchResult(
-        clip_id=clip.id,
-        title=clip.title,
-        source=source,
-        match_start_s=round(match_start, 3),
-        query_start_s=round(candidate.query_start_s, 3),
-        score=round(candidate.score, 4),
-        match=candidate.match,
-        labels=labels,
-        label_ids=label_ids(labels),
-        available=True if clip.source_kind == "file" else None,
-    )
+def _parsed(raw: dict[Any, Any]) -> list[ShardAnswer]:
+    return [ShardAnswer.model_validate_json(v) for v in raw.values()]
 
 
 @shared_task(name=TaskName.SEARCH_MERGE, **TASK_OPTIONS)
 def merge(self: Task, *_previous: Any, job_id: str, k: int) -> None:
-    """The deadline merge: sent with the fan-out to run when the search timeout is up (see merge_answers)."""
+    """The deadline merge: sent by a deadline sweep for a query whose shards did not all answer in time."""
     merge_answers(job_id, k)
 
 
-def merge_answers(job_id: str, k: int) -> None:
+def merge_answers(job_id: str, k: int, answers: list[ShardAnswer] | None = None) -> None:
     """Merge the shards' answers into ranked results and hand them to the availability check.
 
-    Runs twice per query: in the last shard to answer, and at the search deadline (so a shard that is down
-    cannot hold a query forever). The first to run wins; without every shard, the job is partial.
+    Runs in the last shard to answer (with the ``answers`` it read), or at the search deadline (so a shard
+    that is down cannot hold a query forever). The first to run wins; without every shard, the job is partial.
     """
     settings = get_settings()
     client = get_redis()
     claim = f"echovids:merged:{job_id}"
-    if not client.set(claim, 1, nx=True, ex=settings.job_ttl_s):
+    pipe = client.pipeline(transaction=False)
+    pipe.set(claim, 1, nx=True, ex=settings.job_ttl_s)
+    if answers is None:
+        pipe.hgetall(_answers_key(job_id))
+    replies = pipe.execute()
+    if not replies[0]:
         return
     try:
-        _merge(job_id, k)
+        _merge(job_id, k, answers if answers is not None else _parsed(replies[1]))
     except Ignore:
         raise  # the job was failed on purpose (a shard's error): settled
     except Exception:
@@ -273,45 +166,34 @@ def merge_answers(job_id: str, k: int) -> None:
         raise
 
 
-def _merge(job_id: str, k: int) -> None:
-    settings = get_settings()
-    raw = get_redis().hgetall(_answers_key(job_id))
-    parsed = [ShardAnswer.model_validate_json(v) for v in raw.values()]
-    missing = sorted(set(range(settings.search_shards)) - {a.shard for a in parsed})
-    for answer in parsed:
+def _merge(job_id: str, k: int, answers: list[ShardAnswer]) -> None:
+    missing = missing_shards(answers, get_settings().search_shards)
+    for answer in answers:
         if answer.error is not None:
             fail_job(job_id, _error_from(answer.error))
-    candidates = rank_answers([c for a in parsed for c in a.candidates], k, lambda: _query_audio(job_id))
+    store = JobStore()
+    candidates = rank_answers([c for a in answers for c in a.candidates], k, lambda: store.get_audio(job_id))
     clips = catalog.get_clips([c.clip_id for c in candidates])
     # Clips deleted from the catalog since indexing are dropped here as well as by tombstones.
     results = [to_result(c, clips[c.clip_id]) for c in candidates if c.clip_id in clips]
-    store = JobStore()
+    cached = availability.read_sync(availability.video_ids(results))
     # Every video the answer needs already cached (the common case): done here, one task hop less.
-    cached = resolve_cached(results, k)
-    if cached is not None:
-        store.finish(job_id, cached.results, partial=bool(missing), missing_shards=missing)
+    resolved = availability.resolve_cached(results, k, cached)
+    if resolved is not None:
+        store.finish(job_id, resolved.results, partial=bool(missing), missing_shards=missing)
         return
     store.update(job_id, status=JobStatus.checking, partial=bool(missing), missing_shards=missing)
-    # More than k go on: the availability check drops dead videos and back-fills from the rest.
+    # More than k go on: the availability check drops dead videos and back-fills from the rest; the statuses
+    # read here go with them, so the check does not read the cache again.
     get_celery().send_task(
         TaskName.CHECK_AVAILABILITY,
         args=([r.model_dump(mode="json") for r in results],),
-        kwargs={"job_id": job_id, "k": k},
+        kwargs={"job_id": job_id, "k": k, "cached": {vid: status.value for vid, status in cached.items()}},
         queue=queues.AVAILABILITY,
     )
 
 
-def _query_audio(job_id: str) -> np.ndarray | None:
-    """The query's audio, decoded again from its upload (kept until it expires); None once gone."""
-    try:
-        return decode_bytes(JobStore().get_upload(job_id))
-    except EchovidsError:
-        return None
-
-
 def _error_from(body: ErrorBody) -> EchovidsError:
-    from echovids.errors import ERRORS_BY_CODE
-
     return ERRORS_BY_CODE.get(body.code, EchovidsError)(body.message)
 
 

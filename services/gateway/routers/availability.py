@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.availability.stats import AvailabilityStats, snapshot
+from echovids.availability import AvailabilityStats, snapshot
 
 router = APIRouter(prefix="/v1/availability", tags=["availability"])
 

@@ -1,0 +1,42 @@
+"""AudioSet class labels: ontology ids <-> display names, for library clips and search results alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from echovids.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=2)
+def _ontology(path: Path) -> dict[str, str]:
+    try:
+        return {entry["id"]: entry["name"] for entry in json.loads(path.read_text())}
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("AudioSet ontology not readable at %s (%s); labels stay ids", path, exc)
+        return {}
+
+
+def label_names() -> dict[str, str]:
+    """AudioSet id -> display name (the names YAMNet's class map uses too)."""
+    return _ontology(get_settings().ontology_path)
+
+
+def label_name(label: str) -> str:
+    return label_names().get(label, label)
+
+
+@lru_cache(maxsize=2)
+def _ids_by_name(path: Path) -> dict[str, str]:
+    return {name: label_id for label_id, name in _ontology(path).items()}
+
+
+def label_ids(labels: list[str]) -> list[str]:
+    """The AudioSet ontology ids of those labels that name (or are) an AudioSet class; others are left out."""
+    ids = _ids_by_name(get_settings().ontology_path)
+    known = label_names()
+    return [label if label in known else ids[label] for label in labels if label in known or label in ids]
