@@ -136,10 +136,17 @@ def timed_search(stack: Stack, query: Path) -> float:
 
 
 def measure(
-    stack: Stack, query: Path, searches: int, clients: int, per_client: int, idle_s: float, drain_s: float
+    stack: Stack,
+    query: Path,
+    searches: int,
+    clients: int,
+    per_client: int,
+    idle_s: float,
+    drain_s: float,
+    warmup: int = 5,
 ) -> Figures:
     url = (stack.data_dir / "redis" / "url").read_text().strip()
-    for _ in range(5):
+    for _ in range(warmup):
         timed_search(stack, query)
     time.sleep(drain_s)  # the warm-up's delayed tasks run before the windows open
 
@@ -203,6 +210,7 @@ def run(
     rounds: int = 1,
     idle_s: float = 15.0,
     drain_s: float = 12.0,
+    warmup: int = 5,
     library: Path = DEFAULT_LIBRARY,
     workdir: Path | None = None,
     log: Callable[[str], None] = print,
@@ -223,7 +231,7 @@ def run(
                 done = stack.cli("ingest", *map(str, picked), timeout=900)
                 if done.returncode != 0:
                     raise RuntimeError(f"ingest failed:\n{done.stdout}\n{done.stderr}")
-                figures = measure(stack, query, searches, clients, per_client, idle_s, drain_s)
+                figures = measure(stack, query, searches, clients, per_client, idle_s, drain_s, warmup)
             finally:
                 stack.stop()
             log(
