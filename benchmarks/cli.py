@@ -134,3 +134,42 @@ def bench_landmarks(
     from benchmarks.landmarks import as_dict, run
 
     typer.echo(json.dumps(as_dict(run(hours=hours, queries=queries)), indent=2))
+
+
+@bench_app.command("hops")
+def bench_hops(
+    source: Annotated[
+        list[Path] | None,
+        typer.Option(help="checkout whose stack is measured, repeated: base first (default: this one)"),
+    ] = None,
+    files: Annotated[int, typer.Option(min=1, help="library files ingested")] = 40,
+    searches: Annotated[int, typer.Option(min=1, help="sequential searches counted")] = 100,
+    clients: Annotated[int, typer.Option(min=1, help="concurrent clients")] = 8,
+    per_client: Annotated[int, typer.Option(min=1, help="searches per concurrent client")] = 10,
+    rounds: Annotated[int, typer.Option(min=1, help="A/B rounds, order alternating (medians reported)")] = 1,
+    idle: Annotated[float, typer.Option(min=1, help="seconds of idle traffic measured, to subtract")] = 15.0,
+    drain: Annotated[float, typer.Option(min=0, help="seconds after the last search (delayed tasks run)")] = 12.0,
+    library: Annotated[Path | None, typer.Option(help="folder of audio files (default: ESC-10)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="keep the stacks' data here")] = None,
+) -> None:
+    """Redis commands and Celery tasks per cached search, and p50/p95 under concurrent clients, per source tree."""
+    import dataclasses
+    import json
+
+    from benchmarks.hops import DEFAULT_LIBRARY, ROOT, run, table
+
+    report = run(
+        sources=source or [ROOT],
+        files=files,
+        searches=searches,
+        clients=clients,
+        per_client=per_client,
+        rounds=rounds,
+        idle_s=idle,
+        drain_s=drain,
+        library=library or DEFAULT_LIBRARY,
+        workdir=workdir,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(table(report))
+    typer.echo(json.dumps(dataclasses.asdict(report)))

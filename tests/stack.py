@@ -30,6 +30,7 @@ class Stack:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT  # `python -m` puts the cwd first on sys.path: a stack of another checkout runs from it
 
     @property
     def url(self) -> str:
@@ -41,7 +42,7 @@ class Stack:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "echovids.cli", "serve"],
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -70,7 +71,7 @@ class Stack:
         return subprocess.run(
             [sys.executable, "-m", "echovids.cli", *args],
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=timeout,
