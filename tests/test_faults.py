@@ -231,3 +231,26 @@ def test_the_embedded_redis_is_durable_private_and_never_evicts(tmp_path: Path) 
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_while_redis_is_down_the_gateway_answers_a_coded_503(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from echovids.settings import get_settings
+    from services.gateway.app import create_app
+    from tests.stack import free_port
+
+    monkeypatch.setenv("ECHOVIDS_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        client = TestClient(create_app(), raise_server_exceptions=False)
+        query = write_wav(tmp_path / "q.wav", synthetic_library(1, seconds=2.0, seed=3)[0]).read_bytes()
+        for answer in (
+            client.post("/v1/searches", files={"file": ("q.wav", query, "audio/wav")}),
+            client.get("/v1/searches/0123456789abcdef0123456789abcdef"),
+        ):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["code"] == "service_unavailable" and answer.headers["Retry-After"] == "2"
+    finally:
+        get_settings.cache_clear()
