@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import mmap
 import os
@@ -19,6 +20,16 @@ import scipy.signal
 from echovids.audio_params import SAMPLE_RATE
 from echovids.errors import AudioTooLong, UndecodableAudio
 from echovids.settings import get_settings
+
+# Hard bounds on what a header may claim, checked before anything is allocated from it: a header is written by
+# whoever sent the file, and a rate of 0xFFFFFFFF once made the resampler ask for 128 GiB.
+RATE_RANGE = (1_000, 768_000)  # Hz: telephone speech up to the fastest studio converters
+MAX_CHANNELS = 64
+_PCM_BITS = (8, 16, 24, 32)
+# In-process resampling by a ratio up/down costs a filter of about 20 * max(up, down) taps; an odd rate (44 101 Hz)
+# reduces to a huge ratio, and such files go to ffmpeg's resampler instead.
+_MAX_RESAMPLE_FACTOR = 2_000
+_READ_BYTES = 1 << 22  # ffmpeg's output is read 4 MB at a time
 
 # Leading bytes of common files that are plainly not audio: rejected before any queueing.
 _NOT_AUDIO_MAGIC = (
@@ -87,11 +98,29 @@ def _clean(samples: np.ndarray) -> np.ndarray:
     return cleaned
 
 
+def hard_limit_s() -> float:
+    """The longest audio any decode returns, asked or not: the longer of the query and the clip limits."""
+    settings = get_settings()
+    return max(settings.max_query_s, settings.max_clip_s)
+
+
+def _limit(max_seconds: float | None) -> float:
+    return hard_limit_s() if max_seconds is None else min(max_seconds, hard_limit_s())
+
+
+def _too_long(max_seconds: float) -> AudioTooLong:
+    return AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+
+
 def decode_file(path: Path, max_seconds: float | None = None) -> np.ndarray:
-    """Decode an audio file to 16 kHz mono float32; raises UndecodableAudio or AudioTooLong."""
-    samples = _run_ffmpeg(_ffmpeg_command(path, max_seconds))
-    if max_seconds is not None and samples.size > max_seconds * SAMPLE_RATE:
-        raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+    """Decode an audio file to 16 kHz mono float32; raises UndecodableAudio or AudioTooLong.
+
+    Without ``max_seconds`` the hard limit (:func:`hard_limit_s`) still applies.
+    """
+    limit = _limit(max_seconds)
+    samples = _run_ffmpeg(_ffmpeg_command(path, limit), max_samples=int((limit + 1.0) * SAMPLE_RATE))
+    if samples.size > limit * SAMPLE_RATE:
+        raise _too_long(limit)
     return samples
 
 
@@ -105,17 +134,56 @@ def _took_too_long(limit_s: float) -> UndecodableAudio:
     return UndecodableAudio(f"The file could not be decoded as audio (decoding took longer than {limit_s:g} s).")
 
 
-def _run_ffmpeg(cmd: list[str]) -> np.ndarray:
+def _undecodable(stderr: bytes) -> UndecodableAudio:
+    reason = stderr.decode("utf-8", "replace").strip().splitlines()
+    detail = reason[-1] if reason else "no audio stream"
+    return UndecodableAudio(f"The file could not be decoded as audio ({detail}).")
+
+
+def _run_ffmpeg(cmd: list[str], max_samples: int) -> np.ndarray:
+    """ffmpeg's output read straight into one array of ``max_samples`` (a lazy allocation: only the pages written
+    become memory), so a decode costs the audio once, not the pipe's chunks plus their join plus a copy. ffmpeg is
+    stopped as soon as its output passes ``max_samples``: what a container claims is never trusted."""
     limit_s = _ffmpeg_timeout_s()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        raise _took_too_long(limit_s) from None
-    if proc.returncode != 0 or not proc.stdout:
-        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = reason[-1] if reason else "no audio stream"
-        raise UndecodableAudio(f"The file could not be decoded as audio ({detail}).")
-    return _clean(np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], dtype=np.float32))
+    out = np.empty(max_samples + 1, dtype=np.float32)  # one sample more: "longer than the limit" is seen
+    buffer = out.data.cast("B")
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        assert isinstance(proc.stdout, io.BufferedReader)
+        deadline = threading.Timer(limit_s, proc.kill)
+        deadline.start()
+        filled = 0
+        try:
+            while filled < len(buffer):
+                got = proc.stdout.readinto(buffer[filled : filled + _READ_BYTES])
+                if not got:
+                    break
+                filled += got
+            if filled >= len(buffer):  # past the limit: ffmpeg need not finish
+                proc.kill()
+                proc.wait()
+                return _clean_in_place(out)
+            if proc.wait() != 0 or filled < 4:
+                if not deadline.is_alive():
+                    raise _took_too_long(limit_s)
+                errors.seek(0)
+                raise _undecodable(errors.read())
+        finally:
+            deadline.cancel()
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+            buffer.release()
+    return _clean_in_place(out[: filled // 4])
+
+
+def _clean_in_place(samples: np.ndarray) -> np.ndarray:
+    """:func:`_clean` without a second array (``samples`` is ours to change)."""
+    np.clip(samples, -1.0, 1.0, out=samples)
+    if np.isnan(samples.sum()):
+        samples[np.isnan(samples)] = 0.0
+    return samples
 
 
 def decode_window(path: Path, start_s: float, seconds: float) -> np.ndarray:
@@ -133,7 +201,11 @@ def decode_window(path: Path, start_s: float, seconds: float) -> np.ndarray:
             view.release()
         if wav is not None:
             return wav
-    return _run_ffmpeg(_ffmpeg_command(path, None, start_s=start_s, duration_s=seconds))
+    seconds = min(seconds, hard_limit_s())
+    return _run_ffmpeg(
+        _ffmpeg_command(path, None, start_s=start_s, duration_s=seconds),
+        max_samples=int((seconds + 1.0) * SAMPLE_RATE),
+    )
 
 
 def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
@@ -145,6 +217,7 @@ def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: f
     """
     chunk_bytes = max(1, int(chunk_seconds * SAMPLE_RATE)) * 4
     limit_s = _ffmpeg_timeout_s()
+    max_seconds = _limit(max_seconds)
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(_ffmpeg_command(path, max_seconds), stdout=subprocess.PIPE, stderr=errors)
         assert proc.stdout is not None
@@ -156,17 +229,15 @@ def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: f
             while buffer := proc.stdout.read(chunk_bytes):
                 samples = np.frombuffer(buffer[: len(buffer) // 4 * 4], dtype=np.float32)
                 total += samples.size
-                if max_seconds is not None and total > max_seconds * SAMPLE_RATE:
-                    raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+                if total > max_seconds * SAMPLE_RATE:
+                    raise _too_long(max_seconds)
                 if samples.size:
                     yield _clean(samples)
             if proc.wait() != 0 or total == 0:
                 if not deadline.is_alive():
                     raise _took_too_long(limit_s)
                 errors.seek(0)
-                reason = errors.read().decode("utf-8", "replace").strip().splitlines()
-                detail = reason[-1] if reason else "no audio stream"
-                raise UndecodableAudio(f"The file could not be decoded as audio ({detail}).")
+                raise _undecodable(errors.read())
         finally:
             deadline.cancel()
             if proc.poll() is None:
@@ -178,11 +249,27 @@ def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: f
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 
 
-def parse_wav(data: bytes | memoryview, window: tuple[float, float] | None = None) -> tuple[np.ndarray, int] | None:
+def _check_format(tag: int, channels: int, rate: int, bits: int) -> None:
+    """Refuse a header no real recording has, before anything is sized from it (UndecodableAudio)."""
+    if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+        raise UndecodableAudio(
+            f"Unsupported audio: a sample rate of {rate} Hz (supported: {RATE_RANGE[0]} to {RATE_RANGE[1]} Hz)."
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise UndecodableAudio(f"Unsupported audio: {channels} channels (supported: 1 to {MAX_CHANNELS}).")
+    if (tag == _PCM and bits not in _PCM_BITS) or (tag == _FLOAT and bits not in (32, 64)):
+        raise UndecodableAudio(f"Unsupported audio: {bits} bits per sample.")
+
+
+def parse_wav(
+    data: bytes | memoryview, window: tuple[float, float] | None = None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int] | None:
     """Samples [n, channels] as float32 and the rate of a plain PCM/float WAV; None for anything else.
 
     A short query recorded as WAV is the common case, and starting ffmpeg costs more than the search itself.
-    ``window`` (start, seconds) converts only that stretch: a few seconds of an hour-long file.
+    ``window`` (start, seconds) converts only that stretch: a few seconds of an hour-long file. A header out of
+    bounds raises UndecodableAudio; a data chunk longer than ``max_seconds`` (+1 s) raises AudioTooLong, both
+    before any sample is converted.
     """
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
@@ -196,12 +283,15 @@ def parse_wav(data: bytes | memoryview, window: tuple[float, float] | None = Non
             bits = struct.unpack_from("<H", body, 14)[0]
             if tag == _EXTENSIBLE and len(body) >= 26:
                 tag = struct.unpack_from("<H", body, 24)[0]  # the sub-format GUID starts with the real tag
+            _check_format(tag, channels, rate, bits)
             fmt = (tag, channels, rate, bits)
         elif chunk == b"data" and fmt is not None:
             tag, channels, rate, bits = fmt
-            if size != len(body) or channels < 1 or rate < 1:
-                return None  # truncated or odd: ffmpeg's judgement
+            if size != len(body) or tag not in (_PCM, _FLOAT) or (tag, bits) == (_FLOAT, 64):
+                return None  # truncated, or a format converted here seldom enough: ffmpeg's judgement
             width = bits // 8
+            if max_seconds is not None and len(body) // (width * channels) > (max_seconds + 1.0) * rate:
+                raise _too_long(max_seconds)
             usable = len(body) // (width * channels) * width * channels
             raw = body[:usable]
             if window is not None:
@@ -230,18 +320,20 @@ def parse_wav(data: bytes | memoryview, window: tuple[float, float] | None = Non
 def _decode_wav(
     data: bytes | memoryview, max_seconds: float | None, window: tuple[float, float] | None = None
 ) -> np.ndarray | None:
-    parsed = parse_wav(data, window)
+    if window is None:
+        max_seconds = _limit(max_seconds)
+    parsed = parse_wav(data, window, max_seconds)
     if parsed is None:
         return None
     frames, rate = parsed
-    if max_seconds is not None and frames.shape[0] > (max_seconds + 1.0) * rate:
-        raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+    common = math.gcd(rate, SAMPLE_RATE)
+    if max(SAMPLE_RATE // common, rate // common) > _MAX_RESAMPLE_FACTOR:
+        return None
     mono = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float64)
     if rate != SAMPLE_RATE:
-        common = math.gcd(rate, SAMPLE_RATE)
         mono = scipy.signal.resample_poly(mono, SAMPLE_RATE // common, rate // common)
     if max_seconds is not None and mono.size > max_seconds * SAMPLE_RATE:
-        raise AudioTooLong(f"The audio is longer than the limit of {max_seconds:g} s.")
+        raise _too_long(max_seconds)
     return _clean(np.asarray(mono, dtype=np.float32))
 
 

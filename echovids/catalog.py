@@ -47,6 +47,13 @@ class Clip(Base):
     # The job processing the clip; written only once its tasks were sent (see pipeline.submit_clip).
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     duplicate_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Durable bookkeeping of failures (Redis may be flushed or lost): how often the clip's embedding started
+    # (a clip that kills its worker is redelivered; after `library_max_attempts` it fails), how often the
+    # upkeep re-sent it, and the coded error it failed with.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    resubmissions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
 
 def shard_of(clip_id: str, shards: int) -> int:
@@ -157,12 +164,31 @@ def set_status(clip_id: str, status: str) -> None:
             clip.status = status
 
 
+def mark_failed(clip_id: str, code: str, message: str) -> None:
+    """A clip that will not be indexed, and why; the upkeep never sends a failed clip again."""
+    with session() as s:
+        clip = s.get(Clip, clip_id)
+        if clip is not None and clip.status in ("pending", "failed"):
+            clip.status, clip.error_code, clip.error_message = "failed", code, message[:1024]
+
+
+def start_attempt(clip_id: str) -> int | None:
+    """Count one more start of the clip's processing; returns the count (None: the clip is gone)."""
+    with session() as s:
+        clip = s.get(Clip, clip_id)
+        if clip is None:
+            return None
+        clip.attempts = (clip.attempts or 0) + 1
+        return clip.attempts
+
+
 def mark_ready(clip_id: str, info: ClipEmbedded) -> None:
     with session() as s:
         clip = s.get(Clip, clip_id)
         if clip is None:
             raise NotFound(f"No clip with id {clip_id!r}.")
         clip.status = "ready"
+        clip.error_code = clip.error_message = None
         clip.duration_s = info.duration_s
         clip.content_hash = info.content_hash
         clip.space = info.space.key

@@ -71,6 +71,13 @@ class ServiceUnavailable(EchovidsError):
     status = 503
 
 
+class ProcessingFailed(EchovidsError):
+    """A library clip whose processing started too often without finishing (it crashed its worker each time)."""
+
+    code = "processing_failed"
+    status = 500
+
+
 ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
     cls.code: cls
     for cls in (
@@ -86,5 +93,6 @@ ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
         Unauthorized,
         Forbidden,
         ServiceUnavailable,
+        ProcessingFailed,
     )
 }

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Text, cast, func, or_, select
 
 from echovids import catalog, clip_audio, queues
-from echovids.errors import NotFound
+from echovids.errors import NotFound, ProcessingFailed
 from echovids.jobs import JobStore
 from echovids.labels import label_ids, label_name
 from echovids.queues import TaskName
@@ -35,7 +35,8 @@ class LibraryClip(BaseModel):
     created_at: datetime
     duplicate_of: str | None = None
     job_id: str | None = Field(default=None, description="The job that processes the clip (expires)")
-    error: ErrorBody | None = Field(default=None, description="Why processing failed, while the job is known")
+    error: ErrorBody | None = Field(default=None, description="Why processing failed (a coded error)")
+    attempts: int = Field(default=0, description="How often its processing started")
 
 
 class LibraryPage(BaseModel):
@@ -59,6 +60,10 @@ def to_item(clip: catalog.Clip) -> LibraryClip:
         created_at=clip.created_at,
         duplicate_of=clip.duplicate_of,
         job_id=clip.job_id,
+        error=ErrorBody(code=clip.error_code, message=clip.error_message or "")
+        if clip.status == "failed" and clip.error_code
+        else None,
+        attempts=clip.attempts or 0,
     )
 
 
@@ -150,6 +155,7 @@ def submit_once(
         live = job_alive(store, existing.job_id) if existing.status == "pending" else None
         if live is not None:
             return Submitted(live, skipped=False)
+        _forget_failure(existing.id)  # sent again by hand: a fresh count of attempts
         return Submitted(
             submit_clip(
                 data,
@@ -162,6 +168,14 @@ def submit_once(
             skipped=False,
         )
     return Submitted(submit_clip(data, title=title, file_name=file_name, labels=labels, store=store), skipped=False)
+
+
+def _forget_failure(clip_id: str) -> None:
+    with catalog.session() as s:
+        row = s.get(catalog.Clip, clip_id)
+        if row is not None:
+            row.status, row.attempts, row.resubmissions = "pending", 0, 0
+            row.error_code = row.error_message = None
 
 
 def delete_clip(clip_id: str, store: JobStore | None = None) -> None:
@@ -229,7 +243,6 @@ def _process_again(clip: catalog.Clip, audio: Path, store: JobStore) -> None:
 
 
 # -- upkeep ------------------------------------------------------------------------------------------------------
-WEEK_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -242,13 +255,12 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
     """Settle library clips stuck in ``pending``: nothing is lost, nothing waits forever.
 
     A pending clip whose job is still queued or running is left alone. One whose job failed is marked failed
-    (the embedder fails a job without touching the catalog). One whose job vanished (expired, Redis flushed)
-    or was never sent (a crash between the row and the send) is processed again from its stored audio, once;
-    a second time, or without stored audio, it is marked failed. Only rows older than ``older_than_s`` are
-    looked at, so a clip being submitted right now is not taken for a stuck one.
+    (with the job's error). One whose job vanished (expired, Redis flushed) or was never sent (a crash between
+    the row and the send) is processed again from its stored audio, once; a second time, after
+    ``library_max_attempts`` starts, or without stored audio, it is marked failed. The counts are in the catalog,
+    so a Redis that is lost or flushed does not make a poison clip new again; ``failed`` clips are never looked
+    at. Only rows older than ``older_than_s`` are looked at, so a clip being submitted now is not taken for stuck.
     """
-    from echovids.redis_conn import get_redis
-
     settings = get_settings()
     store = store or JobStore()
     age = settings.library_stale_pending_s if older_than_s is None else older_than_s
@@ -262,18 +274,35 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
         job = _job_or_none(store, clip.job_id)
         if job is not None and job.status not in (JobStatus.done, JobStatus.failed):
             continue  # still queued or at work
-        path = clip_audio.find(clip.id)
-        failed = job is not None and job.status == JobStatus.failed
-        # Once only: a clip that crashes its worker every time must not be sent round forever.
-        if failed or path is None or not get_redis().set(f"echovids:reconciled:{clip.id}", 1, nx=True, ex=WEEK_S):
-            catalog.set_status(clip.id, "failed")
+        failure = _why_not_again(clip, job)
+        if failure is not None:
+            catalog.mark_failed(clip.id, failure.code, failure.message)
             report.failed.append(clip.id)
-            log.warning("library clip %s was stuck pending; marked failed", clip.id)
+            log.warning("library clip %s was stuck pending; marked failed (%s)", clip.id, failure.code)
             continue
+        with catalog.session() as s:
+            row = s.get(catalog.Clip, clip.id)
+            if row is not None:
+                row.resubmissions = (row.resubmissions or 0) + 1
+        path = clip_audio.find(clip.id)
+        assert path is not None  # checked by _why_not_again
         _process_again(clip, path, store)
         report.resubmitted.append(clip.id)
         log.warning("library clip %s was stuck pending (its job vanished); processing it again", clip.id)
     return report
+
+
+def _why_not_again(clip: catalog.Clip, job: Job | None) -> ErrorBody | None:
+    """Why a stuck clip is not sent again (None: it is)."""
+    if job is not None and job.status == JobStatus.failed:
+        return job.error or ErrorBody(code="internal_error", message="Its job failed.")
+    if clip_audio.find(clip.id) is None:
+        return ErrorBody(code="not_found", message="The clip's stored audio is gone; it cannot be processed again.")
+    if (clip.resubmissions or 0) >= 1 or (clip.attempts or 0) >= get_settings().library_max_attempts:
+        return ErrorBody(
+            code=ProcessingFailed.code, message="Processing the clip was started again and still never finished."
+        )
+    return None
 
 
 def _job_or_none(store: JobStore, job_id: str | None) -> Job | None:

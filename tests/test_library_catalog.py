@@ -77,7 +77,7 @@ def test_schema_is_migrated_to_head_on_first_use(database: str) -> None:
     from echovids import catalog
 
     engine = catalog.get_engine()
-    assert current_revision(database) == head_revision() == "0002"
+    assert current_revision(database) == head_revision() == "0003"
     columns = {c["name"] for c in inspect(engine).get_columns("clips")}
     assert {"file_sha256", "job_id", "duplicate_of", "content_hash", "labels", "space", "shard"} <= columns
     # The model and the migrations agree: an autogenerate diff is empty.
@@ -101,7 +101,7 @@ def test_migrations_go_down_and_up_again(database: str) -> None:
         command.downgrade(config, "base")
     assert "clips" not in inspect(engine).get_table_names()
     catalog.migrate(engine)
-    assert current_revision(database) == "0002"
+    assert current_revision(database) == "0003"
 
 
 def test_a_catalog_made_before_migrations_is_stamped_and_upgraded(database: str) -> None:
@@ -121,7 +121,8 @@ def test_a_catalog_made_before_migrations_is_stamped_and_upgraded(database: str)
     engine.dispose()
     assert catalog.get_clip("old").title == "an old clip"
     assert catalog.get_clip("old").file_sha256 is None
-    assert current_revision(database) == "0002"
+    assert catalog.get_clip("old").attempts == 0 and catalog.get_clip("old").error_code is None
+    assert current_revision(database) == "0003"
 
 
 def _migrate_in_child(url: str, data_dir: str) -> None:
@@ -143,7 +144,7 @@ def test_processes_starting_together_migrate_once(database: str, tmp_path: Path)
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    assert current_revision(database) == "0002"
+    assert current_revision(database) == "0003"
 
 
 def test_migrations_run_from_any_directory(database: str, tmp_path: Path) -> None:
@@ -161,7 +162,7 @@ def test_migrations_run_from_any_directory(database: str, tmp_path: Path) -> Non
         [sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert current_revision(database) == "0002"
+    assert current_revision(database) == "0003"
 
 
 def _embedded(clip_id: str, content_hash: str, model: str = "yamnet") -> ClipEmbedded:

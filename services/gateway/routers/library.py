@@ -83,7 +83,7 @@ async def add_clips(
 
 @router.get("", response_model=LibraryPage, responses={422: ERRORS[422]})
 def list_clips(
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000_000)] = 1,  # an offset SQL can hold; past the end is empty
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
     label: Annotated[str | None, Query(description="An exact label: a name, or an AudioSet id")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the title or file name")] = None,
