@@ -47,7 +47,7 @@ def split_labels(values: list[str] | None) -> list[str]:
     response_model=list[Job],
     responses={k: ERRORS[k] for k in (401, 403, 413, 415, 422)},
 )
-async def add_clips(
+def add_clips(
     request: Request,
     response: Response,
     _auth: WriteAccess,
@@ -66,7 +66,7 @@ async def add_clips(
     if len(file) > MAX_FILES:
         raise PayloadTooLarge(f"At most {MAX_FILES} files per request.")
     # Every file is read and checked before any is queued: a bad file refuses the request as a whole.
-    datas = [await read_audio_upload(f, settings) for f in file]
+    datas = [read_audio_upload(f, settings) for f in file]
     if not all(datas):
         raise UnsupportedMediaType("An uploaded file is empty.")
     label_list = split_labels(labels)

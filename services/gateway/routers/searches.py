@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 
 from echovids.jobs import SETTLED
 from echovids.pipeline import submit_search
@@ -31,7 +32,7 @@ ERRORS = {
     responses={k: ERRORS[k] for k in (413, 415, 422)},
     dependencies=[Depends(check_content_length)],
 )
-async def create_search(
+def create_search(
     response: Response,
     settings: SettingsDep,
     store: StoreDep,
@@ -39,7 +40,7 @@ async def create_search(
     k: Annotated[int | None, Form(ge=1, le=100, description="How many results")] = None,
 ) -> Job:
     """Queue a search; poll the Location for its status and results."""
-    data = await read_audio_upload(file, settings)
+    data = read_audio_upload(file, settings)
     job = submit_search(data, k or settings.default_k, store)
     response.headers["Location"] = f"/v1/searches/{job.id}"
     response.headers["Retry-After"] = "1"
@@ -59,7 +60,8 @@ async def get_search(
     ] = 0.0,
 ) -> Job:
     """The job record: status, and the results once done. With ``wait``, a long poll: one request, no polling loop."""
-    job = await store.wait_settled(job_id, wait) if wait > 0 else store.get(job_id)
+    # Truly async: the long poll awaits Redis pub/sub on the event loop; the one blocking read goes to the thread pool.
+    job = await store.wait_settled(job_id, wait) if wait > 0 else await run_in_threadpool(store.get, job_id)
     if job.status not in SETTLED:
         response.headers["Retry-After"] = "1"
     return job
