@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from typing import Annotated
@@ -16,16 +17,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# `echovids bench <what>`: each benchmark's code lives in benchmarks/<what>.py (see docs/benchmarks.md).
-
-
-def _add_bench() -> None:
-    """`echovids bench ...`: the benchmarks live in benchmarks/ (figures in docs/benchmarks.md)."""
-    from benchmarks.cli import bench_app
-
-    app.add_typer(bench_app, name="bench")
-
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".aif", ".aiff"}
 
@@ -49,51 +40,14 @@ def worker(
     ] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
-    """Run one service's Celery worker on its own queue(s)."""
+    """Run one service's Celery worker on its own queue(s): the service's own entry, services/<service>/worker.py."""
     from echovids import queues
-    from echovids.celery_app import get_celery
 
-    settings = get_settings()
-    celery = get_celery()
-    pool = "prefork"
-    if service == "embedder":
-        import services.embedder.tasks
-
-        names = [queues.EMBED]
-        pool = settings.embedder_pool
-        if pool == "threads" and concurrency is None:
-            concurrency = settings.embedder_threads
-    elif service == "search":
-        import services.search.tasks
-
-        shards = shard if shard else list(range(settings.search_shards))
-        services.search.tasks.PRELOAD_SHARDS[:] = shards
-        # A pool process loads its shards before it takes tasks; a large shard needs more than Celery's 4 s.
-        celery.conf.worker_proc_alive_timeout = 600
-        names = [queues.shard_queue(i) for i in shards] + ([queues.SEARCH_MERGE] if merge else [])
-    elif service == "availability":
-        import services.availability.tasks
-
-        names = [queues.AVAILABILITY]
-    else:
+    if service not in queues.SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(queues.SERVICES)}")
-    celery.worker_main(
-        [
-            "worker",
-            "-Q",
-            ",".join(names),
-            "-n",
-            f"{service}-%i@%h",
-            "--pool",
-            pool,
-            "--concurrency",
-            str(concurrency or 1),
-            "--loglevel",
-            loglevel,
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    )
+    # Imported by name: the shared package never imports a service's code, the service's entry does its own setup.
+    entry = importlib.import_module(f"services.{service}.worker")
+    entry.run(shards=shard, merge=merge, concurrency=concurrency, loglevel=loglevel)
 
 
 @app.command()
@@ -306,7 +260,17 @@ def evaluate(
     typer.echo((out / "report.md").read_text())
 
 
-_add_bench()  # last: the bench commands join the app after its own commands
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks (figures in docs/benchmarks.md); `echovids bench --help` lists them."""
+    # Imported here: benchmarks/ (and its extra dependencies) load only for `echovids bench`, never for a worker.
+    from benchmarks.cli import bench_app
+
+    bench_app(ctx.args, prog_name="echovids bench")
 
 
 def main() -> None:

@@ -37,12 +37,11 @@ from services.availability.resolve import resolve_cached
 from services.search.matching import aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex
 from services.search.verify import aligned_audio, demote_chance_exact, settle_exact
+from services.search.worker import PRELOAD_SHARDS  # the worker entry owns which shards it serves
 
 _indexes: dict[int, ShardIndex] = {}
 _generations: dict[int, int] = {}
 _lock = threading.Lock()
-# The shards this worker serves, set by `echovids worker search` before the pool starts.
-PRELOAD_SHARDS: list[int] = []
 
 
 @worker_process_init.connect
