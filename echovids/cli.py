@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +19,12 @@ app = typer.Typer(
 )
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".aif", ".aiff"}
+
+
+def _layer_above(module: str) -> Any:
+    """A module of a layer above this package (a service's worker entry, evaluation/, benchmarks/), loaded by name
+    when the command that needs it runs: echovids/ imports none of them, so a worker never loads another's code."""
+    return importlib.import_module(module)
 
 
 @app.command()
@@ -45,8 +51,8 @@ def worker(
 
     if service not in queues.SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(queues.SERVICES)}")
-    # Imported by name: the shared package never imports a service's code, the service's entry does its own setup.
-    entry = importlib.import_module(f"services.{service}.worker")
+    # The service's entry does its own setup (its tasks, its queues, what it preloads).
+    entry = _layer_above(f"services.{service}.worker")
     entry.run(shards=shard, merge=merge, concurrency=concurrency, loglevel=loglevel)
 
 
@@ -226,23 +232,22 @@ def evaluate(
     ] = False,
 ) -> None:
     """Measure search quality through the HTTP API on ESC-10 (issue 7): writes report.json and report.md."""
-    from echovids.evaluation.suites import CONDITIONS, LENGTHS_S, SUITES, EvalConfig, LibraryMismatch, run
-
+    ev = _layer_above("evaluation.suites")
     settings = get_settings()
     suites = tuple(suite or ("exact", "similar"))
-    unknown = [s for s in suites if s not in SUITES]
-    names = [c.name for c in CONDITIONS]
+    unknown = [s for s in suites if s not in ev.SUITES]
+    names = [c.name for c in ev.CONDITIONS]
     unknown += [c for c in condition or [] if c not in names]
     if unknown:
-        raise typer.BadParameter(f"unknown {unknown}; suites: {', '.join(SUITES)}; conditions: {', '.join(names)}")
-    cfg = EvalConfig(
+        raise typer.BadParameter(f"unknown {unknown}; suites: {', '.join(ev.SUITES)}; conditions: {', '.join(names)}")
+    cfg = ev.EvalConfig(
         url=url or f"http://{settings.host}:{settings.port}",
         out=out,
         suites=suites,
         clips_url=clips_url,
         seed=seed,
         queries_per_condition=queries_per_condition,
-        lengths_s=tuple(length or LENGTHS_S),
+        lengths_s=tuple(length or ev.LENGTHS_S),
         conditions=tuple(condition or names),
         library_seed=library_seed,
         allow_foreign=allow_foreign,
@@ -253,8 +258,8 @@ def evaluate(
     if esc10 is not None:
         cfg.esc10 = esc10
     try:
-        run(cfg)
-    except LibraryMismatch as error:
+        ev.run(cfg)
+    except ev.LibraryMismatch as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo((out / "report.md").read_text())
@@ -267,10 +272,8 @@ def evaluate(
 )
 def bench(ctx: typer.Context) -> None:
     """Benchmarks (figures in docs/benchmarks.md); `echovids bench --help` lists them."""
-    # Imported here: benchmarks/ (and its extra dependencies) load only for `echovids bench`, never for a worker.
-    from benchmarks.cli import bench_app
-
-    bench_app(ctx.args, prog_name="echovids bench")
+    # benchmarks/ (and its extra dependencies) load only for `echovids bench`, never for a worker.
+    _layer_above("benchmarks.cli").bench_app(ctx.args, prog_name="echovids bench")
 
 
 def main() -> None:

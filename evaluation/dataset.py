@@ -16,7 +16,7 @@ import numpy as np
 
 from echovids.audio import SAMPLE_RATE, decode_file
 
-DEFAULT_ESC10 = Path(__file__).resolve().parents[3] / "shared" / "data" / "esc10"
+DEFAULT_ESC10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from typing import Literal, TypedDict
 import numpy as np
 
 from echovids.audio import SAMPLE_RATE
-from echovids.evaluation import degrade, metrics
-from echovids.evaluation.client import Client, EchovidsClient
-from echovids.evaluation.dataset import (
+from evaluation import degrade, metrics
+from evaluation.client import Client, EchovidsClient
+from evaluation.dataset import (
     DEFAULT_ESC10,
     Clip,
     Recording,
@@ -548,7 +548,7 @@ def run_same_sounds(cfg: EvalConfig, client: Client, clips: list[Clip]) -> dict:
 def _client(cfg: EvalConfig, url: str, library: str) -> Client:
     """The Echovids at ``url``, or with ``cfg.offline`` one in this process with its library under ``cfg.out``."""
     if cfg.offline:
-        from echovids.evaluation.offline import OfflineClient
+        from evaluation.offline import OfflineClient
 
         return OfflineClient(cfg.out / "offline" / library)
     return EchovidsClient(url, cfg.api_key, cfg.timeout_s)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from echovids.audio import decode_bytes
-from echovids.evaluation.client import SearchAnswer
+from evaluation.client import SearchAnswer
 
 
 class OfflineClient:
