@@ -50,6 +50,7 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
     os.environ["ECHOVIDS_DATA_DIR"] = str(data_dir)
     os.environ["ECHOVIDS_SEARCH_SHARDS"] = str(shards)
     from echovids import catalog
+    from echovids.schemas import ClipStatus
     from echovids.settings import get_settings
 
     get_settings.cache_clear()
@@ -83,7 +84,7 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
                 "space": SPACE,
                 "shard": shard,
                 "n_frames": FRAMES_PER_CLIP,
-                "status": "ready",
+                "status": ClipStatus.ready,
             }
         )
     with catalog.session() as s:

@@ -17,7 +17,7 @@ from echovids import catalog, clip_audio, queues
 from echovids.errors import NotFound
 from echovids.jobs import JobStore
 from echovids.queues import TaskName
-from echovids.schemas import ErrorBody, Job, JobStatus, Source
+from echovids.schemas import ClipStatus, ErrorBody, Job, JobStatus, Source
 from echovids.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class LibraryClip(BaseModel):
     label_ids: list[str] = Field(default=[], description="The labels that are AudioSet classes, as ontology ids")
     duration_s: float | None = None
     source: Source
-    status: str = Field(description="pending | ready | failed | duplicate (same audio as duplicate_of)")
+    status: ClipStatus = Field(description="pending | ready | failed | duplicate (same audio as duplicate_of)")
     space: str | None = Field(default=None, description="The embedding space of its vectors (model:version:dim)")
     created_at: datetime
     duplicate_of: str | None = None
@@ -127,13 +127,13 @@ def list_clips(
 
 def get_item(clip_id: str, store: JobStore | None = None) -> LibraryClip:
     item = to_item(catalog.get_clip(clip_id))
-    if item.status in ("pending", "failed") and item.job_id:
+    if item.status in (ClipStatus.pending, ClipStatus.failed) and item.job_id:
         try:
             job = (store or JobStore()).get(item.job_id)
         except NotFound:
             return item
         if job.status == JobStatus.failed:  # the embedder fails a job without touching the catalog
-            item.status, item.error = "failed", job.error
+            item.status, item.error = ClipStatus.failed, job.error
     return item
 
 
@@ -175,9 +175,9 @@ def submit_once(
     store = store or JobStore()
     existing = catalog.find_by_file_hash(hashlib.sha256(data).hexdigest())
     if existing is not None:
-        if existing.status in ("ready", "duplicate"):
+        if existing.status in (ClipStatus.ready, ClipStatus.duplicate):
             return Submitted(_done_job(store, existing), skipped=True)
-        live = job_alive(store, existing.job_id) if existing.status == "pending" else None
+        live = job_alive(store, existing.job_id) if existing.status == ClipStatus.pending else None
         if live is not None:
             return Submitted(live, skipped=False)
         return Submitted(
@@ -235,7 +235,7 @@ def _promote_duplicate(original_id: str, store: JobStore) -> str | None:
             if row is None:
                 continue
             if heir is None:  # no stored audio to index any of them from
-                row.status, row.duplicate_of = "failed", None
+                row.status, row.duplicate_of = ClipStatus.failed, None
             else:
                 row.duplicate_of = None if row.id == heir.id else heir.id
     if heir is None or audio is None:
@@ -285,7 +285,9 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
     cutoff = datetime.now(UTC) - timedelta(seconds=age)
     with catalog.session() as s:
         stuck = list(
-            s.scalars(select(catalog.Clip).where(catalog.Clip.status == "pending", catalog.Clip.created_at < cutoff))
+            s.scalars(
+                select(catalog.Clip).where(catalog.Clip.status == ClipStatus.pending, catalog.Clip.created_at < cutoff)
+            )
         )
     report = Reconciled(resubmitted=[], failed=[])
     for clip in stuck:
@@ -296,7 +298,7 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
         failed = job is not None and job.status == JobStatus.failed
         # Once only: a clip that crashes its worker every time must not be sent round forever.
         if failed or path is None or not get_redis().set(f"echovids:reconciled:{clip.id}", 1, nx=True, ex=WEEK_S):
-            catalog.set_status(clip.id, "failed")
+            catalog.set_status(clip.id, ClipStatus.failed)
             report.failed.append(clip.id)
             log.warning("library clip %s was stuck pending; marked failed", clip.id)
             continue

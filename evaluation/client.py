@@ -13,6 +13,8 @@ from typing import Protocol
 
 import httpx
 
+from echovids.schemas import ClipStatus
+
 BATCH = 16  # files per POST /v1/library
 
 
@@ -137,9 +139,9 @@ class EchovidsClient:
         while pending and time.monotonic() < deadline:
             for name, clip_id in list(pending.items()):
                 item = self.http.get(f"/v1/library/{clip_id}").json()
-                if item.get("status") in ("ready", "duplicate"):
+                if item.get("status") in (ClipStatus.ready, ClipStatus.duplicate):
                     del pending[name]
-                elif item.get("status") == "failed":
+                elif item.get("status") == ClipStatus.failed:
                     del pending[name]
                     failures.append(f"{name}: {(item.get('error') or {}).get('message', 'failed')}")
             if pending:

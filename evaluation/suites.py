@@ -28,6 +28,7 @@ from typing import Literal, TypedDict
 import numpy as np
 
 from echovids.audio import SAMPLE_RATE
+from echovids.schemas import ClipStatus
 from evaluation import degrade, metrics
 from evaluation.client import Client, EchovidsClient
 from evaluation.dataset import (
@@ -159,7 +160,7 @@ def ensure_library(client: Client, wanted: dict[str, tuple[Path, list[str]]], cf
                 f"(e.g. {foreign[:3]}); they would take places in the results. Point the suite at an Echovids with "
                 "an empty or suite-only library, or pass --allow-foreign."
             )
-        missing = [t for t in wanted if items.get(t, {}).get("status") not in ("ready", "duplicate")]
+        missing = [t for t in wanted if items.get(t, {}).get("status") not in (ClipStatus.ready, ClipStatus.duplicate)]
     cfg.log(f"  library: {len(wanted) - len(missing)} of {len(wanted)} clips there, adding {len(missing)}")
     failures = client.add([(wanted[t][0], t, wanted[t][1]) for t in missing], log=cfg.log)
     if failures:

@@ -23,6 +23,7 @@ from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
     ClipEmbedded,
+    ClipStatus,
     ErrorBody,
     JobStatus,
     MatchKind,
@@ -331,7 +332,7 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
         index = get_index(shard)
         index.write_segment(clip_id, store.get_arrays(clip_id), info.space.key)
     except EchovidsError as error:
-        catalog.set_status(clip_id, "failed")
+        catalog.set_status(clip_id, ClipStatus.failed)
         fail_job(job_id, error)
     _bump(shard, written=clip_id)
     maybe_compact(index)
