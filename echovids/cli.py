@@ -144,7 +144,9 @@ def import_audioset(
 @app.command()
 def search(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    k: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    k: Annotated[
+        int | None, typer.Option(min=1, help="results (default ECHOVIDS_DEFAULT_K, at most ECHOVIDS_MAX_K)")
+    ] = None,
     url: Annotated[str | None, typer.Option(help="gateway URL")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait")] = 60.0,
 ) -> None:
@@ -154,10 +156,14 @@ def search(
     from rich.table import Table
 
     settings = get_settings()
+    if k is not None and k > settings.max_k:
+        raise typer.BadParameter(f"--k {k} is above ECHOVIDS_MAX_K ({settings.max_k})")
     base = url or f"http://{settings.host}:{settings.port}"
     with httpx.Client(base_url=base, timeout=30) as client:
         with file.open("rb") as f:
-            answer = client.post("/v1/searches", files={"file": (file.name, f)}, data={"k": str(k)})
+            # Without --k the gateway's ECHOVIDS_DEFAULT_K applies.
+            fields = {"k": str(k)} if k is not None else {}
+            answer = client.post("/v1/searches", files={"file": (file.name, f)}, data=fields)
         if answer.status_code != 202:
             typer.echo(f"error {answer.status_code}: {answer.json().get('message')}", err=True)
             raise typer.Exit(1)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
+from echovids.errors import InvalidRequest
 from echovids.jobs import SETTLED
 from echovids.pipeline import submit_search
 from echovids.schemas import ErrorBody, Job
@@ -37,9 +38,11 @@ def create_search(
     settings: SettingsDep,
     store: StoreDep,
     file: Annotated[UploadFile, File(description="A few seconds of audio (wav, flac, ogg, mp3, m4a, webm)")],
-    k: Annotated[int | None, Form(ge=1, le=100, description="How many results")] = None,
+    k: Annotated[int | None, Form(ge=1, description="How many results (at most ECHOVIDS_MAX_K, /v1/config)")] = None,
 ) -> Job:
     """Queue a search; poll the Location for its status and results."""
+    if k is not None and k > settings.max_k:
+        raise InvalidRequest(f"k: Input should be less than or equal to {settings.max_k}")
     data = read_audio_upload(file, settings)
     job = submit_search(data, k or settings.default_k, store)
     response.headers["Location"] = f"/v1/searches/{job.id}"
