@@ -38,7 +38,22 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import install_hint, missing_modules
+
 ALL_METHODS = ("exact", "scann", "faiss-hnsw", "faiss-ivfpq", "hnswlib")
+# The module each method imports, and the extra of pyproject.toml that installs it: checked before a run starts,
+# so a missing peer fails in a second instead of after the minutes spent building the others.
+METHOD_NEEDS = {
+    "scann": ("scann", "search"),
+    "faiss-hnsw": ("faiss", "bench"),
+    "faiss-ivfpq": ("faiss", "bench"),
+    "hnswlib": ("hnswlib", "bench"),
+}
+
+
+def method_needs(methods: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The modules ``methods`` import, each with the extra that installs it."""
+    return dict(METHOD_NEEDS[m] for m in methods if m in METHOD_NEEDS)
 
 
 @dataclass
@@ -652,6 +667,9 @@ def run(config: BenchConfig, log: Callable[[str], None] = print) -> Report:
     unknown = set(config.methods) - set(ALL_METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    missing = missing_modules(method_needs(config.methods))
+    if missing:
+        raise ModuleNotFoundError(f"bench search needs {', '.join(missing)}: {install_hint(missing)}")
     with blas_threads(threads):
         base_full, queries_full, dataset = load_dataset(config)
     log(
