@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from benchmarks.harness import install_hint, missing_modules
 from benchmarks.search import BenchConfig
+from echovids.harness import install_hint, missing_modules
 from echovids.settings import get_settings
 
 bench_app = typer.Typer(help="Benchmarks (figures in docs/benchmarks.md).", no_args_is_help=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from echovids.clip_audio import MEDIA_TYPES
 from echovids.settings import get_settings
 
 app = typer.Typer(
@@ -18,7 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".aif", ".aiff"}
+# The audio files `echovids ingest` picks out of a folder: every type the library stores and serves.
+AUDIO_SUFFIXES = frozenset(MEDIA_TYPES)
 
 
 def _layer_above(module: str) -> Any:
@@ -155,26 +156,20 @@ def search(
     from rich.console import Console
     from rich.table import Table
 
+    from echovids.harness import submit_search, wait_for_job
+
     settings = get_settings()
     if k is not None and k > settings.max_k:
         raise typer.BadParameter(f"--k {k} is above ECHOVIDS_MAX_K ({settings.max_k})")
     base = url or f"http://{settings.host}:{settings.port}"
     with httpx.Client(base_url=base, timeout=30) as client:
-        with file.open("rb") as f:
-            # Without --k the gateway's ECHOVIDS_DEFAULT_K applies.
-            fields = {"k": str(k)} if k is not None else {}
-            answer = client.post("/v1/searches", files={"file": (file.name, f)}, data=fields)
+        # Without --k the gateway's ECHOVIDS_DEFAULT_K applies; httpx names the type from the file name.
+        answer = submit_search(client, file.read_bytes(), file.name, k, media_type=None)
         if answer.status_code != 202:
             typer.echo(f"error {answer.status_code}: {answer.json().get('message')}", err=True)
             raise typer.Exit(1)
-        location = answer.headers["Location"]
-        deadline = time.monotonic() + timeout
-        while True:
-            # A long poll: the gateway answers as soon as the job settles, or after `wait` seconds.
-            wait = min(30.0, max(0.0, deadline - time.monotonic()))
-            job = client.get(location, params={"wait": wait}, timeout=wait + 30).json()
-            if job["status"] in ("done", "failed") or time.monotonic() > deadline:
-                break
+        # A long poll: the gateway answers as soon as the job settles.
+        job = wait_for_job(client, answer.headers["Location"], timeout)
     if job["status"] != "done":
         message = (job.get("error") or {}).get("message", f"still {job['status']} after {timeout:g} s")
         typer.echo(f"search failed: {message}", err=True)

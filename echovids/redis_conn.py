@@ -29,7 +29,8 @@ def _ping(url: str) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -51,7 +52,7 @@ def start_embedded(settings: Settings) -> tuple[str, subprocess.Popen[bytes]]:
 
     workdir = _embedded_dir(settings)
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             redis_server,

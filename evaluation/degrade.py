@@ -14,7 +14,7 @@ import numpy as np
 from scipy.signal import butter, fftconvolve, sosfiltfilt
 
 from echovids.audio import SAMPLE_RATE, decode_file, ffmpeg_exe
-from evaluation.dataset import write_wav
+from echovids.harness import write_wav
 
 PEAK = 0.99
 

@@ -15,7 +15,6 @@ refuses a library that holds other clips (they would take places in the results)
 from __future__ import annotations
 
 import json
-import platform
 import time
 import zlib
 from collections import Counter
@@ -28,6 +27,7 @@ from typing import Literal, TypedDict
 import numpy as np
 
 from echovids.audio import SAMPLE_RATE
+from echovids.harness import machine_info, wav_bytes, write_wav
 from echovids.schemas import ClipStatus
 from evaluation import degrade, metrics
 from evaluation.client import Client, EchovidsClient
@@ -38,8 +38,6 @@ from evaluation.dataset import (
     join_recordings,
     load_clips,
     load_waveform,
-    wav_bytes,
-    write_wav,
 )
 
 SUITES = ("exact", "similar", "clips")
@@ -101,27 +99,6 @@ class EvalConfig:
 
 class LibraryMismatch(RuntimeError):
     pass
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    # Latencies are only comparable on an otherwise idle machine: the load says whether it was.
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 # -- the libraries ----------------------------------------------------------------------------------------------
@@ -566,7 +543,7 @@ def run(cfg: EvalConfig) -> dict:
             "path": str(cfg.esc10),
             "clips": len(clips),
         },
-        "machine": machine(),
+        "machine": machine_info(),
         "settings": {
             "url": "offline" if cfg.offline else cfg.url,
             "clips_url": "offline" if cfg.offline else cfg.clips_url or cfg.url,
@@ -621,7 +598,7 @@ def run(cfg: EvalConfig) -> dict:
         report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
         client.close()
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    report["machine"]["load_average_at_end"] = machine()["load_average"]
+    report["machine"]["load_average_at_end"] = machine_info()["load_average"]
     (cfg.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (cfg.out / "report.md").write_text(markdown(report))
     return report

@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.sounds import SR, synthetic_library, write_wav
-from tests.stack import Stack, make_stack
+from echovids.harness import Stack, make_stack, write_wav
+from tests.sounds import SR, synthetic_library
 
 MAX_K = 50
 

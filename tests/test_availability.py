@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from echovids import queues
+from echovids.harness import ROOT
 from echovids.queues import TaskName
 from echovids.schemas import SearchResult, Source
 from echovids.settings import Settings, get_settings
@@ -24,7 +25,6 @@ from services.availability.refresh import refresh
 from services.availability.resolve import check_in_background, resolve_query
 from services.availability.stats import snapshot
 from services.availability.status import VideoStatus
-from tests.stack import ROOT
 from tests.youtube_stub import Reply, YouTubeStub, audioset_video_ids
 
 # Its own database: the other suites use 15, and every test here flushes this one.

@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.sounds import SR, mix_at_snr, synthetic_library, write_wav
-from tests.stack import ROOT, Stack
+from echovids.harness import ROOT, Stack, write_wav
+from tests.sounds import SR, mix_at_snr, synthetic_library
 
 # One stack for the whole module: the session's embedded one (shared with the other suites, low CPU).
 pytestmark = pytest.mark.parametrize("stack", ["embedded"], indirect=True)
