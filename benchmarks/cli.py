@@ -8,9 +8,23 @@ from typing import Annotated
 import typer
 
 from benchmarks.search import BenchConfig
+from echovids.harness import install_hint, missing_modules
 from echovids.settings import get_settings
 
 bench_app = typer.Typer(help="Benchmarks (figures in docs/benchmarks.md).", no_args_is_help=True)
+
+# What a running stack needs (`echovids serve`: the embedder's model runtime, the search's index).
+STACK_NEEDS = {"scann": "search", "ai_edge_litert": "embedder"}
+
+
+def require(bench: str, needs: dict[str, str], advice: str = "") -> None:
+    """Exit at once, saying what to install, when a module the benchmark imports is missing."""
+    missing = missing_modules(needs)
+    if missing:
+        typer.echo(
+            f"error: bench {bench} needs {', '.join(missing)}, not installed: {install_hint(missing)}{advice}", err=True
+        )
+        raise typer.Exit(1)
 
 
 @bench_app.command("ingest")
@@ -21,6 +35,7 @@ def bench_ingest(
     redis_url: Annotated[str | None, typer.Option(help="Redis to use (default: embedded)")] = None,
 ) -> None:
     """Ingest a folder of generated files (h of audio per minute) and import AudioSet records (records/s)."""
+    require("ingest", {**STACK_NEEDS, "tensorflow": "embedder"})  # tensorflow writes the AudioSet records
     from benchmarks.ingest import run
 
     for key, value in run(files=files, seconds=seconds, records=records, redis_url=redis_url).items():
@@ -37,6 +52,7 @@ def bench_embed(
     threads: Annotated[int | None, typer.Option(help="YAMNet interpreters (default ECHOVIDS_TFLITE_THREADS)")] = None,
 ) -> None:
     """Embedder speed: decode, front end, model (batch 1/16/64) and end to end, with peak memory."""
+    require("embed", {"ai_edge_litert": "embedder", "tensorflow": "embedder"})
     from benchmarks.embed import BATCHES, MODELS, EmbedBenchConfig, run, table
 
     config = EmbedBenchConfig(
@@ -80,13 +96,15 @@ def bench_search(
     out: Annotated[Path | None, typer.Option(help="write the full report as JSON here")] = None,
 ) -> None:
     """ANN search: ScaNN vs FAISS (HNSW, IVF-PQ), hnswlib and exact: build, memory, queries/s, recall@10."""
-    from benchmarks.search import ALL_METHODS, run, to_markdown, write_report
+    from benchmarks.search import ALL_METHODS, method_needs, run, to_markdown, write_report
 
+    methods = tuple(method or ALL_METHODS)
+    require("search", method_needs(methods), "; or leave those methods out with --method")
     config = BenchConfig(
         n=n,
         dims=tuple(dim or (1024,)),
         queries=queries,
-        methods=tuple(method or ALL_METHODS),
+        methods=methods,
         threads=threads,
         repeats=repeats,
         source=source,
@@ -116,6 +134,7 @@ def bench_latency(
     import dataclasses
     import json
 
+    require("latency", STACK_NEEDS)
     from benchmarks.latency import run
 
     typer.echo(

@@ -24,8 +24,6 @@ Every timing is the median of ``repeats`` runs; the real-time factor is seconds 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from echovids.harness import machine_info
 
 SR = 16_000
 MODELS = ("yamnet", "vggish-stub")
@@ -79,24 +79,6 @@ class Row:
     @property
     def frames_per_s(self) -> float | None:
         return self.frames / self.seconds if self.frames and self.seconds > 0 else None
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "load_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def generated_audio(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
@@ -376,7 +358,7 @@ def run(config: EmbedBenchConfig, log: Callable[[str], None] = print) -> tuple[l
                 )
                 if name != "yamnet":
                     break  # the whole-file comparison is the same for every model; one is enough
-    return rows, machine()
+    return rows, machine_info()
 
 
 def table(rows: list[Row]) -> str:

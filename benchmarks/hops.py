@@ -35,8 +35,8 @@ import numpy as np
 import redis
 
 from echovids.cli import AUDIO_SUFFIXES
-from echovids.evaluation.dataset import DEFAULT_ESC10
-from tests.stack import Stack, make_stack
+from echovids.harness import Stack, make_stack
+from evaluation.dataset import DEFAULT_ESC10
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LIBRARY = DEFAULT_ESC10 / "audio"

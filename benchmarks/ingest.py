@@ -7,33 +7,17 @@ exactly as a user runs it, through the real queues and workers.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from echovids.harness import Stack, machine_info, make_stack, write_wav
+
 SR = 16_000
-
-
-def write_wav(path: Path, x: np.ndarray) -> None:
-    import wave
-
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def generate_folder(folder: Path, files: int, seconds: float, seed: int = 0) -> float:
@@ -48,69 +32,22 @@ def generate_folder(folder: Path, files: int, seconds: float, seed: int = 0) -> 
     return files * seconds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def start_stack(data_dir: Path, redis_url: str | None) -> Stack:
+    """`echovids serve` on a fresh data dir; tuning settings (ECHOVIDS_EMBEDDER_PROCESSES, ...) pass through."""
+    stack = make_stack(data_dir, redis_url, keep_settings=True)
+    stack.log_path = data_dir.parent / "serve.log"
+    stack.start(timeout=120)
+    return stack
 
 
-class Serve:
-    def __init__(self, data_dir: Path, redis_url: str | None) -> None:
-        # Tuning settings (ECHOVIDS_EMBEDDER_PROCESSES, ...) pass through; where the deployment lives does not.
-        own = {"ECHOVIDS_DATA_DIR", "ECHOVIDS_PORT", "ECHOVIDS_REDIS_URL", "ECHOVIDS_DATABASE_URL"}
-        self.env = {k: v for k, v in os.environ.items() if k not in own}
-        self.env.update(
-            ECHOVIDS_DATA_DIR=str(data_dir),
-            ECHOVIDS_PORT=str(free_port()),
-            TF_CPP_MIN_LOG_LEVEL="2",
-            ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", str(ROOT.parent / "shared" / "models")),
-        )
-        if redis_url:
-            self.env["ECHOVIDS_REDIS_URL"] = redis_url
-        self.log = (data_dir.parent / "serve.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "echovids.cli", "serve"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        import httpx
-
-        deadline = time.monotonic() + 120
-        url = f"http://127.0.0.1:{self.env['ECHOVIDS_PORT']}/readyz"
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url, timeout=3).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("echovids serve did not get ready")
-
-    def cli(self, *args: str) -> tuple[float, str]:
-        started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "echovids.cli", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        wall = time.monotonic() - started
-        if done.returncode != 0:
-            raise RuntimeError(f"echovids {args[0]} failed: {done.stdout}\n{done.stderr[-3000:]}")
-        return wall, done.stdout
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def timed_cli(stack: Stack, *args: str) -> tuple[float, str]:
+    """Run `echovids ARGS` against the stack as a user would: (wall seconds, stdout); raises if it fails."""
+    started = time.monotonic()
+    done = stack.cli(*args, timeout=None)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"echovids {args[0]} failed: {done.stdout}\n{done.stderr[-3000:]}")
+    return wall, done.stdout
 
 
 def write_audioset(folder: Path, records: int, seconds: int = 10) -> Path:
@@ -142,15 +79,8 @@ def write_audioset(folder: Path, records: int, seconds: int = 10) -> Path:
 
 
 def machine() -> str:
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    model = ""
-    with contextlib.suppress(OSError, StopIteration):
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return f"{len(cpus)} CPU cores ({model or platform.processor()}), Python {platform.python_version()}"
+    m = machine_info()
+    return f"{m['nproc']} CPU cores ({m['cpu']}), Python {m['python']}"
 
 
 def run(
@@ -160,9 +90,9 @@ def run(
     out: dict[str, float | str] = {"machine": machine()}
     try:
         audio_s = generate_folder(workdir / "audio", files, seconds)
-        serve = Serve(workdir / "data", redis_url)
+        serve = start_stack(workdir / "data", redis_url)
         try:
-            wall, stdout = serve.cli("ingest", str(workdir / "audio"), "--window", "16")
+            wall, stdout = timed_cli(serve, "ingest", str(workdir / "audio"), "--window", "16")
             out.update(
                 files=files,
                 audio_h=audio_s / 3600,
@@ -174,10 +104,10 @@ def run(
             serve.stop()
         if records:
             csv_path = write_audioset(workdir / "audioset", records)
-            serve = Serve(workdir / "data-audioset", redis_url)
+            serve = start_stack(workdir / "data-audioset", redis_url)
             try:
-                wall, stdout = serve.cli(
-                    "import-audioset", "--segments", str(csv_path), "--features", str(workdir / "audioset")
+                wall, stdout = timed_cli(
+                    serve, "import-audioset", "--segments", str(csv_path), "--features", str(workdir / "audioset")
                 )
                 sent = re.search(r"\(([\d.]+) records/s\)", stdout)
                 out.update(

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from echovids import audio_params, landmarks
-from echovids.evaluation.dataset import load_clips, load_waveform
+from evaluation.dataset import load_clips, load_waveform
 from services.search.landmark_index import LandmarkPostings
 
 RECORDING_S = 60.0

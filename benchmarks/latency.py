@@ -6,19 +6,18 @@ shard is compacted before the stack starts, so the measurement is of queries, no
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
+
+from echovids.audio import SAMPLE_RATE
+from echovids.harness import make_stack, search_and_wait, write_wav
+from echovids.vectors import l2_normalise
 
 FRAMES_PER_CLIP = 20  # 10 s clips at a 0.48 s hop
 SPACE = "yamnet:tflite-1:1024"
@@ -42,7 +41,7 @@ def clustered_vectors(rng: np.random.Generator, n: int, dim: int, centers: np.nd
     """Frames near one of the centres, as real embeddings cluster by sound type; unit length."""
     picks = rng.integers(0, centers.shape[0], size=n)
     x = centers[picks] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return l2_normalise(x)
 
 
 def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> int:
@@ -50,6 +49,7 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
     os.environ["ECHOVIDS_DATA_DIR"] = str(data_dir)
     os.environ["ECHOVIDS_SEARCH_SHARDS"] = str(shards)
     from echovids import catalog
+    from echovids.schemas import ClipStatus
     from echovids.settings import get_settings
 
     get_settings.cache_clear()
@@ -57,8 +57,7 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
 
     rng = np.random.default_rng(seed)
     dim = 1024
-    centers = rng.standard_normal((2048, dim)).astype(np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    centers = l2_normalise(rng.standard_normal((2048, dim)).astype(np.float32))
     clips = frames // FRAMES_PER_CLIP
     indexes = {i: ShardIndex(data_dir, i) for i in range(shards)}
     rows = []
@@ -83,7 +82,7 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
                 "space": SPACE,
                 "shard": shard,
                 "n_frames": FRAMES_PER_CLIP,
-                "status": "ready",
+                "status": ClipStatus.ready,
             }
         )
     with catalog.session() as s:
@@ -106,35 +105,24 @@ def cache_availability(redis_url: str, clips: int) -> None:
 
 def query_wav(path: Path, seconds: float = 10.0) -> Path:
     rng = np.random.default_rng(5)
-    t = np.arange(int(seconds * 16000)) / 16000
-    x = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) + 0.05 * rng.standard_normal(t.size)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
-    return path
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return write_wav(path, 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) + 0.05 * rng.standard_normal(t.size))
 
 
-async def one_query(client: httpx.AsyncClient, content: bytes) -> tuple[float, dict[str, float]]:
+def one_query(client: httpx.Client, content: bytes) -> tuple[float, dict[str, float]]:
+    """Submit to settled, through a long poll (answered the moment the job settles: no polling load)."""
     started = time.perf_counter()
-    answer = await client.post("/v1/searches", files={"file": ("q.wav", content, "audio/wav")})
-    answer.raise_for_status()
-    location = answer.headers["Location"]
-    while True:
-        # A long poll: answered the moment the job settles (no polling load on the two cores).
-        job = (await client.get(location, params={"wait": 30})).json()
-        if job["status"] in ("done", "failed"):
-            if job["status"] == "failed":
-                raise RuntimeError(job["error"])
-            return (time.perf_counter() - started) * 1000, job["stage_ms"]
+    job = search_and_wait(client, content, "q.wav", timeout_s=600)
+    if job["status"] != "done":
+        raise RuntimeError(job.get("error") or f"still {job['status']}")
+    return (time.perf_counter() - started) * 1000, job["stage_ms"]
 
 
-async def measure(url: str, content: bytes, queries: int, warmup: int = 5) -> list[tuple[float, dict[str, float]]]:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+def measure(url: str, content: bytes, queries: int, warmup: int = 5) -> list[tuple[float, dict[str, float]]]:
+    with httpx.Client(base_url=url, timeout=60) as client:
         for _ in range(warmup):
-            await one_query(client, content)
-        return [await one_query(client, content) for _ in range(queries)]
+            one_query(client, content)
+        return [one_query(client, content) for _ in range(queries)]
 
 
 def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Path | None = None) -> LatencyReport:
@@ -147,41 +135,22 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
     else:
         clips = build_library(data_dir, frames, shards)
     build_s = time.perf_counter() - started
-    port = 18_000 + os.getpid() % 1000
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOVIDS_")}
-    env.update(
-        ECHOVIDS_DATA_DIR=str(data_dir),
+    stack = make_stack(
+        data_dir,
+        None,
         ECHOVIDS_SEARCH_SHARDS=str(shards),
-        ECHOVIDS_PORT=str(port),
-        ECHOVIDS_MODEL_DIR=os.environ.get("ECHOVIDS_MODEL_DIR", ""),
         ECHOVIDS_SEARCH_DELTA_MAX="100000000",
         # One search process: a second copy of a 1M-frame shard would not fit in memory beside the first.
         ECHOVIDS_SEARCH_PROCESSES="1",
     )
-    if not env["ECHOVIDS_MODEL_DIR"]:
-        del env["ECHOVIDS_MODEL_DIR"]
-    log = (root / "serve.log").open("wb")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "echovids.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
+    stack.log_path = root / "serve.log"
+    stack.start(timeout=600)
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            raise RuntimeError(f"stack not ready; see {root / 'serve.log'}")
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         content = query_wav(root / "query.wav").read_bytes()
-        answers = asyncio.run(measure(url, content, queries))
+        answers = measure(stack.url, content, queries)
     finally:
-        serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=60)
+        stack.stop()
     ms = np.array([total for total, _ in answers])
     stages = {name: round(float(np.median([st[name] for _, st in answers if name in st])), 1) for name in answers[0][1]}
     return LatencyReport(

@@ -27,7 +27,6 @@ import gc
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,23 @@ from typing import Any
 
 import numpy as np
 
+from echovids.harness import install_hint, machine_info, missing_modules
+from echovids.vectors import l2_normalise
+
 ALL_METHODS = ("exact", "scann", "faiss-hnsw", "faiss-ivfpq", "hnswlib")
+# The module each method imports, and the extra of pyproject.toml that installs it: checked before a run starts,
+# so a missing peer fails in a second instead of after the minutes spent building the others.
+METHOD_NEEDS = {
+    "scann": ("scann", "search"),
+    "faiss-hnsw": ("faiss", "bench"),
+    "faiss-ivfpq": ("faiss", "bench"),
+    "hnswlib": ("hnswlib", "bench"),
+}
+
+
+def method_needs(methods: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The modules ``methods`` import, each with the extra that installs it."""
+    return dict(METHOD_NEEDS[m] for m in methods if m in METHOD_NEEDS)
 
 
 @dataclass
@@ -96,25 +111,6 @@ class Report:
 
 
 # -- machine and memory ---------------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    model = platform.processor() or ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
-        mem_gb = round(int(f.readline().split()[1]) / 2**20, 1)
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "memory_gb": mem_gb,
-        "python": platform.python_version(),
-        "libraries": _library_versions(),
-    }
-
-
 def _library_versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -148,13 +144,6 @@ def blas_threads(n: int) -> Iterator[None]:
 
 
 # -- vectors --------------------------------------------------------------------------------------------------
-def normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    x /= norms
-    return x
-
-
 def synthetic_vectors(n: int, n_queries: int, dim: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Clustered unit vectors shaped like audio frames, and held-out queries.
 
@@ -167,7 +156,7 @@ def synthetic_vectors(n: int, n_queries: int, dim: int = 1024, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     latent, n_classes, frames_per_clip = 96, 512, 20
     basis = np.linalg.qr(rng.standard_normal((dim, latent)))[0].T.astype(np.float32)  # latent x dim, orthonormal
-    classes = normalise(rng.standard_normal((n_classes, latent)).astype(np.float32))
+    classes = l2_normalise(rng.standard_normal((n_classes, latent)).astype(np.float32))
     popularity = 1.0 / np.arange(1, n_classes + 1) ** 0.8
     popularity /= popularity.sum()
     n_clips = -(-n // frames_per_clip)
@@ -182,7 +171,7 @@ def synthetic_vectors(n: int, n_queries: int, dim: int = 1024, seed: int = 0) ->
         g = rng.standard_normal((len(centres), latent)).astype(np.float32)
         x = (centres + frame_spread * g / np.sqrt(latent)) @ basis
         x += (noise / np.sqrt(dim)) * rng.standard_normal(x.shape, dtype=np.float32)
-        return normalise(x)
+        return l2_normalise(x)
 
     centres = clip_centres(clip_class)
     base = np.empty((n, dim), dtype=np.float32)
@@ -210,11 +199,11 @@ def library_vectors(data_dir: Path, limit: int) -> np.ndarray | None:
             break
         with np.load(path) as seg:
             v = seg["vectors"]
-        parts.append(v[: limit - total].astype(np.float32))
+        parts.append(l2_normalise(v[: limit - total]))  # per segment: no second copy of the whole set
         total += len(parts[-1])
     if not total:
         return None
-    return normalise(np.concatenate(parts))
+    return np.concatenate(parts)
 
 
 def load_dataset(config: BenchConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -264,8 +253,8 @@ def pca_project(base: np.ndarray, queries: np.ndarray, dim: int, seed: int = 0) 
     axes = np.ascontiguousarray(vecs[:, ::-1][:, :dim]).astype(np.float32)
     projected = np.empty((len(base), dim), dtype=np.float32)
     for start in range(0, len(base), 100_000):
-        projected[start : start + 100_000] = (base[start : start + 100_000] - mean) @ axes
-    return normalise(projected), normalise((queries - mean) @ axes)
+        projected[start : start + 100_000] = l2_normalise((base[start : start + 100_000] - mean) @ axes)
+    return projected, l2_normalise((queries - mean) @ axes)
 
 
 # -- exact search ---------------------------------------------------------------------------------------------
@@ -652,6 +641,9 @@ def run(config: BenchConfig, log: Callable[[str], None] = print) -> Report:
     unknown = set(config.methods) - set(ALL_METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    missing = missing_modules(method_needs(config.methods))
+    if missing:
+        raise ModuleNotFoundError(f"bench search needs {', '.join(missing)}: {install_hint(missing)}")
     with blas_threads(threads):
         base_full, queries_full, dataset = load_dataset(config)
     log(
@@ -660,7 +652,7 @@ def run(config: BenchConfig, log: Callable[[str], None] = print) -> Report:
     )
     report = Report(
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-        machine=machine_info(),
+        machine={**machine_info(), "libraries": _library_versions()},
         dataset=dataset,
     )
     report.config["threads"] = threads

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from echovids.audio_params import VGGISH_EMBEDDING_DIM
-from echovids.schemas import EmbeddingSpace
+from echovids.schemas import ClipStatus, EmbeddingSpace
 from echovids.vectors import dequantize
 
 DEFAULT_SPACE_VERSION = "audioset-pca-uint8"
@@ -336,7 +336,9 @@ def import_audioset(
         from sqlalchemy import select
 
         other = s.scalar(
-            select(catalog.Clip.space).where(catalog.Clip.status == "ready", catalog.Clip.space != space.key).limit(1)
+            select(catalog.Clip.space)
+            .where(catalog.Clip.status == ClipStatus.ready, catalog.Clip.space != space.key)
+            .limit(1)
         )
     if other:
         raise SpaceMismatch(
@@ -401,7 +403,7 @@ def _submit(
     with catalog.session() as s:
         for clip_id, (seg, rec) in by_id.items():
             row = existing.get(clip_id)
-            if row is not None and row.status in ("ready", "duplicate"):
+            if row is not None and row.status in (ClipStatus.ready, ClipStatus.duplicate):
                 report.already += 1
                 continue
             if row is None:
@@ -416,7 +418,7 @@ def _submit(
                         duration_s=seg.end_s - seg.start_s,
                         labels=seg.labels,
                         shard=catalog.shard_of(clip_id, shards),
-                        status="pending",
+                        status=ClipStatus.pending,
                         space=space.key,
                     )
                 )
@@ -424,7 +426,7 @@ def _submit(
             else:
                 row_obj = s.get(catalog.Clip, clip_id)
                 assert row_obj is not None
-                row_obj.status, shard = "pending", row_obj.shard
+                row_obj.status, shard = ClipStatus.pending, row_obj.shard
             todo.append((clip_id, shard, seg, rec))
     store = JobStore()
     celery = get_celery()
@@ -465,9 +467,9 @@ def _wait(sent: dict[str, str], report: ImportReport, timeout_s: float) -> None:
     while waiting and time.monotonic() < deadline:
         for i in range(0, len(ids), 500):
             for clip_id, clip in catalog.get_clips(ids[i : i + 500]).items():
-                if clip_id in waiting and clip.status != "pending":
+                if clip_id in waiting and clip.status != ClipStatus.pending:
                     waiting.discard(clip_id)
-                    if clip.status in ("ready", "duplicate"):
+                    if clip.status in (ClipStatus.ready, ClipStatus.duplicate):
                         report.added += 1
                     else:
                         report.failed.append(clip_id)

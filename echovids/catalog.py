@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from echovids.errors import NotFound
-from echovids.schemas import ClipEmbedded, Source
+from echovids.schemas import ClipEmbedded, ClipStatus, Source
 from echovids.settings import get_settings
 
 
@@ -39,8 +39,8 @@ class Clip(Base):
     space: Mapped[str | None] = mapped_column(String(64), nullable=True)
     shard: Mapped[int] = mapped_column(Integer)
     n_frames: Mapped[int] = mapped_column(Integer, default=0)
-    # pending | ready | failed | duplicate (same decoded audio as `duplicate_of`, not indexed twice)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    # A ClipStatus; duplicate: the same decoded audio as `duplicate_of`, not indexed twice.
+    status: Mapped[str] = mapped_column(String(16), default=ClipStatus.pending, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: datetime.now(UTC), index=True)
     # sha256 of the uploaded file's bytes: lets a bulk ingest skip a file before decoding or embedding it.
     file_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
@@ -157,7 +157,7 @@ def get_clips(clip_ids: list[str]) -> dict[str, Clip]:
         return {c.id: c for c in s.scalars(select(Clip).where(Clip.id.in_(clip_ids)))}
 
 
-def set_status(clip_id: str, status: str) -> None:
+def set_status(clip_id: str, status: ClipStatus) -> None:
     with session() as s:
         clip = s.get(Clip, clip_id)
         if clip is not None:
@@ -168,8 +168,8 @@ def mark_failed(clip_id: str, code: str, message: str) -> None:
     """A clip that will not be indexed, and why; the upkeep never sends a failed clip again."""
     with session() as s:
         clip = s.get(Clip, clip_id)
-        if clip is not None and clip.status in ("pending", "failed"):
-            clip.status, clip.error_code, clip.error_message = "failed", code, message[:1024]
+        if clip is not None and clip.status in (ClipStatus.pending, ClipStatus.failed):
+            clip.status, clip.error_code, clip.error_message = ClipStatus.failed, code, message[:1024]
 
 
 def start_attempt(clip_id: str) -> int | None:
@@ -187,7 +187,7 @@ def mark_ready(clip_id: str, info: ClipEmbedded) -> None:
         clip = s.get(Clip, clip_id)
         if clip is None:
             raise NotFound(f"No clip with id {clip_id!r}.")
-        clip.status = "ready"
+        clip.status = ClipStatus.ready
         clip.error_code = clip.error_message = None
         clip.duration_s = info.duration_s
         clip.content_hash = info.content_hash
@@ -201,7 +201,7 @@ def find_by_file_hash(file_sha256: str) -> Clip | None:
     """The clip made from a file with exactly these bytes (failed ones last), or None."""
     with session() as s:
         clips = list(s.scalars(select(Clip).where(Clip.file_sha256 == file_sha256)))
-    order = {"ready": 0, "duplicate": 1, "pending": 2, "failed": 3}
+    order: dict[str, int] = {ClipStatus.ready: 0, ClipStatus.duplicate: 1, ClipStatus.pending: 2, ClipStatus.failed: 3}
     return min(clips, key=lambda c: (order.get(c.status, 9), c.created_at), default=None)
 
 
@@ -217,7 +217,7 @@ def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
         clip = s.get(Clip, clip_id)
         if clip is None:
             raise NotFound(f"No clip with id {clip_id!r}; it was deleted before it was indexed.")
-        if clip.status in ("ready", "duplicate"):
+        if clip.status in (ClipStatus.ready, ClipStatus.duplicate):
             return clip.duplicate_of  # a retried task: decided already
         clip.content_hash = info.content_hash
         clip.space = space
@@ -229,14 +229,16 @@ def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
                 Clip.content_hash == info.content_hash,
                 Clip.space == space,
                 Clip.id != clip_id,
-                Clip.status.in_(("ready", "pending")),
+                Clip.status.in_((ClipStatus.ready, ClipStatus.pending)),
             )
         ).all()
         mine = (clip.created_at, clip.id)
-        earlier = sorted((o.created_at, o.id) for o in others if o.status == "ready" or (o.created_at, o.id) < mine)
+        earlier = sorted(
+            (o.created_at, o.id) for o in others if o.status == ClipStatus.ready or (o.created_at, o.id) < mine
+        )
         if not earlier:
             return None
-        clip.status = "duplicate"
+        clip.status = ClipStatus.duplicate
         clip.duplicate_of = earlier[0][1]
         clip.duration_s = info.duration_s
         return clip.duplicate_of

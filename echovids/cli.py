@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from echovids.clip_audio import MEDIA_TYPES
 from echovids.settings import get_settings
 
 app = typer.Typer(
@@ -17,17 +18,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# `echovids bench <what>`: each benchmark's code lives in benchmarks/<what>.py (see docs/benchmarks.md).
+# The audio files `echovids ingest` picks out of a folder: every type the library stores and serves.
+AUDIO_SUFFIXES = frozenset(MEDIA_TYPES)
 
 
-def _add_bench() -> None:
-    """`echovids bench ...`: the benchmarks live in benchmarks/ (figures in docs/benchmarks.md)."""
-    from benchmarks.cli import bench_app
-
-    app.add_typer(bench_app, name="bench")
-
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".aif", ".aiff"}
+def _layer_above(module: str) -> Any:
+    """A module of a layer above this package (a service's worker entry, evaluation/, benchmarks/), loaded by name
+    when the command that needs it runs: echovids/ imports none of them, so a worker never loads another's code."""
+    return importlib.import_module(module)
 
 
 @app.command()
@@ -49,51 +47,14 @@ def worker(
     ] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
-    """Run one service's Celery worker on its own queue(s)."""
+    """Run one service's Celery worker on its own queue(s): the service's own entry, services/<service>/worker.py."""
     from echovids import queues
-    from echovids.celery_app import get_celery
 
-    settings = get_settings()
-    celery = get_celery()
-    pool = "prefork"
-    if service == "embedder":
-        import services.embedder.tasks
-
-        names = [queues.EMBED]
-        pool = settings.embedder_pool
-        if pool == "threads" and concurrency is None:
-            concurrency = settings.embedder_threads
-    elif service == "search":
-        import services.search.tasks
-
-        shards = shard if shard else list(range(settings.search_shards))
-        services.search.tasks.PRELOAD_SHARDS[:] = shards
-        # A pool process loads its shards before it takes tasks; a large shard needs more than Celery's 4 s.
-        celery.conf.worker_proc_alive_timeout = 600
-        names = [queues.shard_queue(i) for i in shards] + ([queues.SEARCH_MERGE] if merge else [])
-    elif service == "availability":
-        import services.availability.tasks
-
-        names = [queues.AVAILABILITY]
-    else:
+    if service not in queues.SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(queues.SERVICES)}")
-    celery.worker_main(
-        [
-            "worker",
-            "-Q",
-            ",".join(names),
-            "-n",
-            f"{service}-%i@%h",
-            "--pool",
-            pool,
-            "--concurrency",
-            str(concurrency or 1),
-            "--loglevel",
-            loglevel,
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    )
+    # The service's entry does its own setup (its tasks, its queues, what it preloads).
+    entry = _layer_above(f"services.{service}.worker")
+    entry.run(shards=shard, merge=merge, concurrency=concurrency, loglevel=loglevel)
 
 
 @app.command()
@@ -184,7 +145,9 @@ def import_audioset(
 @app.command()
 def search(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    k: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    k: Annotated[
+        int | None, typer.Option(min=1, help="results (default ECHOVIDS_DEFAULT_K, at most ECHOVIDS_MAX_K)")
+    ] = None,
     url: Annotated[str | None, typer.Option(help="gateway URL")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait")] = 60.0,
 ) -> None:
@@ -193,22 +156,20 @@ def search(
     from rich.console import Console
     from rich.table import Table
 
+    from echovids.harness import submit_search, wait_for_job
+
     settings = get_settings()
+    if k is not None and k > settings.max_k:
+        raise typer.BadParameter(f"--k {k} is above ECHOVIDS_MAX_K ({settings.max_k})")
     base = url or f"http://{settings.host}:{settings.port}"
     with httpx.Client(base_url=base, timeout=30) as client:
-        with file.open("rb") as f:
-            answer = client.post("/v1/searches", files={"file": (file.name, f)}, data={"k": str(k)})
+        # Without --k the gateway's ECHOVIDS_DEFAULT_K applies; httpx names the type from the file name.
+        answer = submit_search(client, file.read_bytes(), file.name, k, media_type=None)
         if answer.status_code != 202:
             typer.echo(f"error {answer.status_code}: {answer.json().get('message')}", err=True)
             raise typer.Exit(1)
-        location = answer.headers["Location"]
-        deadline = time.monotonic() + timeout
-        while True:
-            # A long poll: the gateway answers as soon as the job settles, or after `wait` seconds.
-            wait = min(30.0, max(0.0, deadline - time.monotonic()))
-            job = client.get(location, params={"wait": wait}, timeout=wait + 30).json()
-            if job["status"] in ("done", "failed") or time.monotonic() > deadline:
-                break
+        # A long poll: the gateway answers as soon as the job settles.
+        job = wait_for_job(client, answer.headers["Location"], timeout)
     if job["status"] != "done":
         message = (job.get("error") or {}).get("message", f"still {job['status']} after {timeout:g} s")
         typer.echo(f"search failed: {message}", err=True)
@@ -272,23 +233,22 @@ def evaluate(
     ] = False,
 ) -> None:
     """Measure search quality through the HTTP API on ESC-10 (issue 7): writes report.json and report.md."""
-    from echovids.evaluation.suites import CONDITIONS, LENGTHS_S, SUITES, EvalConfig, LibraryMismatch, run
-
+    ev = _layer_above("evaluation.suites")
     settings = get_settings()
     suites = tuple(suite or ("exact", "similar"))
-    unknown = [s for s in suites if s not in SUITES]
-    names = [c.name for c in CONDITIONS]
+    unknown = [s for s in suites if s not in ev.SUITES]
+    names = [c.name for c in ev.CONDITIONS]
     unknown += [c for c in condition or [] if c not in names]
     if unknown:
-        raise typer.BadParameter(f"unknown {unknown}; suites: {', '.join(SUITES)}; conditions: {', '.join(names)}")
-    cfg = EvalConfig(
+        raise typer.BadParameter(f"unknown {unknown}; suites: {', '.join(ev.SUITES)}; conditions: {', '.join(names)}")
+    cfg = ev.EvalConfig(
         url=url or f"http://{settings.host}:{settings.port}",
         out=out,
         suites=suites,
         clips_url=clips_url,
         seed=seed,
         queries_per_condition=queries_per_condition,
-        lengths_s=tuple(length or LENGTHS_S),
+        lengths_s=tuple(length or ev.LENGTHS_S),
         conditions=tuple(condition or names),
         library_seed=library_seed,
         allow_foreign=allow_foreign,
@@ -299,14 +259,22 @@ def evaluate(
     if esc10 is not None:
         cfg.esc10 = esc10
     try:
-        run(cfg)
-    except LibraryMismatch as error:
+        ev.run(cfg)
+    except ev.LibraryMismatch as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo((out / "report.md").read_text())
 
 
-_add_bench()  # last: the bench commands join the app after its own commands
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks (figures in docs/benchmarks.md); `echovids bench --help` lists them."""
+    # benchmarks/ (and its extra dependencies) load only for `echovids bench`, never for a worker.
+    _layer_above("benchmarks.cli").bench_app(ctx.args, prog_name="echovids bench")
 
 
 def main() -> None:

@@ -14,6 +14,13 @@ class EchovidsError(Exception):
         self.message = message
 
 
+class InvalidRequest(EchovidsError):
+    """A value the request's schema cannot check by itself (it depends on a setting, e.g. ECHOVIDS_MAX_K)."""
+
+    code = "validation_error"
+    status = 422
+
+
 class UndecodableAudio(EchovidsError):
     code = "undecodable_audio"
     status = 422
@@ -82,6 +89,7 @@ ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
     cls.code: cls
     for cls in (
         EchovidsError,
+        InvalidRequest,
         UndecodableAudio,
         AudioTooShort,
         AudioTooLong,

@@ -23,7 +23,7 @@ from echovids import catalog
 from echovids.errors import NotFound
 from echovids.jobs import JobStore
 from echovids.library import submit_once
-from echovids.schemas import JobStatus
+from echovids.schemas import ClipStatus, JobStatus
 
 
 @dataclass
@@ -129,7 +129,7 @@ def ingest_files(
                 clip = catalog.get_clips([clip_id]).get(clip_id)
                 if job is not None and job.status == JobStatus.done and clip is not None:
                     report.audio_s += clip.duration_s or 0.0
-                    if clip.status == "duplicate":
+                    if clip.status == ClipStatus.duplicate:
                         report.duplicates += 1
                     else:
                         report.added += 1
@@ -139,8 +139,8 @@ def ingest_files(
                 else:
                     reason = job.error.message if job.error else "failed"
                     report.failures.append((path, reason))
-                    if clip is not None and clip.status == "pending":
-                        catalog.set_status(clip_id, "failed")  # the embedder failed it (it keeps no catalog)
+                    if clip is not None and clip.status == ClipStatus.pending:
+                        catalog.set_status(clip_id, ClipStatus.failed)  # the embedder failed it (it keeps no catalog)
                 finish(path)
     report.wall_s = time.monotonic() - started
     return report

@@ -17,7 +17,7 @@ from echovids.errors import NotFound, ProcessingFailed
 from echovids.jobs import JobStore
 from echovids.labels import label_ids, label_name
 from echovids.queues import TaskName
-from echovids.schemas import ErrorBody, Job, JobStatus, Source
+from echovids.schemas import ClipStatus, ErrorBody, Job, JobStatus, Source
 from echovids.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class LibraryClip(BaseModel):
     label_ids: list[str] = Field(default=[], description="The labels that are AudioSet classes, as ontology ids")
     duration_s: float | None = None
     source: Source
-    status: str = Field(description="pending | ready | failed | duplicate (same audio as duplicate_of)")
+    status: ClipStatus = Field(description="pending | ready | failed | duplicate (same audio as duplicate_of)")
     space: str | None = Field(default=None, description="The embedding space of its vectors (model:version:dim)")
     created_at: datetime
     duplicate_of: str | None = None
@@ -61,7 +61,7 @@ def to_item(clip: catalog.Clip) -> LibraryClip:
         duplicate_of=clip.duplicate_of,
         job_id=clip.job_id,
         error=ErrorBody(code=clip.error_code, message=clip.error_message or "")
-        if clip.status == "failed" and clip.error_code
+        if clip.status == ClipStatus.failed and clip.error_code
         else None,
         attempts=clip.attempts or 0,
     )
@@ -101,13 +101,13 @@ def list_clips(
 
 def get_item(clip_id: str, store: JobStore | None = None) -> LibraryClip:
     item = to_item(catalog.get_clip(clip_id))
-    if item.status in ("pending", "failed") and item.job_id:
+    if item.status in (ClipStatus.pending, ClipStatus.failed) and item.job_id:
         try:
             job = (store or JobStore()).get(item.job_id)
         except NotFound:
             return item
         if job.status == JobStatus.failed:  # the embedder fails a job without touching the catalog
-            item.status, item.error = "failed", job.error
+            item.status, item.error = ClipStatus.failed, job.error
     return item
 
 
@@ -150,9 +150,9 @@ def submit_once(
     store = store or JobStore()
     existing = catalog.find_by_file_hash(hashlib.sha256(data).hexdigest())
     if existing is not None:
-        if existing.status in ("ready", "duplicate"):
+        if existing.status in (ClipStatus.ready, ClipStatus.duplicate):
             return Submitted(_done_job(store, existing), skipped=True)
-        live = job_alive(store, existing.job_id) if existing.status == "pending" else None
+        live = job_alive(store, existing.job_id) if existing.status == ClipStatus.pending else None
         if live is not None:
             return Submitted(live, skipped=False)
         _forget_failure(existing.id)  # sent again by hand: a fresh count of attempts
@@ -174,7 +174,7 @@ def _forget_failure(clip_id: str) -> None:
     with catalog.session() as s:
         row = s.get(catalog.Clip, clip_id)
         if row is not None:
-            row.status, row.attempts, row.resubmissions = "pending", 0, 0
+            row.status, row.attempts, row.resubmissions = ClipStatus.pending, 0, 0
             row.error_code = row.error_message = None
 
 
@@ -219,7 +219,7 @@ def _promote_duplicate(original_id: str, store: JobStore) -> str | None:
             if row is None:
                 continue
             if heir is None:  # no stored audio to index any of them from
-                row.status, row.duplicate_of = "failed", None
+                row.status, row.duplicate_of = ClipStatus.failed, None
             else:
                 row.duplicate_of = None if row.id == heir.id else heir.id
     if heir is None or audio is None:
@@ -267,7 +267,9 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
     cutoff = datetime.now(UTC) - timedelta(seconds=age)
     with catalog.session() as s:
         stuck = list(
-            s.scalars(select(catalog.Clip).where(catalog.Clip.status == "pending", catalog.Clip.created_at < cutoff))
+            s.scalars(
+                select(catalog.Clip).where(catalog.Clip.status == ClipStatus.pending, catalog.Clip.created_at < cutoff)
+            )
         )
     report = Reconciled(resubmitted=[], failed=[])
     for clip in stuck:

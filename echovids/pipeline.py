@@ -12,7 +12,7 @@ from echovids import catalog, clip_audio, queues
 from echovids.celery_app import get_celery
 from echovids.jobs import JobStore, new_id
 from echovids.queues import TaskName
-from echovids.schemas import Job
+from echovids.schemas import ClipStatus, Job
 from echovids.settings import get_settings
 
 
@@ -67,13 +67,13 @@ def submit_clip(
                     file_name=file_name,
                     labels=labels or [],
                     shard=shard,
-                    status="pending",
+                    status=ClipStatus.pending,
                     file_sha256=file_sha256,
                 )
             )
         else:
             shard = row.shard
-            row.status, row.job_id, row.file_sha256 = "pending", None, file_sha256
+            row.status, row.job_id, row.file_sha256 = ClipStatus.pending, None, file_sha256
     assert clip_id is not None
     job = store.create(kind="ingest", clip_id=clip_id)
     clip_audio.save(clip_id, data, file_name)  # durable copy: the web page plays it (GET /v1/library/{id}/audio)

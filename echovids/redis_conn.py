@@ -30,7 +30,8 @@ def _ping(url: str) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -98,7 +99,7 @@ def prepare_embedded(settings: Settings, port: int | None = None) -> tuple[str, 
     workdir = _embedded_dir(settings)
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o700)
-    port = port or _free_port()
+    port = port or free_port()
     password = _password(workdir)
     config = workdir / "redis.conf"
     _write_private(config, embedded_config(settings, port, password))

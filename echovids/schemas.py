@@ -17,6 +17,15 @@ class JobStatus(StrEnum):
     failed = "failed"
 
 
+class ClipStatus(StrEnum):
+    """A library clip's state in the catalog (stored as its string)."""
+
+    pending = "pending"  # queued or being embedded and indexed
+    ready = "ready"  # indexed: it can match
+    failed = "failed"
+    duplicate = "duplicate"  # the same decoded audio as another clip (`duplicate_of`), not indexed twice
+
+
 class MatchKind(StrEnum):
     exact = "exact"
     similar = "similar"

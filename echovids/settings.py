@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(default=50.0, gt=0)
     max_query_s: float = Field(default=60.0, gt=0)
     max_clip_s: float = Field(default=4 * 3600.0, gt=0)
-    default_k: int = Field(default=10, ge=1, le=100)
-    max_k: int = 100
+    default_k: int = Field(default=10, ge=1)
+    # The largest k a search accepts (the API, the CLI); /v1/config reports it to the web page.
+    max_k: int = Field(default=100, ge=1)
 
     job_ttl_s: int = 6 * 3600
     # Library upkeep (echovids beat): how often stuck pending clips are settled, and how old one must be.
@@ -48,16 +49,14 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 300
     search_timeout_s: float = 10.0
     tflite_threads: int = Field(default=2, ge=1)
-    # Embedder: frames per model call when several jobs are batched together, how long a leader waits for
-    # company under load, and the decode chunk for streamed (long) files.
+    # Embedder: frames per model call when several jobs are batched together, and how long a leader waits for
+    # company under load.
     embed_batch_frames: int = Field(default=64, ge=1)
     embed_batch_wait_ms: float = Field(default=2.0, ge=0)
-    embed_stream_chunk_s: float = Field(default=30.0, gt=0)
     # Frames quieter than this (RMS, dB full scale) are stored and searched as zero vectors: silence is no
     # evidence of a sound, and YAMNet hears all of it as one vector ("Silence"), which made mostly silent
     # queries match whatever else was mostly silent (services/embedder/silence.py).
     silence_dbfs: float = Field(default=-60.0, le=0)
-    # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     # Processes of `echovids worker embedder` under `echovids serve` (each loads its own model).
     embedder_processes: int = Field(default=2, ge=1)
     # The embedder's Celery pool. prefork: one job per process, and Celery's time limits kill a stuck one.
@@ -68,6 +67,7 @@ class Settings(BaseSettings):
     # Processes of `echovids worker search` under `echovids serve`: each holds every shard it serves; with
     # two, one can rebuild an index while the other answers.
     search_processes: int = Field(default=2, ge=1)
+    # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     search_delta_max: int = Field(default=4096, ge=0)
     search_neighbours: int = Field(default=20, ge=1, description="Library frames retrieved per query frame")
     # ScaNN parameters of a shard's index; 0 = chosen from the shard's size (services.search.shard.scann_parameters,
@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # Celery beat: every interval, re-check this many catalog videos, least recently checked first.
     availability_refresh_interval_s: float = Field(default=60.0, gt=0)
     availability_refresh_batch: int = Field(default=100, ge=0)
+
+    @model_validator(mode="after")
+    def _default_k_within_max_k(self) -> Settings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"ECHOVIDS_DEFAULT_K ({self.default_k}) is above ECHOVIDS_MAX_K ({self.max_k})")
+        return self
 
     @property
     def database(self) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.stack import Stack, make_stack
+from echovids.harness import Stack, make_stack
 
 # The machine's Redis. Each module that runs workers takes a database of its own (external_redis), so stacks
 # alive at the same time (the session's stack and a module's) never consume each other's queues.

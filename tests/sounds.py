@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
 
 SR = 16_000
-
-
-def write_wav(path: Path, samples: np.ndarray, sr: int = SR, sample_width: int = 2, channels: int = 1) -> Path:
-    """Write PCM WAV (8/16/24/32-bit integer), duplicating mono into ``channels`` channels."""
-    x = np.clip(np.asarray(samples, dtype=np.float64), -1, 1)
-    if x.ndim == 1:
-        x = np.repeat(x[:, None], channels, axis=1)
-    if sample_width == 1:
-        data = ((x * 127) + 128).astype(np.uint8).tobytes()
-    elif sample_width == 3:
-        ints = (x * (2**23 - 1)).astype("<i4")
-        data = ints.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
-    else:
-        dtype = {2: "<i2", 4: "<i4"}[sample_width]
-        data = (x * (2 ** (8 * sample_width - 1) - 1)).astype(dtype).tobytes()
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(x.shape[1])
-        w.setsampwidth(sample_width)
-        w.setframerate(sr)
-        w.writeframes(data)
-    return path
 
 
 def synthetic_library(count: int = 20, seconds: float = 8.0, seed: int = 7) -> list[np.ndarray]:

@@ -9,14 +9,18 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.sounds import SR, synthetic_library, write_wav
-from tests.stack import Stack, make_stack
+from echovids.harness import Stack, make_stack, write_wav
+from tests.sounds import SR, synthetic_library
+
+MAX_K = 50
 
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack of its own with an empty library and a small upload limit."""
-    running = make_stack(tmp_path_factory.mktemp("errors") / "data", None, ECHOVIDS_MAX_UPLOAD_MB="1")
+    """A stack of its own with an empty library, a small upload limit and a smaller largest k."""
+    running = make_stack(
+        tmp_path_factory.mktemp("errors") / "data", None, ECHOVIDS_MAX_UPLOAD_MB="1", ECHOVIDS_MAX_K=str(MAX_K)
+    )
     running.start()
     yield running
     running.stop()
@@ -66,10 +70,16 @@ def test_plainly_not_audio_is_415(fresh: Stack, content: bytes, name: str, media
     assert_error(post(fresh, content, name, media_type), 415, "unsupported_media_type")
 
 
-@pytest.mark.parametrize("k", ["0", "101", "ten"])
+@pytest.mark.parametrize("k", ["0", str(MAX_K + 1), "ten"])
 def test_k_out_of_range_is_422(fresh: Stack, tmp_path: Path, k: str) -> None:
     content = wav_bytes(tmp_path, np.zeros(SR * 2))
     assert_error(post(fresh, content, k=k), 422, "validation_error")
+
+
+def test_max_k_is_the_setting_and_config_reports_it(fresh: Stack, tmp_path: Path) -> None:
+    assert httpx.get(f"{fresh.url}/v1/config").json()["max_k"] == MAX_K
+    content = wav_bytes(tmp_path, np.zeros(SR * 2))
+    assert post(fresh, content, k=str(MAX_K)).status_code == 202
 
 
 def test_missing_file_is_422(fresh: Stack) -> None:

@@ -16,13 +16,13 @@ import redis
 
 from echovids import availability, queues
 from echovids.availability import VideoStatus, snapshot
+from echovids.harness import ROOT
 from echovids.queues import TaskName
 from echovids.schemas import SearchResult, Source
 from echovids.settings import Settings, get_settings
 from services.availability.checker import open_checker
 from services.availability.refresh import refresh
 from services.availability.resolve import check_in_background, resolve_query
-from tests.stack import ROOT
 from tests.youtube_stub import Reply, YouTubeStub, audioset_video_ids
 
 # Its own database: the other suites use 15, and every test here flushes this one.

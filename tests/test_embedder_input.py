@@ -16,10 +16,11 @@ import pytest
 from echovids.audio import decode_bytes, decode_bytes_stream, decode_file, decode_stream
 from echovids.errors import AudioTooLong, AudioTooShort, EchovidsError, UndecodableAudio
 from echovids.framing import frame_count, frame_waveform
+from echovids.harness import write_wav
 from echovids.settings import Settings, get_settings
 from services.embedder.base import Embedded
 from services.embedder.models.yamnet import YamnetTflite
-from tests.sounds import write_silent_flac, write_wav
+from tests.sounds import write_silent_flac
 
 SR = 16_000
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from echovids.celery_app import create_celery
+from echovids.harness import Stack, write_wav
 from echovids.settings import Settings
 from tests.conftest import external_redis, stack_on_own_redis
-from tests.sounds import SR, synthetic_library, write_wav
-from tests.stack import Stack
+from tests.sounds import SR, synthetic_library
 
 REDIS_URL = external_redis(9)  # this module's own database (see conftest)
 SOUNDS = 6

@@ -15,13 +15,14 @@ from echovids.audio import decode_bytes_stream, decode_file, decode_stream
 from echovids.audio_params import FRAME_HOP_SAMPLES, FRAME_SAMPLES, MIN_AUDIO_SAMPLES
 from echovids.errors import AudioTooShort
 from echovids.framing import frame_blocks, frame_count, frame_waveform
+from echovids.harness import write_wav
 from echovids.schemas import EmbeddingSpace
 from echovids.settings import get_settings
 from services.embedder.base import Embedded
 from services.embedder.batching import BatchingModel
 from services.embedder.models.yamnet import YamnetTflite
 from services.embedder.streaming import embed_stream, embed_waveform
-from tests.sounds import write_silent_flac, write_wav
+from tests.sounds import write_silent_flac
 
 SR = 16_000
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.sounds import SR, mix_at_snr, synthetic_library, write_wav
-from tests.stack import Stack
+from echovids.harness import Stack, write_wav
+from tests.sounds import SR, mix_at_snr, synthetic_library
 
 QUERIES = 6
 

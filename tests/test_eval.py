@@ -10,9 +10,10 @@ import pytest
 
 from echovids.audio import decode_bytes
 from echovids.audio_params import SAMPLE_RATE
-from echovids.evaluation import degrade, metrics
-from echovids.evaluation.dataset import DEFAULT_ESC10, Clip, fit, fold_of, join_recordings, load_clips, wav_bytes
-from echovids.evaluation.suites import (
+from echovids.harness import wav_bytes
+from evaluation import degrade, metrics
+from evaluation.dataset import DEFAULT_ESC10, Clip, fit, fold_of, join_recordings, load_clips
+from evaluation.suites import (
     CONDITIONS,
     EvalConfig,
     clips_outside,
@@ -186,8 +187,9 @@ def test_exact_queries_are_judged_by_recording_and_offset() -> None:
 
 def test_offline_client_finds_a_clip_at_its_moment_and_forgets_a_deleted_one(env: Path, tmp_path: Path) -> None:
     """`echovids eval --offline` answers with the service's own code: the very recording, where, and no deleted clip."""
-    from echovids.evaluation.offline import OfflineClient
-    from tests.sounds import synthetic_library, write_wav
+    from echovids.harness import write_wav
+    from evaluation.offline import OfflineClient
+    from tests.sounds import synthetic_library
 
     sounds = synthetic_library(3)
     client = OfflineClient(tmp_path / "library")

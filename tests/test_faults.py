@@ -16,10 +16,10 @@ import pytest
 import redis
 
 from echovids.errors import AudioTooLong, UndecodableAudio
+from echovids.harness import Stack
 from echovids.jobs import _job_key
 from tests.conftest import EXTERNAL_REDIS, external_redis, stack_on_own_redis
 from tests.sounds import synthetic_library, write_silent_flac, write_wav
-from tests.stack import Stack
 
 REDIS_URL = external_redis(8)  # this module's own database (see conftest)
 KEY = "faults-test-key"
@@ -236,9 +236,9 @@ def test_the_embedded_redis_is_durable_private_and_never_evicts(tmp_path: Path) 
 def test_while_redis_is_down_the_gateway_answers_a_coded_503(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
+    from echovids.harness import free_port
     from echovids.settings import get_settings
     from services.gateway.app import create_app
-    from tests.stack import free_port
 
     monkeypatch.setenv("ECHOVIDS_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path / "data"))
@@ -262,7 +262,7 @@ def test_serve_heals_after_kill_9_of_an_embedder_worker_and_of_redis(tmp_path: P
     import signal
     import subprocess
 
-    from tests.stack import make_stack
+    from echovids.harness import make_stack
 
     stack = make_stack(tmp_path / "data", None)
     stack.start()

@@ -13,8 +13,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from echovids.harness import write_wav
 from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
-from tests.sounds import write_wav
 from tests.test_library_catalog import database  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 REDIS_URL = external_redis(13)  # this module's own database (see conftest)

@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
+from echovids.harness import Stack, write_wav
 from tests.conftest import external_redis, stack_on_own_redis
-from tests.sounds import synthetic_library, write_wav
-from tests.stack import Stack
+from tests.sounds import synthetic_library
 
 REDIS_URL = external_redis(12)  # this module's own database (see conftest)
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
+from echovids.harness import ROOT, Stack, write_wav
 from tests.conftest import external_redis, stack_on_own_redis
-from tests.sounds import SR, mix_at_snr, synthetic_library, write_wav
-from tests.stack import ROOT, Stack
+from tests.sounds import SR, mix_at_snr, synthetic_library
 
 REDIS_URL = external_redis(10)  # this module's own database (see conftest)
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import redis
 
+from echovids.harness import ROOT, Stack, free_port, make_stack, write_wav
 from echovids.jobs import DEADLINES, blob_keys
 from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
-from tests.sounds import SR, synthetic_library, write_wav
-from tests.stack import ROOT, Stack, free_port, make_stack
+from tests.sounds import SR, synthetic_library
 
 SHARDS = 3
 

@@ -11,11 +11,13 @@ import pytest
 from echovids import audio, audio_params, framing, landmarks
 from echovids.catalog import shard_of
 from echovids.errors import AudioTooLong, AudioTooShort, SilentAudio, UndecodableAudio
+from echovids.harness import write_wav
+from echovids.vectors import l2_normalise
 from services.embedder.silence import mute_silence
 from services.search import matching
 from services.search.landmark_index import LandmarkPostings
 from services.search.matching import aligned_score, best_matches, vote
-from tests.sounds import SR, synthetic_library, write_wav
+from tests.sounds import SR, synthetic_library
 
 NO_CENTRE = np.zeros(16, dtype=np.float32)  # a library whose average sound is nothing: plain cosines
 
@@ -121,10 +123,9 @@ def test_vote_prefers_the_consistent_offset() -> None:
 
 def test_rescoring_finds_offset_and_query_start() -> None:
     rng = np.random.default_rng(0)
-    clip = rng.standard_normal((30, 16)).astype(np.float32)
-    clip /= np.linalg.norm(clip, axis=1, keepdims=True)
+    clip = l2_normalise(rng.standard_normal((30, 16)).astype(np.float32))
     noise = rng.standard_normal((4, 16)).astype(np.float32)
-    query = np.concatenate([noise / np.linalg.norm(noise, axis=1, keepdims=True), clip[10:16]])
+    query = np.concatenate([l2_normalise(noise), clip[10:16]])
     right = aligned_score(query, clip, 6, NO_CENTRE)
     assert right.query_start == 7  # the middle of the clip's part of the query (its frames 4-9)
     assert right.fit > max(aligned_score(query, clip, o, NO_CENTRE).fit for o in (5, 7, 12))
@@ -136,13 +137,10 @@ def test_rescoring_finds_offset_and_query_start() -> None:
 def test_long_clip_keeps_its_better_sounding_offset_over_its_best_voted() -> None:
     rng = np.random.default_rng(1)
 
-    def unit(x: np.ndarray) -> np.ndarray:
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-    long_clip = unit(rng.standard_normal((40, 16)))
+    long_clip = l2_normalise(rng.standard_normal((40, 16)))
     query = long_clip[25:31].copy()
-    long_clip[3:9] = unit(query + 1.2 * rng.standard_normal((6, 16)))  # a look-alike, voted for more
-    short_clip = unit(rng.standard_normal((8, 16)))
+    long_clip[3:9] = l2_normalise(query + 1.2 * rng.standard_normal((6, 16)))  # a look-alike, voted for more
+    short_clip = l2_normalise(rng.standard_normal((8, 16)))
     clips_of = {0: long_clip, 1: short_clip}
     clips, offsets, votes = np.array([0, 0, 1, 1]), np.array([3, 25, 0, 6]), np.array([5.0, 2.0, 4.0, 1.0])
 

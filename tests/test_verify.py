@@ -11,11 +11,12 @@ import pytest
 from echovids import clip_audio, landmarks
 from echovids.audio import decode_file, decode_window, ffmpeg_exe
 from echovids.audio_params import SAMPLE_RATE
-from echovids.evaluation.dataset import DEFAULT_ESC10
+from echovids.harness import write_wav
 from echovids.schemas import MatchKind, ShardCandidate
+from evaluation.dataset import DEFAULT_ESC10
 from services.search.landmark_index import LandmarkPostings
 from services.search.verify import demote_chance_exact, settle_exact, spectral_fit
-from tests.sounds import mix_at_snr, write_wav
+from tests.sounds import mix_at_snr
 
 # A ticking clock with a rooster 10 dB under it: the rooster's harmonics are peakier, so the landmark votes,
 # weighted by peak loudness, still rank it first.

@@ -33,10 +33,15 @@ def check_content_length(request: Request, settings: SettingsDep) -> None:
         raise PayloadTooLarge(f"The upload is larger than {settings.max_upload_mb:g} MB.")
 
 
-async def read_audio_upload(file: UploadFile, settings: Settings) -> bytes:
-    """Read an uploaded file, refusing what is too large or plainly not audio."""
+def read_audio_upload(file: UploadFile, settings: Settings) -> bytes:
+    """Read an uploaded file, refusing what is too large or plainly not audio.
+
+    Called from plain `def` handlers (FastAPI's thread pool): the form is parsed already, so this reads the spooled
+    file synchronously and never on the event loop.
+    """
     limit = int(settings.max_upload_mb * 1024 * 1024)
-    data = await file.read(limit + 1)
+    file.file.seek(0)
+    data = file.file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"The upload is larger than {settings.max_upload_mb:g} MB.")
     media_type = (file.content_type or "").split(";")[0].strip().lower()

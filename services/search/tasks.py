@@ -23,6 +23,7 @@ from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
     ClipEmbedded,
+    ClipStatus,
     ErrorBody,
     JobStatus,
     QueryEmbedded,
@@ -32,12 +33,11 @@ from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
 from services.search.query import forwarded, missing_shards, rank_answers, search_shard, to_result
 from services.search.shard import ShardIndex
+from services.search.worker import PRELOAD_SHARDS  # the worker entry owns which shards it serves
 
 _indexes: dict[int, ShardIndex] = {}
 _generations: dict[int, int] = {}
 _lock = threading.Lock()
-# The shards this worker serves, set by `echovids worker search` before the pool starts.
-PRELOAD_SHARDS: list[int] = []
 
 
 @worker_process_init.connect
@@ -216,7 +216,7 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
         index = get_index(shard)
         index.write_segment(clip_id, store.get_arrays(clip_id), info.space.key)
     except EchovidsError as error:
-        catalog.set_status(clip_id, "failed")
+        catalog.set_status(clip_id, ClipStatus.failed)
         fail_job(job_id, error)
     _bump(shard, written=clip_id)
     maybe_compact(index)

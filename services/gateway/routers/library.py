@@ -13,12 +13,13 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 from echovids import library
 from echovids.errors import PayloadTooLarge, UnsupportedMediaType
 from echovids.library import LibraryClip, LibraryPage
-from echovids.schemas import ErrorBody, Job
+from echovids.schemas import ClipStatus, ErrorBody, Job
 from services.gateway.deps import SettingsDep, StoreDep, WriteAccess, read_audio_upload
 
 router = APIRouter(prefix="/v1/library", tags=["library"])
 
 MAX_FILES = 32
+STATUS_PATTERN = f"^({'|'.join(ClipStatus)})$"
 
 ERRORS = {
     401: {"model": ErrorBody, "description": "unauthorized: no `Authorization: Bearer` key"},
@@ -47,7 +48,7 @@ def split_labels(values: list[str] | None) -> list[str]:
     response_model=list[Job],
     responses={k: ERRORS[k] for k in (401, 403, 413, 415, 422)},
 )
-async def add_clips(
+def add_clips(
     request: Request,
     response: Response,
     _auth: WriteAccess,
@@ -66,7 +67,7 @@ async def add_clips(
     if len(file) > MAX_FILES:
         raise PayloadTooLarge(f"At most {MAX_FILES} files per request.")
     # Every file is read and checked before any is queued: a bad file refuses the request as a whole.
-    datas = [await read_audio_upload(f, settings) for f in file]
+    datas = [read_audio_upload(f, settings) for f in file]
     if not all(datas):
         raise UnsupportedMediaType("An uploaded file is empty.")
     label_list = split_labels(labels)
@@ -87,7 +88,7 @@ def list_clips(
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
     label: Annotated[str | None, Query(description="An exact label: a name, or an AudioSet id")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the title or file name")] = None,
-    clip_status: Annotated[str | None, Query(alias="status", pattern="^(pending|ready|failed|duplicate)$")] = None,
+    clip_status: Annotated[str | None, Query(alias="status", pattern=STATUS_PATTERN)] = None,
 ) -> LibraryPage:
     """The library's clips, newest first, a page at a time."""
     return library.list_clips(page=page, page_size=page_size, label=label, q=q, status=clip_status)

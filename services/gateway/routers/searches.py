@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 
+from echovids.errors import InvalidRequest
 from echovids.jobs import SETTLED
 from echovids.pipeline import submit_search
 from echovids.schemas import ErrorBody, Job
@@ -31,15 +33,17 @@ ERRORS = {
     responses={k: ERRORS[k] for k in (413, 415, 422)},
     dependencies=[Depends(check_content_length)],
 )
-async def create_search(
+def create_search(
     response: Response,
     settings: SettingsDep,
     store: StoreDep,
     file: Annotated[UploadFile, File(description="A few seconds of audio (wav, flac, ogg, mp3, m4a, webm)")],
-    k: Annotated[int | None, Form(ge=1, le=100, description="How many results")] = None,
+    k: Annotated[int | None, Form(ge=1, description="How many results (at most ECHOVIDS_MAX_K, /v1/config)")] = None,
 ) -> Job:
     """Queue a search; poll the Location for its status and results."""
-    data = await read_audio_upload(file, settings)
+    if k is not None and k > settings.max_k:
+        raise InvalidRequest(f"k: Input should be less than or equal to {settings.max_k}")
+    data = read_audio_upload(file, settings)
     job = submit_search(data, k or settings.default_k, store)
     response.headers["Location"] = f"/v1/searches/{job.id}"
     response.headers["Retry-After"] = "1"
@@ -59,7 +63,8 @@ async def get_search(
     ] = 0.0,
 ) -> Job:
     """The job record: status, and the results once done. With ``wait``, a long poll: one request, no polling loop."""
-    job = await store.wait_settled(job_id, wait) if wait > 0 else store.get(job_id)
+    # Truly async: the long poll awaits Redis pub/sub on the event loop; the one blocking read goes to the thread pool.
+    job = await store.wait_settled(job_id, wait) if wait > 0 else await run_in_threadpool(store.get, job_id)
     if job.status not in SETTLED:
         response.headers["Retry-After"] = "1"
     return job

@@ -13,6 +13,9 @@ from typing import Protocol
 
 import httpx
 
+from echovids.harness import submit_search, wait_for_job
+from echovids.schemas import ClipStatus
+
 BATCH = 16  # files per POST /v1/library
 
 
@@ -137,9 +140,9 @@ class EchovidsClient:
         while pending and time.monotonic() < deadline:
             for name, clip_id in list(pending.items()):
                 item = self.http.get(f"/v1/library/{clip_id}").json()
-                if item.get("status") in ("ready", "duplicate"):
+                if item.get("status") in (ClipStatus.ready, ClipStatus.duplicate):
                     del pending[name]
-                elif item.get("status") == "failed":
+                elif item.get("status") == ClipStatus.failed:
                     del pending[name]
                     failures.append(f"{name}: {(item.get('error') or {}).get('message', 'failed')}")
             if pending:
@@ -166,29 +169,16 @@ class EchovidsClient:
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
         """POST /v1/searches and poll until done; latency from just before the upload to the poll that saw done."""
         started = time.perf_counter()
-        answer = self.http.post(
-            "/v1/searches", files={"file": (file_name, data, "application/octet-stream")}, data={"k": str(k)}
-        )
+        answer = submit_search(self.http, data, file_name, k)
         if answer.status_code != 202:
             return SearchAnswer(
                 "rejected", [], time.perf_counter() - started, f"{answer.status_code}: {answer.text[:200]}"
             )
-        location = answer.headers["Location"]
-        deadline = started + self.timeout_s
-        while True:
-            job = self._poll(location, deadline - time.perf_counter())
-            if job["status"] in ("done", "failed"):
-                latency = time.perf_counter() - started
-                error = (job.get("error") or {}).get("message") if job["status"] == "failed" else None
-                return SearchAnswer(job["status"], job.get("results") or [], latency, error)
-            if time.perf_counter() > deadline:
-                return SearchAnswer("timeout", [], time.perf_counter() - started, f"still {job['status']}")
-            if not self.long_poll():
-                time.sleep(self.poll_s)
-
-    def _poll(self, location: str, left_s: float) -> dict:
-        """The job: a long poll (answered when it settles) where the service offers one, else a plain read."""
-        if not self.long_poll():
-            return self.http.get(location).json()
-        wait = min(30.0, max(0.0, left_s))
-        return self.http.get(location, params={"wait": wait}, timeout=wait + 30).json()
+        # A long poll (answered when the job settles) where the service offers one, else plain reads.
+        left = self.timeout_s - (time.perf_counter() - started)
+        job = wait_for_job(self.http, answer.headers["Location"], left, long_poll=self.long_poll(), poll_s=self.poll_s)
+        latency = time.perf_counter() - started
+        if job["status"] in ("done", "failed"):
+            error = (job.get("error") or {}).get("message") if job["status"] == "failed" else None
+            return SearchAnswer(job["status"], job.get("results") or [], latency, error)
+        return SearchAnswer("timeout", [], latency, f"still {job['status']}")

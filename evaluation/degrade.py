@@ -15,7 +15,7 @@ from scipy.signal import butter, fftconvolve, sosfiltfilt
 
 from echovids.audio import decode_file, ffmpeg_exe
 from echovids.audio_params import SAMPLE_RATE
-from echovids.evaluation.dataset import write_wav
+from echovids.harness import write_wav
 
 PEAK = 0.99
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from echovids.audio import decode_bytes
-from echovids.evaluation.client import SearchAnswer
+from echovids.schemas import ClipStatus
+from evaluation.client import SearchAnswer
 
 
 class OfflineClient:
@@ -38,7 +39,7 @@ class OfflineClient:
         return {"offline": True, "space": self.model.space.key}
 
     def library_items(self) -> dict[str, dict]:
-        return {title: {"clip_id": title, "status": "ready"} for title in self.paths}
+        return {title: {"clip_id": title, "status": ClipStatus.ready} for title in self.paths}
 
     def add(self, files: list[tuple[Path, str, list[str]]], log=print) -> list[str]:
         """Embed and index (path, title, labels) files; returns failures as text."""

@@ -8,7 +8,6 @@ sits at which seconds of which recording.
 from __future__ import annotations
 
 import csv
-import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from echovids.audio import decode_file
 from echovids.audio_params import SAMPLE_RATE
 
-DEFAULT_ESC10 = Path(__file__).resolve().parents[3] / "shared" / "data" / "esc10"
+DEFAULT_ESC10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
 
 
 @dataclass(frozen=True)
@@ -119,27 +118,3 @@ def join_recordings(
             recording.waveform = np.concatenate([fit(waveforms[c.name], clip_s, sr) for c in members])
         recordings.append(recording)
     return recordings, shuffled[count * clips_per_recording :]
-
-
-def write_wav(path: Path, samples: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
-    """16-bit PCM mono WAV."""
-    ints = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes(ints.tobytes())
-    return path
-
-
-def wav_bytes(samples: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    ints = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes(ints.tobytes())
-    return buffer.getvalue()

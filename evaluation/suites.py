@@ -15,7 +15,6 @@ refuses a library that holds other clips (they would take places in the results)
 from __future__ import annotations
 
 import json
-import platform
 import time
 import zlib
 from collections import Counter
@@ -28,17 +27,17 @@ from typing import Literal, TypedDict
 import numpy as np
 
 from echovids.audio_params import SAMPLE_RATE
-from echovids.evaluation import degrade, metrics
-from echovids.evaluation.client import Client, EchovidsClient
-from echovids.evaluation.dataset import (
+from echovids.harness import machine_info, wav_bytes, write_wav
+from echovids.schemas import ClipStatus
+from evaluation import degrade, metrics
+from evaluation.client import Client, EchovidsClient
+from evaluation.dataset import (
     DEFAULT_ESC10,
     Clip,
     Recording,
     join_recordings,
     load_clips,
     load_waveform,
-    wav_bytes,
-    write_wav,
 )
 
 SUITES = ("exact", "similar", "clips")
@@ -102,27 +101,6 @@ class LibraryMismatch(RuntimeError):
     pass
 
 
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    # Latencies are only comparable on an otherwise idle machine: the load says whether it was.
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 # -- the libraries ----------------------------------------------------------------------------------------------
 def recordings_library(cfg: EvalConfig, clips: list[Clip], with_audio: bool) -> tuple[list[Recording], list[Clip]]:
     """Recordings joined from the clips of folds 2-5 (the similar suite's fold 1 stays out)."""
@@ -159,7 +137,7 @@ def ensure_library(client: Client, wanted: dict[str, tuple[Path, list[str]]], cf
                 f"(e.g. {foreign[:3]}); they would take places in the results. Point the suite at an Echovids with "
                 "an empty or suite-only library, or pass --allow-foreign."
             )
-        missing = [t for t in wanted if items.get(t, {}).get("status") not in ("ready", "duplicate")]
+        missing = [t for t in wanted if items.get(t, {}).get("status") not in (ClipStatus.ready, ClipStatus.duplicate)]
     cfg.log(f"  library: {len(wanted) - len(missing)} of {len(wanted)} clips there, adding {len(missing)}")
     failures = client.add([(wanted[t][0], t, wanted[t][1]) for t in missing], log=cfg.log)
     if failures:
@@ -548,7 +526,7 @@ def run_same_sounds(cfg: EvalConfig, client: Client, clips: list[Clip]) -> dict:
 def _client(cfg: EvalConfig, url: str, library: str) -> Client:
     """The Echovids at ``url``, or with ``cfg.offline`` one in this process with its library under ``cfg.out``."""
     if cfg.offline:
-        from echovids.evaluation.offline import OfflineClient
+        from evaluation.offline import OfflineClient
 
         return OfflineClient(cfg.out / "offline" / library)
     return EchovidsClient(url, cfg.api_key, cfg.timeout_s)
@@ -565,7 +543,7 @@ def run(cfg: EvalConfig) -> dict:
             "path": str(cfg.esc10),
             "clips": len(clips),
         },
-        "machine": machine(),
+        "machine": machine_info(),
         "settings": {
             "url": "offline" if cfg.offline else cfg.url,
             "clips_url": "offline" if cfg.offline else cfg.clips_url or cfg.url,
@@ -620,7 +598,7 @@ def run(cfg: EvalConfig) -> dict:
         report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
         client.close()
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    report["machine"]["load_average_at_end"] = machine()["load_average"]
+    report["machine"]["load_average_at_end"] = machine_info()["load_average"]
     (cfg.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (cfg.out / "report.md").write_text(markdown(report))
     return report
