@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.hops import ROOT, run
-from tests.sounds import synthetic_library, write_wav
+from echovids.harness import write_wav
+from tests.sounds import synthetic_library
 
 
 def test_hops_counts_a_searchs_commands_and_tasks(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ import pytest
 import redis
 
 from echovids.errors import AudioTooLong, UndecodableAudio
-from echovids.harness import Stack
+from echovids.harness import Stack, write_wav
 from echovids.jobs import _job_key
 from tests.conftest import EXTERNAL_REDIS, external_redis, stack_on_own_redis
-from tests.sounds import synthetic_library, write_silent_flac, write_wav
+from tests.sounds import synthetic_library, write_silent_flac
 
 REDIS_URL = external_redis(8)  # this module's own database (see conftest)
 KEY = "faults-test-key"
