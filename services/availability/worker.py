@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from echovids import queues
 from echovids.worker import start_worker
+from services.availability import tasks  # noqa: F401  (registers the tasks with the Celery app)
 
 
 def run(*, concurrency: int | None = None, loglevel: str = "INFO", **_: object) -> None:
     """Register the availability tasks and consume the availability queue."""
-    import services.availability.tasks  # noqa: F401  (registers the tasks with the Celery app)
 
     start_worker("availability", [queues.AVAILABILITY], concurrency=concurrency or 1, loglevel=loglevel)

@@ -11,7 +11,6 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
-from celery.signals import worker_process_init
 
 import services.search.deadlines  # noqa: F401  # the deadline sweep starts with a worker that runs the merge
 from echovids import availability, catalog, queues
@@ -33,18 +32,10 @@ from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
 from services.search.query import forwarded, missing_shards, rank_answers, search_shard, to_result
 from services.search.shard import ShardIndex
-from services.search.worker import PRELOAD_SHARDS  # the worker entry owns which shards it serves
 
 _indexes: dict[int, ShardIndex] = {}
 _generations: dict[int, int] = {}
 _lock = threading.Lock()
-
-
-@worker_process_init.connect
-def _preload(**_: Any) -> None:
-    """Load the served shards when a pool process starts, so no query waits for a cold index."""
-    for shard in PRELOAD_SHARDS:
-        get_index(shard)
 
 
 def _generation_key(shard: int) -> str:

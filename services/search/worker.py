@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.signals import worker_process_init
+
 from echovids import queues
 from echovids.celery_app import get_celery
 from echovids.settings import get_settings
 from echovids.worker import start_worker
+from services.search import tasks  # registers the search tasks with the Celery app
 
-# The shards this worker serves: each pool process loads them before it takes a task (services.search.tasks).
+# The shards this worker serves: each pool process loads them before it takes a task.
 PRELOAD_SHARDS: list[int] = []
+
+
+@worker_process_init.connect
+def _preload(**_: Any) -> None:
+    """Load the served shards when a pool process starts, so no query waits for a cold index."""
+    for shard in PRELOAD_SHARDS:
+        tasks.get_index(shard)
 
 
 def run(
@@ -20,8 +32,6 @@ def run(
     **_: object,
 ) -> None:
     """Register the search tasks and consume the queues of ``shards`` (default all), plus the merge's if ``merge``."""
-    import services.search.tasks  # noqa: F401  (registers the tasks with the Celery app)
-
     served = shards or list(range(get_settings().search_shards))
     PRELOAD_SHARDS[:] = served
     # A pool process loads its shards before it takes tasks; a large shard needs more than Celery's 4 s.
