@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import redis
@@ -41,7 +41,7 @@ from evaluation.dataset import DEFAULT_ESC10
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LIBRARY = DEFAULT_ESC10 / "audio"
 # Our own measuring commands, not the search's.
-OWN_COMMANDS = {"config|resetstat", "config", "info", "monitor", "echo"}
+OWN_COMMANDS = {"config|resetstat", "config", "info", "monitor", "echo", "auth"}
 TASK_HEADER = re.compile(rb'\\"task\\": \\"([^"\\]+)\\"')
 
 
@@ -79,8 +79,13 @@ class TaskCounter:
         self._url = url
         self._marker = f"hops-end-{time.monotonic_ns()}".encode()
         self._sock = socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379))
-        self._sock.sendall(b"MONITOR\r\n")
         self._lines = self._sock.makefile("rb")
+        if u.password:  # the embedded Redis has a password of its own
+            password = unquote(u.password).encode()
+            self._sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password))
+            if not self._lines.readline().startswith(b"+OK"):
+                raise RuntimeError("Redis refused the password")
+        self._sock.sendall(b"MONITOR\r\n")
         if not self._lines.readline().startswith(b"+OK"):
             raise RuntimeError("Redis refused MONITOR")
         self.tasks: Counter[str] = Counter()
