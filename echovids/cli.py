@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -156,20 +157,46 @@ def search(
     from rich.console import Console
     from rich.table import Table
 
-    from echovids.harness import submit_search, wait_for_job
+    from echovids.harness import LONG_POLL_S, submit_search
+    from echovids.retry import with_backoff
 
+    class Unavailable(Exception):
+        """The gateway's 503 (its Redis restarting): waited out like a refused connection."""
+
+    def available(response: httpx.Response) -> httpx.Response:
+        if response.status_code == 503:
+            raise Unavailable(response.text[:200])
+        return response
+
+    transient = (httpx.TransportError, Unavailable)
     settings = get_settings()
     if k is not None and k > settings.max_k:
         raise typer.BadParameter(f"--k {k} is above ECHOVIDS_MAX_K ({settings.max_k})")
     base = url or f"http://{settings.host}:{settings.port}"
+    deadline = time.monotonic() + timeout
     with httpx.Client(base_url=base, timeout=30) as client:
         # Without --k the gateway's ECHOVIDS_DEFAULT_K applies; httpx names the type from the file name.
-        answer = submit_search(client, file.read_bytes(), file.name, k, media_type=None)
+        answer = with_backoff(
+            lambda: available(submit_search(client, file.read_bytes(), file.name, k, media_type=None)),
+            "search",
+            transient,
+            give_up_s=timeout,
+        )
         if answer.status_code != 202:
             typer.echo(f"error {answer.status_code}: {answer.json().get('message')}", err=True)
             raise typer.Exit(1)
-        # A long poll: the gateway answers as soon as the job settles.
-        job = wait_for_job(client, answer.headers["Location"], timeout)
+        location = answer.headers["Location"]
+        # A long poll (the gateway answers as soon as the job settles), resumed on the same job after an outage.
+        while True:
+            wait = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            job = with_backoff(
+                lambda: available(client.get(location, params={"wait": wait}, timeout=wait + 30)).json(),  # noqa: B023
+                "search",
+                transient,
+                give_up_s=max(1.0, deadline - time.monotonic()),
+            )
+            if job["status"] in ("done", "failed") or time.monotonic() >= deadline:
+                break
     if job["status"] != "done":
         message = (job.get("error") or {}).get("message", f"still {job['status']} after {timeout:g} s")
         typer.echo(f"search failed: {message}", err=True)

@@ -78,6 +78,31 @@ class ServiceUnavailable(EchovidsError):
     status = 503
 
 
+class RequestTimeout(EchovidsError):
+    """A request body that did not arrive within ECHOVIDS_BODY_TIMEOUT_S."""
+
+    code = "request_timeout"
+    status = 408
+
+
+class RateLimited(EchovidsError):
+    """Past the client's request rate (ECHOVIDS_RATE_LIMIT_*); ``retry_after_s`` says when to try again."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SearchUnavailable(EchovidsError):
+    """A search that no shard answered in time (or that outlived its whole deadline): a job error, not results."""
+
+    code = "search_unavailable"
+    status = 503
+
+
 class ProcessingFailed(EchovidsError):
     """A library clip whose processing started too often without finishing (it crashed its worker each time)."""
 
@@ -101,6 +126,9 @@ ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
         Unauthorized,
         Forbidden,
         ServiceUnavailable,
+        RequestTimeout,
+        RateLimited,
+        SearchUnavailable,
         ProcessingFailed,
     )
 }

@@ -17,12 +17,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from echovids import catalog
 from echovids.errors import NotFound
 from echovids.jobs import JobStore
 from echovids.library import submit_once
+from echovids.retry import with_backoff
 from echovids.schemas import ClipStatus, JobStatus
 
 
@@ -107,7 +109,12 @@ def ingest_files(
                     report.failures.append((path, f"cannot read: {exc.strerror or exc}"))
                     finish(path)
                     continue
-                submitted = submit_once(data, title=path.stem, file_name=path.name, labels=labels, store=store)
+                # While Redis is down (restarting) the submission waits and is tried again: submit_once resumes
+                # a half-sent clip under its own id, so a retry adds nothing twice.
+                submitted = with_backoff(
+                    partial(submit_once, data, title=path.stem, file_name=path.name, labels=labels, store=store),
+                    f"ingest {path.name}",
+                )
                 if on_submit:
                     on_submit(path)
                 if submitted.skipped or submitted.job.id in pending:
@@ -120,7 +127,7 @@ def ingest_files(
             time.sleep(poll_s)
             for job_id, (path, clip_id) in list(pending.items()):
                 try:
-                    job = store.get(job_id)
+                    job = with_backoff(partial(store.get, job_id), "ingest")
                 except NotFound:
                     job = None
                 if job is not None and job.status not in (JobStatus.done, JobStatus.failed):

@@ -11,6 +11,7 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic_core import to_json
 
-from echovids.errors import EchovidsError, NotFound
+from echovids.errors import EchovidsError, NotFound, SearchUnavailable
 from echovids.redis_conn import get_redis, redis_url
 from echovids.schemas import ErrorBody, Job, JobStatus, SearchResult
 from echovids.settings import get_settings
@@ -32,6 +33,9 @@ PAST_SEARCH = (JobStatus.checking, *SETTLED)
 DEADLINES = f"{PREFIX}search:deadlines"
 # A stage's start is kept as a field of its own (milliseconds since the epoch) so that the first write wins.
 STAGE = "stage:"
+# Past its shard wait, the deadline merge (swept twice a second in the merge worker) has this long to run before
+# a reader of the job ends it instead (the merge worker may be the one that hangs).
+MERGE_GRACE_S = 0.75
 
 
 def _job_key(job_id: str) -> str:
@@ -110,6 +114,36 @@ for _name, _value in {
     _UPDATE = _UPDATE.replace(_name, json.dumps(_value))  # Lua string literals (JSON's quoting is Lua's too)
 
 
+def settle_by(job: Job) -> float:
+    """When (seconds since the epoch) a search job must be settled, whatever its workers do.
+
+    Its whole life from submission is bounded (ECHOVIDS_SEARCH_TOTAL_TIMEOUT_S: an embedder that hangs holds it
+    no longer), and once embedded its shards' wait (ECHOVIDS_SEARCH_TIMEOUT_S) and the merge's grace.
+    """
+    settings = get_settings()
+    created = job.created_at.timestamp()
+    total = created + settings.search_total_timeout_s
+    searching_ms = job.stage_ms.get(JobStatus.searching.value)
+    if job.status in PAST_SEARCH or searching_ms is None:
+        return total
+    return min(total, created + searching_ms / 1000 + settings.search_timeout_s + MERGE_GRACE_S)
+
+
+def overdue_error(job: Job, now: float | None = None) -> EchovidsError | None:
+    """The error that ends a search job past its :func:`settle_by`, or None while it has time (or is settled)."""
+    if job.kind != "search" or job.status in SETTLED:
+        return None
+    now = time.time() if now is None else now
+    if now < settle_by(job):
+        return None
+    settings = get_settings()
+    if job.status == JobStatus.searching:
+        return SearchUnavailable(f"No search shard answered within {settings.search_timeout_s:g} s; try again.")
+    return SearchUnavailable(
+        f"The search did not finish within {settings.search_total_timeout_s:g} s ({job.status.value}); try again."
+    )
+
+
 class JobStore:
     """Reads and writes job records; the gateway's 404 for an unknown id comes from here."""
 
@@ -152,8 +186,12 @@ class JobStore:
         job.stage_ms = {name: round(at - created_ms, 1) for name, at in stages.items()}
         return job
 
-    async def wait_settled(self, job_id: str, wait_s: float) -> Job:
-        """The job once done or failed, or as it stands after ``wait_s`` seconds (a long poll)."""
+    async def wait_settled(self, job_id: str, wait_s: float, due: Callable[[Job], float] | None = None) -> Job:
+        """The job once done or failed, or as it stands after ``wait_s`` seconds (a long poll).
+
+        With ``due`` (the job -> when it must be settled, seconds since the epoch) the wait also ends then; the
+        record is re-read at least every second, since ``due`` moves as the job advances.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         # A client of its own: a long poll holds a connection for its whole wait, on the caller's event loop.
@@ -161,10 +199,23 @@ class JobStore:
             await pubsub.subscribe(settled_channel(job_id))
             # Read after subscribing: a job settled in between is seen here, one settled later is announced.
             job = self._parse(job_id, await client.hgetall(_job_key(job_id)))
-            while job.status not in SETTLED and (left := deadline - loop.time()) > 0:
-                if await pubsub.get_message(ignore_subscribe_messages=True, timeout=left) is not None:
-                    job = self._parse(job_id, await client.hgetall(_job_key(job_id)))
+            while job.status not in SETTLED:
+                left = deadline - loop.time()
+                if due is not None:
+                    left = min(left, due(job) - time.time(), 1.0)
+                if left <= 0:
+                    break
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+                job = self._parse(job_id, await client.hgetall(_job_key(job_id)))
         return job
+
+    def end_if_overdue(self, job: Job) -> Job:
+        """Fail a search past its deadline (its workers hung or gone) and answer the record as it now stands."""
+        error = overdue_error(job)
+        if error is None:
+            return job
+        self.fail(job.id, error)  # a merge that settles it first wins: a settled job keeps its status
+        return self.get(job.id)
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Write these fields of the job (and when a new status began); a settled job keeps its status."""

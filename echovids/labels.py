@@ -40,3 +40,19 @@ def label_ids(labels: list[str]) -> list[str]:
     ids = _ids_by_name(get_settings().ontology_path)
     known = label_names()
     return [label if label in known else ids[label] for label in labels if label in known or label in ids]
+
+
+def check_metadata(title: str | None, labels: list[str]) -> None:
+    """Refuse a title or labels past the settings' limits (a 100 KB label, 5000 labels): validation_error."""
+    from echovids.errors import InvalidRequest
+
+    settings = get_settings()
+    if title is not None and len(title) > settings.max_title_length:
+        raise InvalidRequest(f"title: at most {settings.max_title_length} characters (ECHOVIDS_MAX_TITLE_LENGTH)")
+    if len(labels) > settings.max_labels:
+        raise InvalidRequest(f"labels: at most {settings.max_labels} labels (ECHOVIDS_MAX_LABELS)")
+    long = next((label for label in labels if len(label) > settings.max_label_length), None)
+    if long is not None:
+        raise InvalidRequest(
+            f"labels: a label is at most {settings.max_label_length} characters (ECHOVIDS_MAX_LABEL_LENGTH)"
+        )

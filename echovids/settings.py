@@ -32,6 +32,24 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: float = Field(default=50.0, gt=0)
+    # One library request (several files): its whole body, refused from its headers (or as it streams) past this.
+    max_request_mb: float = Field(default=200.0, gt=0)
+    # A request body must arrive within this (a slow-loris upload gets 408); a 50 MB upload needs ~0.4 MB/s.
+    body_timeout_s: float = Field(default=120.0, gt=0)
+    # Idle keep-alive connections are closed after this (uvicorn's timeout_keep_alive).
+    keep_alive_s: int = Field(default=5, ge=1)
+    # Per client (address), shared by every gateway process through Redis: a token bucket of this many per
+    # second with this burst; 0 turns a limit off. The web page and a CLI user stay far below them.
+    rate_limit_searches_per_s: float = Field(default=10.0, ge=0)
+    rate_limit_searches_burst: int = Field(default=60, ge=1)
+    rate_limit_writes_per_s: float = Field(default=10.0, ge=0)
+    rate_limit_writes_burst: int = Field(default=100, ge=1)
+    # Library metadata: how many labels a clip may carry, and how long a label and a title may be.
+    max_labels: int = Field(default=64, ge=1)
+    max_label_length: int = Field(default=200, ge=1)
+    max_title_length: int = Field(default=512, ge=1)
+    # Origins allowed to call the API from a browser (comma-separated); none: only the gateway's own page.
+    cors_origins: str = ""
     max_query_s: float = Field(default=60.0, gt=0)
     max_clip_s: float = Field(default=4 * 3600.0, gt=0)
     default_k: int = Field(default=10, ge=1)
@@ -48,6 +66,9 @@ class Settings(BaseSettings):
     result_expires_s: int = 3600
     task_time_limit_s: int = 300
     search_timeout_s: float = 10.0
+    # A search's whole life from submission (an embedder that hangs must not hold it either); past it, or past
+    # search_timeout_s after its embedding with no merge, the job fails with search_unavailable.
+    search_total_timeout_s: float = Field(default=60.0, gt=0)
     tflite_threads: int = Field(default=2, ge=1)
     # Embedder: frames per model call when several jobs are batched together, and how long a leader waits for
     # company under load.

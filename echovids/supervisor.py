@@ -35,6 +35,9 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         str(settings.port),
         "--log-level",
         "warning",
+        # Idle keep-alive connections are closed; a body's own deadline is the gateway's (ECHOVIDS_BODY_TIMEOUT_S).
+        "--timeout-keep-alive",
+        str(settings.keep_alive_s),
     ]
     return commands
 

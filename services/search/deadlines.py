@@ -3,7 +3,10 @@
 No task per query waits for the deadline. Submitting a search adds its job to a sorted set of deadlines
 (``echovids.jobs.DEADLINES``) and the merge takes it off; each search worker that runs the merge sweeps the set
 twice a second and sends a merge task only for a query whose wait is over (a shard down or too slow), which then
-answers partially. ``ECHOVIDS_SEARCH_TIMEOUT_S`` counts, as ever, from the end of the query's embedding.
+answers partially (or fails it as `search_unavailable` when no shard answered at all).
+``ECHOVIDS_SEARCH_TIMEOUT_S`` counts from the end of the query's embedding; a query not embedded within
+``ECHOVIDS_SEARCH_TOTAL_TIMEOUT_S`` of its submission is failed here. Should the merge worker itself hang, the
+gateway ends an overdue job when it is read (``echovids.jobs.settle_by``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from celery.signals import worker_ready, worker_shutdown
 from echovids import queues
 from echovids.celery_app import get_celery
 from echovids.errors import NotFound
-from echovids.jobs import PAST_SEARCH, JobStore
+from echovids.jobs import PAST_SEARCH, JobStore, overdue_error
 from echovids.queues import TaskName
 from echovids.schemas import JobStatus
 from echovids.settings import get_settings
@@ -45,6 +48,11 @@ def sweep(store: JobStore, wait_s: float, now: float | None = None) -> list[tupl
             continue
         if job.status in PAST_SEARCH:
             store.claim_deadline(job_id)
+            continue
+        if (error := overdue_error(job, now)) is not None and job.status != JobStatus.searching:
+            # Never embedded within the whole deadline (an embedder hung or gone): ended, not rescheduled.
+            if store.claim_deadline(job_id):
+                store.fail(job_id, error)
             continue
         searching_ms = job.stage_ms.get(JobStatus.searching.value)
         due = now + wait_s if searching_ms is None else job.created_at.timestamp() + searching_ms / 1000 + wait_s

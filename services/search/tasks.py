@@ -15,7 +15,7 @@ from celery.exceptions import Ignore
 import services.search.deadlines  # noqa: F401  # the deadline sweep starts with a worker that runs the merge
 from echovids import availability, catalog, queues
 from echovids.celery_app import get_celery
-from echovids.errors import ERRORS_BY_CODE, EchovidsError, NotFound
+from echovids.errors import ERRORS_BY_CODE, EchovidsError, NotFound, SearchUnavailable
 from echovids.jobs import JobStore
 from echovids.library import reconcile_pending
 from echovids.queues import TaskName
@@ -159,6 +159,8 @@ def merge_answers(job_id: str, k: int, answers: list[ShardAnswer] | None = None)
 
 def _merge(job_id: str, k: int, answers: list[ShardAnswer]) -> None:
     missing = missing_shards(answers, get_settings().search_shards)
+    if not answers:  # the deadline merge of a query no shard answered: an error to retry, not "0 results"
+        fail_job(job_id, SearchUnavailable(f"No search shard answered within {get_settings().search_timeout_s:g} s."))
     for answer in answers:
         if answer.error is not None:
             fail_job(job_id, _error_from(answer.error))

@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 
 from echovids import library
 from echovids.errors import PayloadTooLarge, UnsupportedMediaType
+from echovids.labels import check_metadata
 from echovids.library import LibraryClip, LibraryPage
 from echovids.schemas import ClipStatus, ErrorBody, Job
 from services.gateway.deps import SettingsDep, StoreDep, WriteAccess, read_audio_upload
@@ -28,6 +29,7 @@ ERRORS = {
     413: {"model": ErrorBody, "description": "payload_too_large"},
     415: {"model": ErrorBody, "description": "unsupported_media_type"},
     422: {"model": ErrorBody, "description": "validation_error"},
+    429: {"model": ErrorBody, "description": "rate_limited (Retry-After says when to try again)"},
 }
 
 
@@ -46,7 +48,7 @@ def split_labels(values: list[str] | None) -> list[str]:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=list[Job],
-    responses={k: ERRORS[k] for k in (401, 403, 413, 415, 422)},
+    responses={k: ERRORS[k] for k in (401, 403, 413, 415, 422, 429)},
 )
 def add_clips(
     request: Request,
@@ -55,8 +57,13 @@ def add_clips(
     settings: SettingsDep,
     store: StoreDep,
     file: Annotated[list[UploadFile], File(description="One or more audio files (repeat the `file` field)")],
-    title: Annotated[str | None, Form(max_length=512, description="Title (one file); default the file name")] = None,
-    labels: Annotated[list[str] | None, Form(description="Labels, comma-separated (or the field repeated)")] = None,
+    title: Annotated[
+        str | None, Form(description="Title (one file; ECHOVIDS_MAX_TITLE_LENGTH); default the file name")
+    ] = None,
+    labels: Annotated[
+        list[str] | None,
+        Form(description="Labels, comma-separated (or the field repeated); ECHOVIDS_MAX_LABELS, _MAX_LABEL_LENGTH"),
+    ] = None,
 ) -> list[Job]:
     """Queue each file for embedding and indexing: one job per file, in the order sent. A file whose exact bytes
     are in the library already gets a job that is done at once (its `clip_id` is the clip that has them)."""
@@ -66,15 +73,17 @@ def add_clips(
         raise PayloadTooLarge(f"The upload is larger than {settings.max_upload_mb:g} MB per file.")
     if len(file) > MAX_FILES:
         raise PayloadTooLarge(f"At most {MAX_FILES} files per request.")
+    label_list = split_labels(labels)
+    check_metadata(title, label_list)
     # Every file is read and checked before any is queued: a bad file refuses the request as a whole.
     datas = [read_audio_upload(f, settings) for f in file]
     if not all(datas):
         raise UnsupportedMediaType("An uploaded file is empty.")
-    label_list = split_labels(labels)
     jobs = []
     for upload, data in zip(file, datas, strict=True):
         name = upload.filename or None
         clip_title = title if title and len(file) == 1 else (name.rsplit(".", 1)[0] if name else "untitled")
+        clip_title = clip_title[: settings.max_title_length]  # a file name of any length is no title error
         jobs.append(library.submit_once(data, clip_title, file_name=name, labels=label_list, store=store).job)
     if jobs and jobs[0].clip_id:
         response.headers["Location"] = f"/v1/library/{jobs[0].clip_id}"

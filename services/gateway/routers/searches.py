@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from echovids.errors import InvalidRequest
-from echovids.jobs import SETTLED
+from echovids.jobs import SETTLED, settle_by
 from echovids.pipeline import submit_search
 from echovids.schemas import ErrorBody, Job
-from services.gateway.deps import SettingsDep, StoreDep, check_content_length, read_audio_upload
+from services.gateway.deps import SettingsDep, StoreDep, read_audio_upload
 
 router = APIRouter(prefix="/v1/searches", tags=["searches"])
 
@@ -23,6 +23,7 @@ ERRORS = {
     413: {"model": ErrorBody, "description": "payload_too_large"},
     415: {"model": ErrorBody, "description": "unsupported_media_type"},
     422: {"model": ErrorBody, "description": "validation_error"},
+    429: {"model": ErrorBody, "description": "rate_limited (Retry-After says when to try again)"},
 }
 
 
@@ -30,8 +31,7 @@ ERRORS = {
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Job,
-    responses={k: ERRORS[k] for k in (413, 415, 422)},
-    dependencies=[Depends(check_content_length)],
+    responses={k: ERRORS[k] for k in (413, 415, 422, 429)},
 )
 def create_search(
     response: Response,
@@ -62,9 +62,19 @@ async def get_search(
         ),
     ] = 0.0,
 ) -> Job:
-    """The job record: status, and the results once done. With ``wait``, a long poll: one request, no polling loop."""
-    # Truly async: the long poll awaits Redis pub/sub on the event loop; the one blocking read goes to the thread pool.
-    job = await store.wait_settled(job_id, wait) if wait > 0 else await run_in_threadpool(store.get, job_id)
+    """The job record: status, and the results once done. With ``wait``, a long poll: one request, no polling loop.
+
+    A search past its deadline (ECHOVIDS_SEARCH_TIMEOUT_S after its embedding, ECHOVIDS_SEARCH_TOTAL_TIMEOUT_S
+    after submission) is ended here as `search_unavailable`: whatever its workers do, even the merge worker that
+    normally ends it, the answer comes on time.
+    """
+    # Truly async: the long poll awaits Redis pub/sub on the event loop; the blocking reads go to the thread pool.
+    if wait > 0:
+        job = await store.wait_settled(job_id, wait, due=settle_by)
+    else:
+        job = await run_in_threadpool(store.get, job_id)
+    if job.status not in SETTLED:
+        job = await run_in_threadpool(store.end_if_overdue, job)
     if job.status not in SETTLED:
         response.headers["Retry-After"] = "1"
     return job
