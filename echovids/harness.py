@@ -195,13 +195,24 @@ class Stack:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"echovids serve exited:\n{self.log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200 and self._answers_a_search():
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"stack not ready in {timeout} s:\n{self.log_path.read_text()[-4000:]}")
+
+    def _answers_a_search(self) -> bool:
+        """/readyz sees consumers, not warm pool processes: on a busy machine a search worker's pool may still be
+        loading its shards, and a first search would run out its deadline. Started means one search came back."""
+        probe = wav_bytes(np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * np.float32(0.1))
+        try:
+            with httpx.Client(base_url=self.url, timeout=40) as client:
+                job = search_and_wait(client, probe, "warm-up.wav", timeout_s=35)
+        except RuntimeError:  # refused (503 while Redis comes up): not started yet
+            return False
+        return job.get("status") == "done"
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGINT (the supervisor stops its children in order), then kill after ``timeout``."""
