@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from echovids.audio import decode_bytes
+from evaluation import metrics, references
 from services.search.matching import RESCORING, Rescoring
 from services.search.query import rank_key, search_shard
 from services.search.shard import ShardIndex
-from evaluation import metrics, references
 
 SPLITS = (((1, 2, 3), (4, 5)), ((4, 5), (1, 2, 3)))
 SWEEP: dict[str, tuple] = {
@@ -69,7 +69,9 @@ def esc10_items(root: Path, log: Callable[[str], None] = print) -> tuple[list[It
     from evaluation.dataset import load_clips
 
     clips = load_clips(root)
-    named = [(c.name, c.label, c.name.rsplit("_", 1)[-1].rsplit("-", 1)[0], decode_bytes(c.path.read_bytes())) for c in clips]
+    named = [
+        (c.name, c.label, c.name.rsplit("_", 1)[-1].rsplit("-", 1)[0], decode_bytes(c.path.read_bytes())) for c in clips
+    ]
     return embed(named, log), {c.name: c.fold for c in clips}
 
 
@@ -131,9 +133,7 @@ def sweep(
     return best, trials
 
 
-def compare(
-    index: ShardIndex, space: str, items: Sequence[Item], settings: dict[str, Rescoring]
-) -> dict[str, dict]:
+def compare(index: ShardIndex, space: str, items: Sequence[Item], settings: dict[str, Rescoring]) -> dict[str, dict]:
     """The system at each setting and both references on one library, with each one's difference to clip mean."""
     groups = [it.group for it in items]
     per = {f"system ({name})": precisions(index, space, items, "system", r) for name, r in settings.items()}
@@ -191,4 +191,8 @@ def synthetic(
     sounds = synth.make_suite(seed, 12)
     log(f"folds: {len(sounds)} synthetic sounds (seed {seed})")
     items = embed([(s.name, s.kind, s.name, s.waveform) for s in sounds], log)
-    return {"seed": seed, "sounds": len(sounds), "report": compare(library(folder, items, space), space, items, settings)}
+    return {
+        "seed": seed,
+        "sounds": len(sounds),
+        "report": compare(library(folder, items, space), space, items, settings),
+    }

@@ -13,6 +13,8 @@ Both read the frames a :class:`ShardView` holds, so they see the library the sys
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -75,3 +77,39 @@ def rank(method: str, view: ShardView, vectors: np.ndarray, k: int) -> list[Rank
     if method == "clip mean":
         return clip_mean(view, vectors, k)
     raise ValueError(method)
+
+
+class Side:
+    """The references beside a suite's library: the shard the offline client searches, or (against a running
+    Echovids) a shard of the same files built here with the same model."""
+
+    def __init__(self, view: ShardView) -> None:
+        from services.embedder.factory import get_model
+
+        self.view = view
+        self.model = get_model()
+
+    @classmethod
+    def beside(cls, client: object, files: dict[str, Path], folder: Path) -> Side:
+        from echovids.audio import decode_file
+        from services.embedder.factory import get_model
+        from services.embedder.tasks import clip_arrays
+        from services.search.shard import ShardIndex
+
+        index = getattr(client, "index", None)
+        if not isinstance(index, ShardIndex):
+            shutil.rmtree(folder, ignore_errors=True)
+            index, model = ShardIndex(folder, 0), get_model()
+            for title, path in files.items():
+                arrays, _ = clip_arrays(model, decode_file(path))
+                index.write_segment(title, arrays, model.space.key)
+                index.add_segment(title)
+        return cls(index.view())
+
+    def rank(self, data: bytes, k: int) -> dict[str, list[Ranked]]:
+        """Both references' lists for one query (its bytes, as uploaded)."""
+        from echovids.audio import decode_bytes
+        from services.embedder.tasks import query_arrays
+
+        vectors = query_arrays(self.model, decode_bytes(data))["vectors"]
+        return {method: rank(method, self.view, vectors, k) for method in REFERENCES}
