@@ -147,6 +147,9 @@ def compare(index: ShardIndex, space: str, items: Sequence[Item], settings: dict
             "vs_clip_mean": float((values - base).mean()),
             "vs_clip_mean_95": [low, high],
         }
+        log(
+            f"    {method}: P@10 {values.mean():.3f}, minus clip mean {(values - base).mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+        )
     return rows
 
 
@@ -173,11 +176,11 @@ def run(root: Path, folder: Path, synthetic_seed: int, log: Callable[[str], None
                 "report_folds": list(held),
                 "chosen": dataclasses.asdict(best),
                 "trials": trials,
-                "report": compare(index, space, theirs, {"shipped": RESCORING, "tuned": best}),
+                "report": compare(index, space, theirs, {"shipped": RESCORING, "tuned": best}, log),
             }
         )
     log("folds: all 400 clips (in sample: the shipped constants were chosen on them)")
-    report["all_esc10"] = compare(library(folder / "all", items, space), space, items, chosen)
+    report["all_esc10"] = compare(library(folder / "all", items, space), space, items, chosen, log)
     report["synthetic"] = synthetic(folder / "synthetic", space, synthetic_seed, chosen, log)
     return report
 
