@@ -133,7 +133,13 @@ def sweep(
     return best, trials
 
 
-def compare(index: ShardIndex, space: str, items: Sequence[Item], settings: dict[str, Rescoring]) -> dict[str, dict]:
+def compare(
+    index: ShardIndex,
+    space: str,
+    items: Sequence[Item],
+    settings: dict[str, Rescoring],
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
     """The system at each setting and both references on one library, with each one's difference to clip mean."""
     groups = [it.group for it in items]
     per = {f"system ({name})": precisions(index, space, items, "system", r) for name, r in settings.items()}
@@ -148,7 +154,8 @@ def compare(index: ShardIndex, space: str, items: Sequence[Item], settings: dict
             "vs_clip_mean_95": [low, high],
         }
         log(
-            f"    {method}: P@10 {values.mean():.3f}, minus clip mean {(values - base).mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+            f"    {method}: P@10 {values.mean():.3f}, minus clip mean {(values - base).mean():+.3f} "
+            f"[{low:+.3f}, {high:+.3f}]"
         )
     return rows
 
