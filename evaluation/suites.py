@@ -39,8 +39,9 @@ from evaluation.dataset import (
     load_clips,
     load_waveform,
 )
+from evaluation.references import REFERENCES, Side
 
-SUITES = ("exact", "similar", "clips")
+SUITES = ("exact", "similar", "clips", "folds")
 LENGTHS_S = (2.0, 3.0, 5.0)
 OFFSET_TOLERANCE_S = 0.5
 SILENT_PEAK = 10 ** (-50 / 20)  # an excerpt with no sample above -50 dBFS is silence, not a query
@@ -327,11 +328,30 @@ def chance_levels(recordings: list[Recording], label: str) -> tuple[float, float
     return float(np.mean(timestamped)), float(np.mean([rec.has_label(label) for rec in recordings]))
 
 
-def run_similar(cfg: EvalConfig, client: Client, recordings: list[Recording], queries: list[Clip]) -> dict:
+def judge_moment(found: Recording | None, label: str, match_start_s: float) -> tuple[bool, bool]:
+    """(timestamped hit, recording-level hit) of one result of a similar-moment query of class ``label``."""
+    segments = [(s.start_s, s.end_s, s.label) for s in found.segments] if found else []
+    return (
+        metrics.timestamped_hit(segments, label, match_start_s, OFFSET_TOLERANCE_S),
+        bool(found and found.has_label(label)),
+    )
+
+
+def run_similar(
+    cfg: EvalConfig, client: Client, recordings: list[Recording], queries: list[Clip], side: Side | None = None
+) -> dict:
     by_name = {r.name: r for r in recordings}
     records: list[SimilarRecord] = []
+    # Per reference, per query: the judged (timestamped, recording-level) hits of its list.
+    reference_hits: dict[str, list[list[tuple[bool, bool]]]] = {m: [] for m in REFERENCES}
     for clip in queries:
-        answer = client.search(clip.path.read_bytes(), clip.path.name, cfg.k)
+        data = clip.path.read_bytes()
+        if side is not None:
+            for method, ranked in side.rank(data, cfg.k).items():
+                reference_hits[method].append(
+                    [judge_moment(by_name.get(r.title), clip.label, r.match_start_s) for r in ranked]
+                )
+        answer = client.search(data, clip.path.name, cfg.k)
         rows: list[SimilarResult] = []
         for res in answer.results[: cfg.k]:
             found = by_name.get(res["title"])
@@ -401,6 +421,14 @@ def run_similar(cfg: EvalConfig, client: Client, recordings: list[Recording], qu
     summary["top_confusions"] = [
         {"query_class": q, "found_class": f, "results": n} for (q, f), n in confusions.most_common(10)
     ]
+    if side is not None:
+        summary["references"] = {
+            method: {
+                f"{kind}_p@10": metrics.mean([metrics.precision_at_k([h[i] for h in one], 10) for one in hits])
+                for i, kind in enumerate(kinds)
+            }
+            for method, hits in reference_hits.items()
+        }
     cfg.log(
         f"  similar: timestamped P@1/5/10 {summary['timestamped_p@1']:.3f} / {summary['timestamped_p@5']:.3f} / "
         f"{summary['timestamped_p@10']:.3f}; recording-level {summary['recording_has_class_p@10']:.3f} (P@10)"
@@ -429,12 +457,24 @@ ClipsRecord = TypedDict(
 )
 
 
-def run_clips(cfg: EvalConfig, client: Client, clips: list[Clip]) -> dict:
+def run_clips(cfg: EvalConfig, client: Client, clips: list[Clip], side: Side | None = None) -> dict:
     label_of = {c.name: c.label for c in clips}
     class_size = Counter(c.label for c in clips)
     records: list[ClipsRecord] = []
+    reference_scores: dict[str, list[tuple[float, float, float]]] = {m: [] for m in REFERENCES}  # (P@1, P@10, AP)
     for i, clip in enumerate(clips):
-        answer = client.search(clip.path.read_bytes(), clip.path.name, cfg.clips_k)
+        data = clip.path.read_bytes()
+        if side is not None:
+            for method, ranked in side.rank(data, cfg.clips_k + 1).items():
+                rel = [label_of.get(r.title) == clip.label for r in ranked if r.title != clip.name]
+                reference_scores[method].append(
+                    (
+                        metrics.precision_at_k(rel, 1),
+                        metrics.precision_at_k(rel, 10),
+                        metrics.average_precision(rel[: cfg.clips_k], class_size[clip.label] - 1),
+                    )
+                )
+        answer = client.search(data, clip.path.name, cfg.clips_k)
         titles = [r["title"] for r in answer.results]
         self_rank = titles.index(clip.name) + 1 if clip.name in titles else None
         others = [r for r in answer.results if r["title"] != clip.name]  # the query never counts for itself
@@ -476,6 +516,11 @@ def run_clips(cfg: EvalConfig, client: Client, clips: list[Clip]) -> dict:
         for label in sorted(class_size)
     }
     summary["chance_p@k"] = metrics.mean([(class_size[c.label] - 1) / (len(clips) - 1) for c in clips])
+    if side is not None:
+        summary["references"] = {
+            method: {key: metrics.mean([s[j] for s in rows]) for j, key in enumerate(("p@1", "p@10", "map"))}
+            for method, rows in reference_scores.items()
+        }
     cfg.log(
         f"  clips: P@1/5/10 {summary['p@1']:.3f} / {summary['p@5']:.3f} / {summary['p@10']:.3f}, "
         f"mAP@{cfg.clips_k} {summary['map']:.3f}"
@@ -587,16 +632,24 @@ def run(cfg: EvalConfig) -> dict:
         if "exact" in cfg.suites:
             report["suites"]["exact"] = run_exact(cfg, client, recordings)
         if "similar" in cfg.suites:
-            report["suites"]["similar"] = run_similar(cfg, client, recordings, [c for c in clips if c.fold == 1])
+            side = Side.beside(client, {t: p for t, (p, _) in wanted.items()}, cfg.out / "references" / "recordings")
+            fold1 = [c for c in clips if c.fold == 1]
+            report["suites"]["similar"] = run_similar(cfg, client, recordings, fold1, side)
         client.close()
     if "clips" in cfg.suites:
         client = _client(cfg, cfg.clips_url or cfg.url, "clips")
         report.setdefault("service", client.config())
         cfg.log(f"clips library: the {len(clips)} ESC-10 clips at {client.url}")
         report["clips_library"] = ensure_library(client, {c.name: (c.path, [c.label]) for c in clips}, cfg)
-        report["suites"]["clips"] = run_clips(cfg, client, clips)
+        side = Side.beside(client, {c.name: c.path for c in clips}, cfg.out / "references" / "clips")
+        report["suites"]["clips"] = run_clips(cfg, client, clips, side)
         report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
         client.close()
+    if "folds" in cfg.suites:
+        from evaluation import folds
+
+        # The service's code in this process whatever --offline says: it sweeps the re-scoring's constants.
+        report["suites"]["folds"] = folds.run(cfg.esc10, cfg.out / "folds", cfg.seed, cfg.log)
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     report["machine"]["load_average_at_end"] = machine_info()["load_average"]
     (cfg.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -699,6 +752,13 @@ def markdown(report: dict) -> str:
             f"the top result marked exact for {m['top_marked_exact']} queries. "
             f"Latency p50 {m['latency_p50_ms']:.0f} ms, p95 {m['latency_p95_ms']:.0f} ms.",
             "",
+            *side_by_side(
+                {
+                    "system": {k: m[k] for k in ("timestamped_p@10", "recording_has_class_p@10")},
+                    **m.get("references", {}),
+                },
+                ("timestamped_p@10", "recording_has_class_p@10"),
+            ),
             "| class | timestamped P@10 | recording-level P@10 | chance (timestamped) |",
             "|---|---|---|---|",
         ]
@@ -722,6 +782,9 @@ def markdown(report: dict) -> str:
             f"marked exact in {m['self_marked_exact']:.1%}. Latency p50 {m['latency_p50_ms']:.0f} ms, "
             f"p95 {m['latency_p95_ms']:.0f} ms.",
             "",
+            *side_by_side(
+                {"system": {k: m[k] for k in ("p@1", "p@10", "map")}, **m.get("references", {})}, ("p@1", "p@10", "map")
+            ),
             "| class | P@10 | mAP |",
             "|---|---|---|",
         ]
@@ -747,4 +810,42 @@ def markdown(report: dict) -> str:
             f"{suites['clips']['summary']['fold1_p@10']:.3f} |",
             "",
         ]
+    if "folds" in suites:
+        lines += folds_markdown(suites["folds"])
     return "\n".join(lines)
+
+
+def side_by_side(rows: dict[str, dict], keys: tuple[str, ...]) -> list[str]:
+    """This system and the references (evaluation/references.py), same library, same queries, same run."""
+    if len(rows) < 2:
+        return []
+    return [
+        "| method | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+        *(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for name, r in rows.items()),
+        "",
+    ]
+
+
+def folds_markdown(f: dict) -> list[str]:
+    def table(rows: dict[str, dict]) -> list[str]:
+        return [
+            "| method | P@10 | minus clip mean | 95 % interval of that |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {r['p@10']:.3f} | {r['vs_clip_mean']:+.3f} | "
+                f"{r['vs_clip_mean_95'][0]:+.3f} .. {r['vs_clip_mean_95'][1]:+.3f} |"
+                for name, r in rows.items()
+            ),
+            "",
+        ]
+
+    lines = ["## Similar sounds out of sample (clip level, P@10, k = 10)", ""]
+    for split in f["splits"]:
+        tune, held = "".join(map(str, split["tune_folds"])), "".join(map(str, split["report_folds"]))
+        lines += [f"Tuned on folds {tune}, reported on folds {held}; chosen: `{split['chosen']}`.", ""]
+        lines += table(split["report"])
+    lines += ["All 400 ESC-10 clips (in sample):", "", *table(f["all_esc10"])]
+    syn = f["synthetic"]
+    lines += [f"{syn['sounds']} synthetic sounds (seed {syn['seed']}), similar = same kind:", "", *table(syn["report"])]
+    return lines

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from echovids.audio import decode_bytes
-from echovids.audio_params import SAMPLE_RATE
+from echovids.audio_params import FRAME_HOP_S, SAMPLE_RATE
 from echovids.harness import wav_bytes
-from evaluation import degrade, metrics
+from evaluation import degrade, folds, metrics, references
 from evaluation.dataset import DEFAULT_ESC10, Clip, fit, fold_of, join_recordings, load_clips
 from evaluation.suites import (
     CONDITIONS,
@@ -22,6 +22,7 @@ from evaluation.suites import (
     miss_reason,
     recordings_library,
 )
+from services.search.shard import ShardIndex
 
 SR = SAMPLE_RATE
 
@@ -202,3 +203,54 @@ def test_offline_client_finds_a_clip_at_its_moment_and_forgets_a_deleted_one(env
     client.delete(client.library_items()["s1"]["clip_id"])
     assert "s1" not in client.library_items()
     assert "s1" not in [r["title"] for r in client.search(excerpt, "q.wav", 3).results]
+
+
+def _reference_shard(tmp_path: Path, clips: dict[str, np.ndarray]) -> ShardIndex:
+    index = ShardIndex(tmp_path, 0)
+    for title, vectors in clips.items():
+        arrays = {"vectors": vectors, "hashes": np.zeros(0, np.uint32), "times": np.zeros(0, np.int32)}
+        index.write_segment(title, arrays, "test-space")
+        index.add_segment(title)
+    return index
+
+
+def test_references_rank_by_the_clip_mean_and_by_the_frames_votes(tmp_path: Path) -> None:
+    """The clip-mean reference ranks by the cosine of the means, however the frames are ordered; frame voting
+    ranks by the frames that line up, and places the moment at the middle of the query there."""
+    axes, _ = np.linalg.qr(np.random.default_rng(3).standard_normal((16, 4)))
+    a, b, c, d = axes.T.astype(np.float32)
+    query = np.stack([a, b, a, b])  # mean: a + b
+    index = _reference_shard(
+        tmp_path,
+        {
+            "same-mean-shuffled": np.stack([b, b, a, a, d, d, d, d]),  # a query-long window holds a and b equally
+            "half-the-sound": np.stack([a, a, c, c, c, c, c, c]),
+            "other": np.stack([c, d, c, d, c, d, c, d]),
+        },
+    )
+    view = index.view()
+    means = references.clip_mean(view, query, 3)
+    assert [r.title for r in means] == ["same-mean-shuffled", "half-the-sound", "other"]
+    assert means[0].match_start_s == pytest.approx(2 * FRAME_HOP_S)  # the window of frames 0-3, its middle
+    index2 = _reference_shard(
+        tmp_path / "voting",
+        {
+            "aligned": np.stack([c, a, b, a, b, c]),
+            "shuffled": np.stack([b, b, a, a, c, c]),
+            "none": np.stack([-(a + b), -(a + b)]) / np.sqrt(2),
+        },
+    )
+    voted = references.frame_voting(index2.view(), query, 3)
+    assert voted[0].title == "aligned"
+    assert voted[0].match_start_s == pytest.approx((1 + 2) * FRAME_HOP_S)  # offset 1, the query's middle frame 2
+    assert "none" not in [r.title for r in voted]  # opposite frames cast no vote
+
+
+def test_bootstrap_interval_resamples_whole_groups() -> None:
+    """Queries of one source recording move together: the interval over groups is wider than over queries."""
+    values = np.array([1.0] * 10 + [0.0] * 10)
+    grouped = folds.interval(values, ["a"] * 10 + ["b"] * 10)
+    single = folds.interval(values, [str(i) for i in range(20)])
+    assert grouped[0] <= 0.5 <= grouped[1] and single[0] <= 0.5 <= single[1]
+    assert grouped[1] - grouped[0] > single[1] - single[0]
+    assert folds.interval(np.full(6, 0.3), list("abcabc")) == pytest.approx((0.3, 0.3))

@@ -334,8 +334,10 @@ def test_similar_score_compares_a_short_clip_whole_whatever_the_offset() -> None
     # The query overhangs the 6-frame clip at both offsets: its stretch is the whole clip either way.
     near, far = aligned_score(query, clip, 0, NO_CENTRE), aligned_score(query, clip, -4, NO_CENTRE)
     assert near.fit > far.fit
-    assert abs(near.score - far.score) <= matching.FIT_WEIGHT * (near.fit - far.fit) + 1e-6
-    assert near.score == pytest.approx((1 - matching.FIT_WEIGHT) * 1.0 + matching.FIT_WEIGHT * near.fit, abs=0.01)
+    assert abs(near.score - far.score) <= matching.RESCORING.fit_weight * (near.fit - far.fit) + 1e-6
+    assert near.score == pytest.approx(
+        (1 - matching.RESCORING.fit_weight) * 1.0 + matching.RESCORING.fit_weight * near.fit, abs=0.01
+    )
 
 
 def test_short_queries_retrieve_enough_neighbours_to_reach_the_limit() -> None:

@@ -71,19 +71,28 @@ def best_per_clip(clips: np.ndarray, votes: np.ndarray, limit: int) -> np.ndarra
     return best[np.argsort(-votes[best], kind="stable")][: max(limit, 1)]
 
 
-# The best few similar matches' sounds are added to the query before the final scores (query expansion): a
-# query's own recording of a dog, joined by the library's closest dogs, is a steadier picture of "dog".
-EXPANSION = 5
-# Weight of the frame-by-frame fit in a similar match's score (the rest is the cosine of the means): a little
-# keeps the very recording ahead of a look-alike when the landmarks could not vouch for it; more costs
-# similar sounds, which need not match frame by frame (docs/quality.md: ESC-10 clip-level P@10 0.917 at 0.3,
-# 0.927 at 0.05).
-FIT_WEIGHT = 0.05
-# Share of the library's average sound taken out of both sides before a similar match's cosine. YAMNet's
-# embeddings all lean one way (any two sounds have a high cosine); without that common part the sounds' own
-# characters decide (ESC-10: similar-moment timestamped P@10 0.951 -> 0.960, clip-level P@10 0.947 -> 0.950
-# through the system; at 0.25 / 0.75 / 1 the first was 0.958 / 0.960 / 0.958 offline, docs/quality.md).
-CENTRE_WEIGHT = 0.5
+@dataclass(frozen=True)
+class Rescoring:
+    """The constants of a similar match's score, in one place so the evaluation can sweep them (docs/quality.md,
+    "Similar sounds out of sample": each was chosen on some ESC-10 folds and measured on the others)."""
+
+    # The best few matches' sounds are added to the query before the final scores (query expansion); 0: none.
+    expansion: int = 5
+    # Weight of the frame-by-frame fit in the score (the rest is the cosine of the means).
+    fit_weight: float = 0.05
+    # Share of the library's average sound taken out of both sides before the cosine of the means. YAMNet's
+    # embeddings all lean one way (any two sounds have a high cosine); 0: the plain cosine.
+    centre_weight: float = 0.5
+    # A long clip is aligned at its second-best voted offset too and keeps the better.
+    second_offsets: bool = True
+    # Weight of the plain cosine of the means (no centring, no expansion, no fit) in the score: at 1 a similar
+    # match ranks as the clip-mean baseline does, over the clips the votes reached.
+    mean_weight: float = 0.0
+    # Neighbours per query frame on a second look when the first reached too few clips, as a multiple.
+    wider_look: int = 4
+
+
+RESCORING = Rescoring()
 
 
 class Alignments(NamedTuple):
@@ -164,28 +173,36 @@ def audible_mean(frames: np.ndarray) -> np.ndarray:
     return audible.mean(axis=0) if audible.size else np.zeros(frames.shape[1], dtype=np.float32)
 
 
-def centred(means: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Unit vectors of ``means`` less CENTRE_WEIGHT of the library's average sound; a silent (zero) mean stays zero."""
+def centred(means: np.ndarray, centre: np.ndarray, weight: float) -> np.ndarray:
+    """Unit vectors of ``means`` less ``weight`` of the library's average sound; a silent (zero) mean stays zero."""
     keep = means.any(axis=-1, keepdims=True)
-    return np.where(keep, _unit(means - CENTRE_WEIGHT * centre), 0.0)
+    return np.where(keep, _unit(means - weight * centre), 0.0)
 
 
 def scores(
-    aligned: Alignments, query: np.ndarray, centre: np.ndarray, expansion: np.ndarray | None = None
+    aligned: Alignments,
+    query: np.ndarray,
+    centre: np.ndarray,
+    expansion: np.ndarray | None = None,
+    rescoring: Rescoring = RESCORING,
 ) -> np.ndarray:
     """How alike query and clip sound at their alignment; ``expansion`` (a [d] vector) is added to the query.
 
     Mostly the cosine of the query's mean embedding with the mean of the clip's stretch at the offset (audible
     frames, ``centre``: the library's average frame, partly taken out): similar sounds need not match frame by
     frame (someone's own dog barks to its own rhythm). A clip shorter than half the query is scaled down, so a
-    brief sound does not stand for a long query. FIT_WEIGHT of the frame-by-frame fit is mixed in.
+    brief sound does not stand for a long query. ``rescoring.fit_weight`` of the frame-by-frame fit is mixed in.
     """
-    target = centred(audible_mean(query), centre)
+    weight = rescoring.centre_weight
+    target = centred(audible_mean(query), centre, weight)
     if expansion is not None:
         target = target + expansion
-    cosine = centred(aligned.clip_mean, centre) @ _unit(target)
+    cosine = centred(aligned.clip_mean, centre, weight) @ _unit(target)
     coverage = np.minimum(1.0, aligned.span / max(2, query.shape[0] // 2))
-    mixed = (1 - FIT_WEIGHT) * cosine * coverage + FIT_WEIGHT * aligned.fit
+    mixed = (1 - rescoring.fit_weight) * cosine * coverage + rescoring.fit_weight * aligned.fit
+    if rescoring.mean_weight:
+        plain = _unit(aligned.clip_mean) @ _unit(audible_mean(query)) * coverage
+        mixed = (1 - rescoring.mean_weight) * mixed + rescoring.mean_weight * plain
     return np.where(aligned.overlap > 0, mixed, 0.0)
 
 
@@ -220,6 +237,7 @@ def best_matches(
     frames_of: Callable[[int], np.ndarray],
     limit: int,
     centre: np.ndarray,
+    rescoring: Rescoring = RESCORING,
 ) -> list[Match]:
     """The top ``limit`` clips by votes, each aligned at its best offsets to the hop, scored with query expansion.
 
@@ -231,13 +249,16 @@ def best_matches(
         return []
     picked = best_per_clip(clips, votes, limit)
     lengths = np.array([frames_of(int(c)).shape[0] for c in clips[picked]], dtype=np.int64)
-    picked = np.concatenate([picked, second_offsets(clips, offsets, votes, picked, lengths, len(query))])
+    if rescoring.second_offsets:
+        picked = np.concatenate([picked, second_offsets(clips, offsets, votes, picked, lengths, len(query))])
     # Votes are smoothed over one hop; the exact diagonal is whichever of the three lines up best.
     aligned = align(query, frames_of, clips[picked], offsets[picked], slack=1)
-    first = scores(aligned, query, centre)
-    leaders = best_per_clip(clips[picked], first, EXPANSION)
-    leaders = leaders[aligned.overlap[leaders] > 0]
-    final = scores(aligned, query, centre, expansion=centred(aligned.clip_mean[leaders], centre).sum(axis=0))
+    final = scores(aligned, query, centre, rescoring=rescoring)
+    if rescoring.expansion:
+        leaders = best_per_clip(clips[picked], final, rescoring.expansion)
+        leaders = leaders[aligned.overlap[leaders] > 0]
+        expansion = centred(aligned.clip_mean[leaders], centre, rescoring.centre_weight).sum(axis=0)
+        final = scores(aligned, query, centre, expansion=expansion, rescoring=rescoring)
     kept = best_per_clip(clips[picked], final, picked.size)
     return [
         Match(

@@ -16,21 +16,26 @@ from echovids.audio_params import FRAME_HOP_S
 from echovids.labels import label_ids
 from echovids.schemas import MatchKind, SearchResult, ShardAnswer, ShardCandidate
 from echovids.settings import get_settings
-from services.search.matching import aligned_score, best_matches, neighbours_for, vote
+from services.search.matching import RESCORING, Rescoring, aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex
 from services.search.verify import aligned_audio, demote_chance_exact, settle_exact
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
-WIDER_LOOK = 4  # neighbours per query frame on the second look, as a multiple of the first's
 
 
 def search_shard(
-    index: ShardIndex, query_space: str, arrays: dict[str, np.ndarray], limit: int, k: int = 0
+    index: ShardIndex,
+    query_space: str,
+    arrays: dict[str, np.ndarray],
+    limit: int,
+    k: int = 0,
+    rescoring: Rescoring = RESCORING,
 ) -> list[ShardCandidate]:
     """This shard's best clips: exact landmark matches, then embedding matches voted on time offsets.
 
     ``limit`` candidates are re-scored; when the neighbours reach fewer than ``k`` clips and the shard holds
-    more, the search looks once more, further out.
+    more, the search looks once more, further out. ``rescoring``: the similar score's constants (the
+    evaluation sweeps them).
     """
     index.check_space(query_space)
     view = index.view()  # one layout for the whole query, whatever a compaction swaps in meanwhile
@@ -52,9 +57,11 @@ def search_shard(
     if reached < k and view.live_clips() > reached:
         # The neighbours crowded into a few clips (a clock's ticks all sound alike: 2 of the 80 ESC-10
         # similar-moment queries got 9 results of 10 from 26 recordings).
-        rows, sims = view.search(vectors, neighbours * WIDER_LOOK)
+        rows, sims = view.search(vectors, neighbours * rescoring.wider_look)
         clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
-    matches = best_matches(clips, offsets, votes, vectors, view.clip_frames, limit=limit, centre=view.centre)
+    matches = best_matches(
+        clips, offsets, votes, vectors, view.clip_frames, limit=limit, centre=view.centre, rescoring=rescoring
+    )
     candidates = {
         view.clip_ids[mt.clip]: ShardCandidate(
             clip_id=view.clip_ids[mt.clip],
