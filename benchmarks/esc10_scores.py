@@ -41,7 +41,7 @@ def read_esc10(esc10_dir: Path) -> list[tuple[str, str, int]]:
 
 
 def compute(esc10_dir: Path, model_dir: Path) -> ClipScores:
-    from services.embedder.models import YamnetTflite
+    from services.embedder.models.yamnet import YamnetTflite
 
     model = YamnetTflite(model_dir, threads=1)
     rows = read_esc10(esc10_dir)

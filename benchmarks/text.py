@@ -3,7 +3,7 @@
 ``python -m benchmarks.text [--scores /tmp/esc10_scores.npz] [--json out.json]``
 
 YAMNet's per-frame class scores of the 400 clips are computed once (benchmarks/esc10_scores.py) and stored the
-way the index stores them (services/search/class_scores.py: each frame's top classes, 8-bit scores). Each ESC-10
+way the index stores them (echovids/class_scores.py: each frame's top classes, 8-bit scores). Each ESC-10
 class has three descriptions (evaluation/text_queries.json), mapped to class weights by
 echovids.text_classes. Figures:
 
@@ -37,6 +37,7 @@ from typing import Any, get_args
 import numpy as np
 
 from benchmarks import esc10_scores
+from echovids import class_scores
 from echovids.text_classes import (
     DEFAULT_CLASS_TEXT,
     DEFAULT_TEMPERATURE,
@@ -47,14 +48,13 @@ from echovids.text_classes import (
     load_classes,
     sparse_softmax,
 )
-from services.search import class_scores
 
 QUERIES = Path(__file__).resolve().parents[1] / "evaluation" / "text_queries.json"
 DEFAULT_ESC10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
 DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 DEFAULT_ONTOLOGY = Path(__file__).resolve().parents[2] / "shared" / "data" / "audioset_ontology.json"
 K = 10
-DEFAULT_STRETCH = 2
+DEFAULT_STRETCH = class_scores.DEFAULT_STRETCH
 
 GRID_HOW: tuple[ClassText, ...] = get_args(ClassText)
 GRID_TOP = (1, 3, 5, 10, 20)

@@ -20,10 +20,13 @@ class TaskName:
 
     EMBED_QUERY = "echovids.embedder.embed_query"
     EMBED_CLIP = "echovids.embedder.embed_clip"
+    EMBED_TEXT = "echovids.embedder.embed_text"
+    EMBED_CLIP_CLASSES = "echovids.embedder.embed_clip_classes"
     SEARCH_SHARD = "echovids.search.query_shard"
     SEARCH_MERGE = "echovids.search.merge"
     INDEX_CLIP = "echovids.search.index_clip"
     DELETE_CLIP = "echovids.search.delete_clip"
+    INDEX_CLIP_CLASSES = "echovids.search.index_clip_classes"
     COMPACT_SHARD = "echovids.search.compact_shard"
     RECONCILE_LIBRARY = "echovids.search.reconcile_library"
     CHECK_AVAILABILITY = "echovids.availability.check_results"

@@ -1,11 +1,11 @@
-"""Frames' class scores in compact form, and clips ranked by a class mixture (services/search/class_scores.py)."""
+"""Frames' class scores in compact form, and clips ranked by a class mixture (echovids/class_scores.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from services.search import class_scores
+from echovids import class_scores
 
 
 def _scores(frames: int, classes: int = 521, seed: int = 0) -> np.ndarray:
