@@ -3,6 +3,7 @@ its filters, deletes, compaction, restarts and re-indexed clips."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_text_search_finds_the_clip_and_the_moment(tmp_path: Path, library) -> N
     assert found[0].match_start_s == pytest.approx(12 * 0.48)
     assert "class7" in found[0].labels
     assert found[0].score == pytest.approx(0.9, abs=0.06)
-    assert len(found) == 5 and all(a.score >= b.score for a, b in zip(found, found[1:]))
+    assert len(found) == 5 and all(a.score >= b.score for a, b in itertools.pairwise(found))
 
 
 def test_labels_filter_keeps_limit_results_that_hold_a_label_at_their_moment(tmp_path: Path, library) -> None:
