@@ -157,6 +157,12 @@ def get_clips(clip_ids: list[str]) -> dict[str, Clip]:
         return {c.id: c for c in s.scalars(select(Clip).where(Clip.id.in_(clip_ids)))}
 
 
+def clips_with_status(status: ClipStatus) -> list[tuple[str, int]]:
+    """(id, shard) of every clip in this state."""
+    with session() as s:
+        return [(row.id, row.shard) for row in s.execute(select(Clip.id, Clip.shard).where(Clip.status == status))]
+
+
 def clip_ids_where(
     shard: int, source: str | None = None, min_duration_s: float | None = None, max_duration_s: float | None = None
 ) -> set[str]:

@@ -54,13 +54,14 @@ def _fan_out(job_id: str, first: Signature) -> None:
     chain(first, fan_out).apply_async()
 
 
-def submit_class_reindex(clip_id: str, shard: int, data: bytes, store: JobStore | None = None) -> Job:
-    """Re-index one library clip's sound class scores from its stored audio: embed -> write beside its segment."""
+def submit_class_reindex(clip_id: str, shard: int, store: JobStore | None = None) -> Job:
+    """Re-index one library clip's sound class scores: its shard checks it lacks them -> the embedder reads its
+    stored audio (echovids.clip_audio) -> the shard writes them beside its segment."""
     store = store or JobStore()
-    job = store.create(kind="reindex", clip_id=clip_id)
-    store.put_upload(clip_id, data, ttl=get_settings().job_ttl_s)
+    job = store.create(kind="reindex")
     # ``clip``, not ``clip_id``: a failed re-index must not mark a ready clip failed (echovids.tasks.fail_job).
     chain(
+        _sig(TaskName.CHECK_CLIP_CLASSES, queues.shard_queue(shard), clip=clip_id, job_id=job.id, shard=shard),
         _sig(TaskName.EMBED_CLIP_CLASSES, queues.EMBED, clip=clip_id, job_id=job.id),
         _sig(TaskName.INDEX_CLIP_CLASSES, queues.shard_queue(shard), clip=clip_id, job_id=job.id, shard=shard),
     ).apply_async()

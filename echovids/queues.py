@@ -26,6 +26,7 @@ class TaskName:
     SEARCH_MERGE = "echovids.search.merge"
     INDEX_CLIP = "echovids.search.index_clip"
     DELETE_CLIP = "echovids.search.delete_clip"
+    CHECK_CLIP_CLASSES = "echovids.search.check_clip_classes"
     INDEX_CLIP_CLASSES = "echovids.search.index_clip_classes"
     COMPACT_SHARD = "echovids.search.compact_shard"
     RECONCILE_LIBRARY = "echovids.search.reconcile_library"

@@ -10,10 +10,10 @@ import numpy as np
 from celery import Task, shared_task
 from celery.worker.control import inspect_command
 
-from echovids import class_scores, landmarks
+from echovids import class_scores, clip_audio, landmarks
 from echovids.audio import decode_bytes
 from echovids.audio_params import SAMPLE_RATE
-from echovids.errors import EchovidsError, TextSearchUnavailable
+from echovids.errors import EchovidsError, NotFound, TextSearchUnavailable
 from echovids.framing import frame_waveform
 from echovids.jobs import JobStore
 from echovids.queues import TaskName
@@ -167,12 +167,15 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
 
 
 @shared_task(name=TaskName.EMBED_CLIP_CLASSES, **TASK_OPTIONS)
-def embed_clip_classes(self: Task, *, clip: str, job_id: str) -> dict[str, Any]:
+def embed_clip_classes(self: Task, *_previous: Any, clip: str, job_id: str) -> dict[str, Any]:
     """A re-index: the class scores of a clip indexed before segments carried them, from its stored audio."""
     store = JobStore()
     try:
         store.set_status(job_id, JobStatus.embedding)
-        waveform = decode_bytes(store.get_upload(clip), max_seconds=get_settings().max_clip_s)
+        path = clip_audio.find(clip)
+        if path is None:
+            raise NotFound(f"No stored audio for clip {clip!r} (ingested before audio was kept): ingest it again.")
+        waveform = decode_bytes(path.read_bytes(), max_seconds=get_settings().max_clip_s)
         model = get_model()
         embedded = embed_waveform(model, waveform)
         arrays = class_arrays(embedded, model.class_names)
@@ -180,5 +183,5 @@ def embed_clip_classes(self: Task, *, clip: str, job_id: str) -> dict[str, Any]:
             raise TextSearchUnavailable(f"The model {model.space.model!r} gives no sound class scores.")
     except EchovidsError as error:
         fail_job(job_id, error)
-    store.put_arrays(clip, arrays)
+    store.put_arrays(job_id, arrays)  # under the job: its settling drops them
     return {"clip": clip, "frames": len(embedded.vectors)}

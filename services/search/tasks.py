@@ -251,17 +251,27 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
     return {"clip_id": clip_id, "frames": info.n_frames}
 
 
+@shared_task(name=TaskName.CHECK_CLIP_CLASSES, **TASK_OPTIONS)
+def check_clip_classes(self: Task, *, clip: str, job_id: str, shard: int) -> None:
+    """A re-index's first step: a clip that has its class scores (or is not in the shard) ends the chain here."""
+    index = get_index(shard)
+    if clip in index.deleted or not (index.segments / f"{clip}.npz").exists():
+        fail_job(job_id, NotFound(f"Clip {clip!r} is not in shard {shard}."))
+    if index.has_class_scores(clip):
+        JobStore().update(job_id, status=JobStatus.done, progress="had them")
+        raise Ignore()
+
+
 @shared_task(name=TaskName.INDEX_CLIP_CLASSES, **TASK_OPTIONS)
 def index_clip_classes(self: Task, embedded: dict[str, Any], *, clip: str, job_id: str, shard: int) -> bool:
     """A re-index: write the class scores beside a clip's segment (nothing when it has them); safe to run twice."""
     store = JobStore()
     try:
-        written = get_index(shard).write_class_scores(clip, store.get_arrays(clip))
+        written = get_index(shard).write_class_scores(clip, store.get_arrays(job_id))
     except EchovidsError as error:
         fail_job(job_id, error)
     if written:
         _bump(shard)
-    store.drop_blobs(clip)
     store.update(job_id, status=JobStatus.done, progress="class scores written" if written else "had them")
     return written
 
