@@ -254,8 +254,8 @@ def evaluate(
     suite: Annotated[
         list[str] | None,
         typer.Option(
-            help="exact | similar | clips, repeated (default exact and similar). clips needs an Echovids of its own: "
-            "--clips-url"
+            help="exact | similar | clips | text, repeated (default exact and similar). clips and text need an "
+            "Echovids of their own for the 400 single clips: --clips-url"
         ),
     ] = None,
     clips_url: Annotated[

@@ -29,7 +29,7 @@ import numpy as np
 from echovids.audio_params import SAMPLE_RATE
 from echovids.harness import machine_info, wav_bytes, write_wav
 from echovids.schemas import ClipStatus
-from evaluation import degrade, metrics
+from evaluation import degrade, metrics, text_suite
 from evaluation.client import Client, EchovidsClient
 from evaluation.dataset import (
     DEFAULT_ESC10,
@@ -40,7 +40,7 @@ from evaluation.dataset import (
     load_waveform,
 )
 
-SUITES = ("exact", "similar", "clips")
+SUITES = ("exact", "similar", "clips", "text")
 LENGTHS_S = (2.0, 3.0, 5.0)
 OFFSET_TOLERANCE_S = 0.5
 SILENT_PEAK = 10 ** (-50 / 20)  # an excerpt with no sample above -50 dBFS is silence, not a query
@@ -558,7 +558,7 @@ def run(cfg: EvalConfig) -> dict:
         },
         "suites": {},
     }
-    if "exact" in cfg.suites or "similar" in cfg.suites:
+    if {"exact", "similar", "text"} & set(cfg.suites):
         client = _client(cfg, cfg.url, "recordings")
         report["service"] = client.config()
         recordings, left_over = recordings_library(cfg, clips, with_audio=True)
@@ -588,14 +588,22 @@ def run(cfg: EvalConfig) -> dict:
             report["suites"]["exact"] = run_exact(cfg, client, recordings)
         if "similar" in cfg.suites:
             report["suites"]["similar"] = run_similar(cfg, client, recordings, [c for c in clips if c.fold == 1])
+        if "text" in cfg.suites:
+            text = report["suites"].setdefault("text", {})
+            text["recordings"] = text_suite.run_text_recordings(client, recordings, cfg.k, log=cfg.log)
         client.close()
-    if "clips" in cfg.suites:
+    if {"clips", "text"} & set(cfg.suites):
         client = _client(cfg, cfg.clips_url or cfg.url, "clips")
         report.setdefault("service", client.config())
         cfg.log(f"clips library: the {len(clips)} ESC-10 clips at {client.url}")
         report["clips_library"] = ensure_library(client, {c.name: (c.path, [c.label]) for c in clips}, cfg)
-        report["suites"]["clips"] = run_clips(cfg, client, clips)
-        report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
+        if "text" in cfg.suites:
+            text = report["suites"].setdefault("text", {})
+            zero_shot_k = min(cfg.clips_k, client.config().get("max_k", cfg.clips_k))
+            text["clips"] = text_suite.run_text_clips(client, clips, cfg.k, zero_shot_k, log=cfg.log)
+        if "clips" in cfg.suites:
+            report["suites"]["clips"] = run_clips(cfg, client, clips)
+            report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
         client.close()
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     report["machine"]["load_average_at_end"] = machine_info()["load_average"]
@@ -747,4 +755,6 @@ def markdown(report: dict) -> str:
             f"{suites['clips']['summary']['fold1_p@10']:.3f} |",
             "",
         ]
+    if "text" in suites:
+        lines += text_suite.markdown(suites["text"])
     return "\n".join(lines)
