@@ -129,8 +129,12 @@ def bench_latency(
     shards: Annotated[int, typer.Option(min=1)] = 1,
     queries: Annotated[int, typer.Option(min=5)] = 50,
     workdir: Annotated[Path | None, typer.Option(help="keep the library here; a second run reuses it")] = None,
+    text: Annotated[
+        str | None, typer.Option(help='a search by description instead of the 10 s recording: "a dog barking"')
+    ] = None,
 ) -> None:
-    """End-to-end latency of a 10 s query (submit to done) against a large library, availability cached."""
+    """End-to-end latency of a 10 s query, or of a --text query (submit to done), against a large library,
+    availability cached."""
     import dataclasses
     import json
 
@@ -138,7 +142,9 @@ def bench_latency(
     from benchmarks.latency import run
 
     typer.echo(
-        json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries, workdir=workdir)), indent=2)
+        json.dumps(
+            dataclasses.asdict(run(frames=frames, shards=shards, queries=queries, workdir=workdir, text=text)), indent=2
+        )
     )
 
 

@@ -86,6 +86,10 @@ def test_requests_without_exactly_one_query_or_with_bad_text_are_validation_erro
     for answer in (both, neither, empty, too_long, unknown, bad_range):
         assert answer.status_code == 422 and answer.json()["code"] == "validation_error", answer.text
     assert "80" in too_long.json()["message"] and "Not a sound class" in unknown.json()["message"]
+    form = httpx.get(f"{text_stack.url}/openapi.json").json()["paths"]["/v1/searches"]["post"]["requestBody"]
+    fields = next(iter(form["content"].values()))["schema"]["$ref"].rsplit("/", 1)[-1]
+    schema = httpx.get(f"{text_stack.url}/openapi.json").json()["components"]["schemas"][fields]["properties"]
+    assert {"file", "text", "k", "labels", "source", "min_duration_s", "max_duration_s"} <= set(schema)
 
 
 def test_filters_apply_inside_the_search_and_k_results_still_come(text_stack: Stack) -> None:
