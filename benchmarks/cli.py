@@ -132,12 +132,20 @@ def bench_latency(
     text: Annotated[
         str | None, typer.Option(help='a search by description instead of the 10 s recording: "a dog barking"')
     ] = None,
+    shard_only: Annotated[
+        bool, typer.Option(help="with --text: time one shard's text search in this process, no stack")
+    ] = False,
 ) -> None:
     """End-to-end latency of a 10 s query, or of a --text query (submit to done), against a large library,
     availability cached."""
     import dataclasses
     import json
 
+    if shard_only:
+        from benchmarks.latency import text_shard_ms
+
+        typer.echo(json.dumps(text_shard_ms(text or "a dog barking", frames=frames, queries=queries), indent=2))
+        return
     require("latency", STACK_NEEDS)
     from benchmarks.latency import run
 

@@ -200,3 +200,50 @@ def run(
         mean_ms=round(float(ms.mean()), 1),
         stage_p50_ms=stages,
     )
+
+
+def text_shard_ms(text: str, frames: int = 1_000_000, queries: int = 50, seed: int = 0) -> dict[str, float]:
+    """One shard's part of a search by description at ``frames`` frames, in this process (no stack).
+
+    The shard holds class scores laid out as `run` writes them but 8-d vectors (the text path never reads the
+    vectors, and a 1M x 1024 ScaNN build does not fit a small machine); the text is mapped once, as the embedder
+    would, and ``search_text_shard`` is timed.
+    """
+    import statistics
+
+    from services.embedder.tasks import text_arrays, text_mapper
+    from services.search.query import search_text_shard
+    from services.search.shard import ClipData, ShardIndex
+
+    rng = np.random.default_rng(seed)
+    type_classes = rng.integers(0, CLASSES, size=(2048, TYPE_CLASSES))
+    index = ShardIndex(Path(tempfile.mkdtemp(prefix="echovids-text-shard-")), 0)
+    started = time.perf_counter()
+    clips = frames // FRAMES_PER_CLIP
+    for c in range(clips):
+        columns = class_columns(rng, type_classes[rng.integers(0, 2048, size=3)])
+        index._clips[f"bench{c:07d}"] = ClipData(
+            np.ones((FRAMES_PER_CLIP, 8), np.float16),
+            np.zeros(0, np.uint32),
+            np.zeros(0, np.int32),
+            columns["frame_labels"],
+            columns["label_names"],
+            columns["class_ids"],
+            columns["class_levels"],
+        )
+    index._append(list(index._clips))  # the in-memory layout a refresh builds from segments
+    build_s = time.perf_counter() - started
+    arrays, _ = text_arrays(text_mapper(), text)
+    search_text_shard(index, arrays, limit=30)  # the first query merges the postings' tail
+    times = []
+    for _ in range(queries):
+        t0 = time.perf_counter()
+        search_text_shard(index, arrays, limit=30)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "frames": clips * FRAMES_PER_CLIP,
+        "postings": len(index.classes),
+        "build_s": round(build_s, 1),
+        "p50_ms": round(statistics.median(times), 1),
+        "p95_ms": round(float(np.percentile(times, 95)), 1),
+    }

@@ -99,7 +99,8 @@ def test_filters_apply_inside_the_search_and_k_results_still_come(text_stack: St
         animals = text_search_and_wait(client, "animal noises", k=6)
         dogs = text_search_and_wait(client, "animal noises", k=2, filters={"labels": ["Dog"]})
         by_id = text_search_and_wait(client, "animal noises", k=2, filters={"labels": ["/m/0bt9lr"]})
-        short = text_search_and_wait(client, "a dog barking", k=5, filters={"max_duration_s": 6})
+        dog_clips = text_search_and_wait(client, "a dog barking", k=4)
+        short = text_search_and_wait(client, "a dog barking", k=3, filters={"max_duration_s": 6})
         youtube = text_search_and_wait(client, "a dog barking", k=5, filters={"source": "youtube"})
         # The same filter on a search by example: a rooster's crow, yet only clips where a dog is heard.
         query = wav_bytes(decode_file(esc10_files("rooster", 1)[0])[: 3 * SAMPLE_RATE])
@@ -111,7 +112,8 @@ def test_filters_apply_inside_the_search_and_k_results_still_come(text_stack: St
         assert job["status"] == "done" and len(job["results"]) == 2, job
         assert all("Dog" in r["labels"] for r in job["results"]), job["results"]
     assert dogs["filters"]["labels"] == ["Dog"] == by_id["filters"]["labels"]
-    assert len(short["results"]) == 5 and "long_recording" not in titles(short)
+    assert "long_recording" in titles(dog_clips)  # 15 s long: the duration filter has work
+    assert len(short["results"]) == 3 and all("dog_bark" in t for t in titles(short)), titles(short)
     assert youtube["status"] == "done" and youtube["results"] == []
 
 
@@ -122,7 +124,7 @@ def test_a_deleted_clip_is_no_longer_found_by_description(text_stack: Stack) -> 
         assert client.delete(f"/v1/library/{gone['clip_id']}").status_code == 204
         after = text_search_and_wait(client, "clock ticking", k=12)
     assert gone["clip_id"] not in {r["clip_id"] for r in after["results"]}
-    assert len(after["results"]) == 4 * PER_CLASS  # every other clip still scores
+    assert after["results"] and all("clock_tick" in t for t in titles(after)), titles(after)  # the others stay
 
 
 def test_a_library_indexed_before_class_scores_is_reindexed(text_stack: Stack) -> None:
