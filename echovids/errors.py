@@ -105,6 +105,7 @@ ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
         UnsupportedMediaType,
         NotFound,
         SpaceMismatch,
+        TextSearchUnavailable,
         Unauthorized,
         Forbidden,
         ServiceUnavailable,
