@@ -106,8 +106,10 @@ def best_stretches(scores: np.ndarray, offsets: np.ndarray, stretch: int) -> tup
         # Non-empty clips' starts rise strictly, so each reduceat segment is exactly one clip.
         clip_score[filled] = np.maximum.reduceat(windows, offsets[:-1][filled])
         hit = np.flatnonzero((windows == clip_score[owner]) & np.isfinite(windows))
-        clips_hit, first = np.unique(owner[hit], return_index=True)
-        best_start[clips_hit] = frame[hit[first]]
+        # Hits come in row order, so a clip's first hit (its earliest best window) is where the owner changes.
+        hit_owner = owner[hit]
+        first = hit[np.flatnonzero(np.diff(hit_owner, prepend=-1) != 0)]
+        best_start[owner[first]] = frame[first]
     return clip_score, best_start
 
 
