@@ -72,7 +72,7 @@ def run_text_clips(client: Client, clips: list[Clip], k: int, zero_shot_k: int, 
     per_class = {
         label: {
             "p@10": metrics.mean([r["p@10"] for r in records if r["label"] == label]),
-            "zero_shot": float(np.mean(guessed[truth == label] == label)),
+            "zero_shot": metrics.mean(list(guessed[truth == label] == label)),
         }
         for label in classes
     }
@@ -133,6 +133,10 @@ def run_text_recordings(client: Client, recordings: list[Recording], k: int, log
     return {"summary": summary, "records": records}
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def markdown(text: dict) -> list[str]:
     lines = ["## Search by description (text)", ""]
     clips = text.get("clips", {}).get("summary")
@@ -146,7 +150,7 @@ def markdown(text: dict) -> list[str]:
             "",
             "| class | P@10 | zero-shot |",
             "|---|---|---|",
-            *(f"| {label} | {c['p@10']:.3f} | {c['zero_shot']:.3f} |" for label, c in clips["per_class"].items()),
+            *(f"| {label} | {_fmt(c['p@10'])} | {_fmt(c['zero_shot'])} |" for label, c in clips["per_class"].items()),
             "",
         ]
     if recs:
