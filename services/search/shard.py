@@ -7,7 +7,9 @@ On disk, under ``<data dir>/shards/<i>/``:
 - ``tombstones/<clip>``: the clip is deleted; filtered at query time, purged by the next compaction.
 - ``snapshots/v<N>/``: a ScaNN index (``serialize()``) over the clips its ``manifest.json`` lists, in row
   order; a snapshot counts only once its ``COMPLETE`` marker exists, so a half-written one is never loaded.
-New clips form the delta, searched exactly, until a compaction folds them into the next snapshot.
+New clips form the delta, searched exactly, until a compaction folds them into the next snapshot. The landmark
+postings and the class index (services/search/class_index.py) are built in memory from the segments, in the
+layout's row order, and follow every layout (new clips appended, a snapshot swapped in, tombstoned clips masked).
 """
 
 from __future__ import annotations
