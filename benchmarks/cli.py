@@ -129,16 +129,30 @@ def bench_latency(
     shards: Annotated[int, typer.Option(min=1)] = 1,
     queries: Annotated[int, typer.Option(min=5)] = 50,
     workdir: Annotated[Path | None, typer.Option(help="keep the library here; a second run reuses it")] = None,
+    text: Annotated[
+        str | None, typer.Option(help='a search by description instead of the 10 s recording: "a dog barking"')
+    ] = None,
+    shard_only: Annotated[
+        bool, typer.Option(help="with --text: time one shard's text search in this process, no stack")
+    ] = False,
 ) -> None:
-    """End-to-end latency of a 10 s query (submit to done) against a large library, availability cached."""
+    """End-to-end latency of a 10 s query, or of a --text query (submit to done), against a large library,
+    availability cached."""
     import dataclasses
     import json
 
+    if shard_only:
+        from benchmarks.latency import text_shard_ms
+
+        typer.echo(json.dumps(text_shard_ms(text or "a dog barking", frames=frames, queries=queries), indent=2))
+        return
     require("latency", STACK_NEEDS)
     from benchmarks.latency import run
 
     typer.echo(
-        json.dumps(dataclasses.asdict(run(frames=frames, shards=shards, queries=queries, workdir=workdir)), indent=2)
+        json.dumps(
+            dataclasses.asdict(run(frames=frames, shards=shards, queries=queries, workdir=workdir, text=text)), indent=2
+        )
     )
 
 

@@ -1,7 +1,9 @@
 """End-to-end query latency (submit to done, through the HTTP API) against a large synthetic library.
 
 The library is written straight to the data dir (segments, catalog rows, cached availability) and each
-shard is compacted before the stack starts, so the measurement is of queries, not of ingest.
+shard is compacted before the stack starts, so the measurement is of queries, not of ingest. Each frame has
+class scores too (its top 10 of YAMNet's 521 classes, drawn from its sound type's few), so a search by
+description (``text``) reads posting lists as long as a real library's.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import httpx
 import numpy as np
 
 from echovids.audio import SAMPLE_RATE
-from echovids.harness import make_stack, search_and_wait, write_wav
+from echovids.harness import make_stack, search_and_wait, text_search_and_wait, write_wav
 from echovids.vectors import l2_normalise
 
 FRAMES_PER_CLIP = 20  # 10 s clips at a 0.48 s hop
 SPACE = "yamnet:tflite-1:1024"
+CLASSES = 521
+TYPE_CLASSES = 6  # the classes a sound type is mostly heard as
 
 
 @dataclass
@@ -29,6 +33,7 @@ class LatencyReport:
     clips: int
     shards: int
     dim: int
+    query: str  # "10 s recording" or the text searched for
     build_s: float
     queries: int
     p50_ms: float
@@ -58,6 +63,8 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
     rng = np.random.default_rng(seed)
     dim = 1024
     centers = l2_normalise(rng.standard_normal((2048, dim)).astype(np.float32))
+    # Each sound type is heard as a few classes, weighted as YAMNet's sigmoid scores are (one loud, a tail).
+    type_classes = rng.integers(0, CLASSES, size=(2048, TYPE_CLASSES))
     clips = frames // FRAMES_PER_CLIP
     indexes = {i: ShardIndex(data_dir, i) for i in range(shards)}
     rows = []
@@ -65,10 +72,12 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
         clip_id = f"bench{c:07d}"
         shard = catalog.shard_of(clip_id, shards)
         # A clip drifts between a few sound types, as a real recording does.
-        base = clustered_vectors(rng, FRAMES_PER_CLIP, dim, centers[rng.integers(0, 2048, size=3)])
+        types = rng.integers(0, 2048, size=3)
+        base = clustered_vectors(rng, FRAMES_PER_CLIP, dim, centers[types])
         hashes = rng.integers(0, 2**22, size=1900, dtype=np.uint32)
         times = np.sort(rng.integers(0, 625, size=1900)).astype(np.int32)
-        indexes[shard].write_segment(clip_id, {"vectors": base, "hashes": hashes, "times": times}, SPACE)
+        arrays = {"vectors": base, "hashes": hashes, "times": times, **class_columns(rng, type_classes[types])}
+        indexes[shard].write_segment(clip_id, arrays, SPACE)
         rows.append(
             {
                 "id": clip_id,
@@ -93,6 +102,24 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
     return clips
 
 
+def class_columns(rng: np.random.Generator, classes: np.ndarray) -> dict[str, np.ndarray]:
+    """A clip's per-frame compact class scores and labels: each frame hears one of the clip's sound types."""
+    from echovids import class_scores
+
+    scores = rng.uniform(0.0, 0.02, size=(FRAMES_PER_CLIP, CLASSES)).astype(np.float32)
+    heard = classes[rng.integers(0, classes.shape[0], size=FRAMES_PER_CLIP)]
+    rows = np.arange(FRAMES_PER_CLIP)[:, None]
+    scores[rows, heard] = rng.uniform(0.05, 0.9, size=heard.shape) ** 2
+    compact = class_scores.encode(scores)
+    used = np.unique(compact.ids[:, :3])
+    return {
+        "class_ids": compact.ids,
+        "class_levels": compact.levels,
+        "frame_labels": np.searchsorted(used, compact.ids[:, :3]).astype(np.int16),
+        "label_names": np.array([f"class {i}" for i in used]),
+    }
+
+
 def cache_availability(redis_url: str, clips: int) -> None:
     import redis
 
@@ -109,24 +136,31 @@ def query_wav(path: Path, seconds: float = 10.0) -> Path:
     return write_wav(path, 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) + 0.05 * rng.standard_normal(t.size))
 
 
-def one_query(client: httpx.Client, content: bytes) -> tuple[float, dict[str, float]]:
+def one_query(client: httpx.Client, content: bytes, text: str | None = None) -> tuple[float, dict[str, float]]:
     """Submit to settled, through a long poll (answered the moment the job settles: no polling load)."""
     started = time.perf_counter()
-    job = search_and_wait(client, content, "q.wav", timeout_s=600)
+    if text is not None:
+        job = text_search_and_wait(client, text, timeout_s=600)
+    else:
+        job = search_and_wait(client, content, "q.wav", timeout_s=600)
     if job["status"] != "done":
         raise RuntimeError(job.get("error") or f"still {job['status']}")
     return (time.perf_counter() - started) * 1000, job["stage_ms"]
 
 
-def measure(url: str, content: bytes, queries: int, warmup: int = 5) -> list[tuple[float, dict[str, float]]]:
+def measure(
+    url: str, content: bytes, queries: int, warmup: int = 5, text: str | None = None
+) -> list[tuple[float, dict[str, float]]]:
     with httpx.Client(base_url=url, timeout=60) as client:
         for _ in range(warmup):
-            one_query(client, content)
-        return [one_query(client, content) for _ in range(queries)]
+            one_query(client, content, text)
+        return [one_query(client, content, text) for _ in range(queries)]
 
 
-def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Path | None = None) -> LatencyReport:
-    """Build the library, start `echovids serve` on it, time ``queries`` sequential 10 s queries."""
+def run(
+    frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Path | None = None, text: str | None = None
+) -> LatencyReport:
+    """Build the library, start `echovids serve` on it, time ``queries`` sequential 10 s (or ``text``) queries."""
     root = Path(workdir or tempfile.mkdtemp(prefix="echovids-latency-"))
     data_dir = root / "data"
     started = time.perf_counter()
@@ -148,7 +182,7 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
     try:
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         content = query_wav(root / "query.wav").read_bytes()
-        answers = measure(stack.url, content, queries)
+        answers = measure(stack.url, content, queries, text=text)
     finally:
         stack.stop()
     ms = np.array([total for total, _ in answers])
@@ -158,6 +192,7 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
         clips=clips,
         shards=shards,
         dim=1024,
+        query=repr(text) if text is not None else "10 s recording",
         build_s=round(build_s, 1),
         queries=queries,
         p50_ms=round(float(np.percentile(ms, 50)), 1),
@@ -165,3 +200,50 @@ def run(frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Pa
         mean_ms=round(float(ms.mean()), 1),
         stage_p50_ms=stages,
     )
+
+
+def text_shard_ms(text: str, frames: int = 1_000_000, queries: int = 50, seed: int = 0) -> dict[str, float]:
+    """One shard's part of a search by description at ``frames`` frames, in this process (no stack).
+
+    The shard holds class scores laid out as `run` writes them but 8-d vectors (the text path never reads the
+    vectors, and a 1M x 1024 ScaNN build does not fit a small machine); the text is mapped once, as the embedder
+    would, and ``search_text_shard`` is timed.
+    """
+    import statistics
+
+    from services.embedder.tasks import text_arrays, text_mapper
+    from services.search.query import search_text_shard
+    from services.search.shard import ClipData, ShardIndex
+
+    rng = np.random.default_rng(seed)
+    type_classes = rng.integers(0, CLASSES, size=(2048, TYPE_CLASSES))
+    index = ShardIndex(Path(tempfile.mkdtemp(prefix="echovids-text-shard-")), 0)
+    started = time.perf_counter()
+    clips = frames // FRAMES_PER_CLIP
+    for c in range(clips):
+        columns = class_columns(rng, type_classes[rng.integers(0, 2048, size=3)])
+        index._clips[f"bench{c:07d}"] = ClipData(
+            np.ones((FRAMES_PER_CLIP, 8), np.float16),
+            np.zeros(0, np.uint32),
+            np.zeros(0, np.int32),
+            columns["frame_labels"],
+            columns["label_names"],
+            columns["class_ids"],
+            columns["class_levels"],
+        )
+    index._append(list(index._clips))  # the in-memory layout a refresh builds from segments
+    build_s = time.perf_counter() - started
+    arrays, _ = text_arrays(text_mapper(), text)
+    search_text_shard(index, arrays, limit=30)  # the first query merges the postings' tail
+    times = []
+    for _ in range(queries):
+        t0 = time.perf_counter()
+        search_text_shard(index, arrays, limit=30)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "frames": clips * FRAMES_PER_CLIP,
+        "postings": len(index.classes),
+        "build_s": round(build_s, 1),
+        "p50_ms": round(statistics.median(times), 1),
+        "p95_ms": round(float(np.percentile(times, 95)), 1),
+    }

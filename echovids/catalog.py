@@ -157,6 +157,27 @@ def get_clips(clip_ids: list[str]) -> dict[str, Clip]:
         return {c.id: c for c in s.scalars(select(Clip).where(Clip.id.in_(clip_ids)))}
 
 
+def clips_with_status(status: ClipStatus) -> list[tuple[str, int]]:
+    """(id, shard) of every clip in this state."""
+    with session() as s:
+        return [(row.id, row.shard) for row in s.execute(select(Clip.id, Clip.shard).where(Clip.status == status))]
+
+
+def clip_ids_where(
+    shard: int, source: str | None = None, min_duration_s: float | None = None, max_duration_s: float | None = None
+) -> set[str]:
+    """The ids of a shard's clips of this source kind and duration (a search's filters a segment cannot apply)."""
+    query = select(Clip.id).where(Clip.shard == shard)
+    if source is not None:
+        query = query.where(Clip.source_kind == source)
+    if min_duration_s is not None:
+        query = query.where(Clip.duration_s >= min_duration_s)
+    if max_duration_s is not None:
+        query = query.where(Clip.duration_s <= max_duration_s)
+    with session() as s:
+        return set(s.scalars(query))
+
+
 def set_status(clip_id: str, status: ClipStatus) -> None:
     with session() as s:
         clip = s.get(Clip, clip_id)

@@ -1,4 +1,4 @@
-"""The `echovids` command line: serve, worker, ingest, search."""
+"""The `echovids` command line: serve, worker, ingest, search, reindex-classes."""
 
 from __future__ import annotations
 
@@ -145,19 +145,26 @@ def import_audioset(
 
 @app.command()
 def search(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, help="a recording to search with")] = None,
+    text: Annotated[str | None, typer.Option(help='a description instead of a file: "rain on a tin roof"')] = None,
     k: Annotated[
         int | None, typer.Option(min=1, help="results (default ECHOVIDS_DEFAULT_K, at most ECHOVIDS_MAX_K)")
     ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option(help="only results whose matched moment holds this AudioSet class (repeat)")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="only clips from youtube or file")] = None,
+    min_duration: Annotated[float | None, typer.Option(help="only clips at least this many seconds long")] = None,
+    max_duration: Annotated[float | None, typer.Option(help="only clips at most this many seconds long")] = None,
     url: Annotated[str | None, typer.Option(help="gateway URL")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait")] = 60.0,
 ) -> None:
-    """Search the library with a recording, through the HTTP API, and print a table."""
+    """Search the library with a recording or a description, through the HTTP API, and print a table."""
     import httpx
     from rich.console import Console
     from rich.table import Table
 
-    from echovids.harness import LONG_POLL_S, submit_search
+    from echovids.harness import LONG_POLL_S, submit_search, submit_text_search
     from echovids.retry import with_backoff
 
     class Unavailable(Exception):
@@ -172,16 +179,20 @@ def search(
     settings = get_settings()
     if k is not None and k > settings.max_k:
         raise typer.BadParameter(f"--k {k} is above ECHOVIDS_MAX_K ({settings.max_k})")
+    if (file is None) == (text is None):
+        raise typer.BadParameter("give a FILE or --text, one of the two")
+    filters = {"labels": label or [], "source": source, "min_duration_s": min_duration, "max_duration_s": max_duration}
     base = url or f"http://{settings.host}:{settings.port}"
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=base, timeout=30) as client:
         # Without --k the gateway's ECHOVIDS_DEFAULT_K applies; httpx names the type from the file name.
-        answer = with_backoff(
-            lambda: available(submit_search(client, file.read_bytes(), file.name, k, media_type=None)),
-            "search",
-            transient,
-            give_up_s=timeout,
-        )
+        def submit() -> httpx.Response:
+            if file is not None:
+                return submit_search(client, file.read_bytes(), file.name, k, media_type=None, filters=filters)
+            assert text is not None
+            return submit_text_search(client, text, k, filters)
+
+        answer = with_backoff(lambda: available(submit()), "search", transient, give_up_s=timeout)
         if answer.status_code != 202:
             typer.echo(f"error {answer.status_code}: {answer.json().get('message')}", err=True)
             raise typer.Exit(1)
@@ -201,12 +212,15 @@ def search(
         message = (job.get("error") or {}).get("message", f"still {job['status']} after {timeout:g} s")
         typer.echo(f"search failed: {message}", err=True)
         raise typer.Exit(1)
-    table = Table(title=f"{len(job['results'])} results for {file.name}")
+    if job.get("text_classes"):
+        read_as = ", ".join(f"{c['name']} {c['weight']:.2f}" for c in job["text_classes"][:5])
+        typer.echo(f"read as: {read_as}")
+    table = Table(title=f"{len(job['results'])} results for {file.name if file else repr(text)}")
     for column in ("#", "title", "at", "match", "score", "labels", "source"):
         table.add_column(column)
     for i, r in enumerate(job["results"], 1):
         minutes, seconds = divmod(r["match_start_s"], 60)
-        source = r["source"].get("url") or r["source"].get("file_name") or ""
+        source_text = r["source"].get("url") or r["source"].get("file_name") or ""
         table.add_row(
             str(i),
             r["title"],
@@ -214,9 +228,44 @@ def search(
             r["match"],
             f"{r['score']:.3f}",
             ", ".join(r["labels"][:3]),
-            source,
+            source_text,
         )
     Console().print(table)
+
+
+@app.command("reindex-classes")
+def reindex_classes(
+    wait: Annotated[float, typer.Option(help="seconds to wait for the re-index to finish (0: just queue it)")] = 600.0,
+) -> None:
+    """Give a library indexed before search by description its sound class scores, from each clip's stored audio.
+
+    Runs on the services (`echovids serve` or the containers): each ready clip's shard checks whether it has its
+    scores, and only those without are embedded again. Safe to run again.
+    """
+    from echovids import catalog
+    from echovids.jobs import SETTLED, JobStore
+    from echovids.pipeline import submit_class_reindex
+    from echovids.schemas import ClipStatus
+
+    clips = catalog.clips_with_status(ClipStatus.ready)
+    store = JobStore()
+    jobs = [submit_class_reindex(clip_id, shard, store).id for clip_id, shard in clips]
+    typer.echo(f"queued {len(jobs)} clips")
+    deadline = time.monotonic() + wait
+    outcome: dict[str, int] = {}
+    while wait > 0:
+        records = [store.get(job_id) for job_id in jobs]
+        if all(r.status in SETTLED for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if wait <= 0:
+        return
+    for r in records:
+        key = r.error.code if r.error else (r.progress or r.status.value)
+        outcome[key] = outcome.get(key, 0) + 1
+    typer.echo(", ".join(f"{n} {what}" for what, n in sorted(outcome.items())) or "nothing to do")
+    if any(r.status not in SETTLED for r in records) or any(r.error for r in records):
+        raise typer.Exit(1)
 
 
 @app.command("eval")
@@ -228,8 +277,8 @@ def evaluate(
     suite: Annotated[
         list[str] | None,
         typer.Option(
-            help="exact | similar | clips, repeated (default exact and similar). clips needs an Echovids of its own: "
-            "--clips-url"
+            help="exact | similar | clips | text, repeated (default exact and similar). clips and text need an "
+            "Echovids of their own for the 400 single clips: --clips-url"
         ),
     ] = None,
     clips_url: Annotated[

@@ -73,6 +73,13 @@ class Forbidden(EchovidsError):
     status = 403
 
 
+class TextSearchUnavailable(EchovidsError):
+    """The library has no class scores to search by description (a VGGish library, or one not re-indexed)."""
+
+    status = 409
+    code = "text_search_unavailable"
+
+
 class ServiceUnavailable(EchovidsError):
     code = "service_unavailable"
     status = 503
@@ -123,6 +130,7 @@ ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
         UnsupportedMediaType,
         NotFound,
         SpaceMismatch,
+        TextSearchUnavailable,
         Unauthorized,
         Forbidden,
         ServiceUnavailable,

@@ -117,12 +117,29 @@ def submit_search(
     file_name: str,
     k: int | None = None,
     media_type: str | None = "application/octet-stream",
+    filters: dict[str, Any] | None = None,
 ) -> httpx.Response:
     """POST /v1/searches (202 + Location when accepted); without ``k`` the gateway's default applies, without
-    ``media_type`` httpx names the type from the file name."""
-    fields = {"k": str(k)} if k is not None else {}
+    ``media_type`` httpx names the type from the file name. ``filters``: form fields (labels, source, ...)."""
     upload = (file_name, content) if media_type is None else (file_name, content, media_type)
-    return client.post("/v1/searches", files={"file": upload}, data=fields)  # the client's own timeout
+    # the client's own timeout
+    return client.post("/v1/searches", files={"file": upload}, data=_search_fields(k, filters))
+
+
+def submit_text_search(
+    client: httpx.Client, text: str, k: int | None = None, filters: dict[str, Any] | None = None
+) -> httpx.Response:
+    """POST /v1/searches with a description (a plain form: no file)."""
+    fields = {**_search_fields(k, filters), "text": text}
+    return client.post("/v1/searches", data=fields)
+
+
+def _search_fields(k: int | None, filters: dict[str, Any] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"k": str(k)} if k is not None else {}
+    for name, value in (filters or {}).items():
+        if value is not None and value != []:
+            fields[name] = [str(v) for v in value] if isinstance(value, list) else str(value)
+    return fields
 
 
 def wait_for_job(
@@ -145,6 +162,20 @@ def wait_for_job(
             return job
         if not long_poll:
             time.sleep(poll_s)
+
+
+def text_search_and_wait(
+    client: httpx.Client,
+    text: str,
+    k: int | None = None,
+    timeout_s: float = 60.0,
+    filters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Submit a search by description and wait for its job; raises if it is not accepted."""
+    answer = submit_text_search(client, text, k, filters)
+    if answer.status_code != 202:
+        raise RuntimeError(f"search refused: {answer.status_code} {answer.text[:300]}")
+    return wait_for_job(client, answer.headers["Location"], timeout_s)
 
 
 def search_and_wait(

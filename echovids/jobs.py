@@ -152,9 +152,18 @@ class JobStore:
         self.ttl = get_settings().job_ttl_s
         self._update = self.redis.register_script(_UPDATE)
 
-    def _new(self, kind: str, k: int | None, clip_id: str | None) -> tuple[Job, redis.client.Pipeline]:
+    def _new(self, kind: str, k: int | None, clip_id: str | None, **fields: Any) -> tuple[Job, redis.client.Pipeline]:
         now = _now()
-        job = Job(id=new_id(), kind=kind, status=JobStatus.queued, created_at=now, updated_at=now, k=k, clip_id=clip_id)
+        job = Job(
+            id=new_id(),
+            kind=kind,
+            status=JobStatus.queued,
+            created_at=now,
+            updated_at=now,
+            k=k,
+            clip_id=clip_id,
+            **fields,
+        )
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(_job_key(job.id), mapping=_encoded(job.model_dump(exclude={"stage_ms"})))  # type: ignore[arg-type]
         pipe.expire(_job_key(job.id), self.ttl)
@@ -165,10 +174,12 @@ class JobStore:
         pipe.execute()
         return job
 
-    def create_search(self, k: int, upload: bytes, wait_s: float) -> Job:
-        """A search's job, its upload and its deadline (``wait_s`` from now at the earliest), in one round trip."""
-        job, pipe = self._new("search", k, None)
-        pipe.set(upload_key(job.id), upload, ex=get_settings().upload_ttl_s)
+    def create_search(self, k: int, upload: bytes | None, wait_s: float, **fields: Any) -> Job:
+        """A search's job, its upload (none for a text) and its deadline (``wait_s`` from now at the earliest),
+        in one round trip; ``fields``: more of the record (``text``, ``filters``)."""
+        job, pipe = self._new("search", k, None, **fields)
+        if upload is not None:
+            pipe.set(upload_key(job.id), upload, ex=get_settings().upload_ttl_s)
         pipe.zadd(DEADLINES, {job.id: time.time() + wait_s})
         pipe.execute()
         return job

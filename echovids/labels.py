@@ -35,6 +35,14 @@ def _ids_by_name(path: Path) -> dict[str, str]:
     return {name: label_id for label_id, name in _ontology(path).items()}
 
 
+def resolve_label(label: str) -> str | None:
+    """An AudioSet class given by name or ontology id, as its name (what results and segments show); None if none."""
+    names = label_names()
+    if label in names:
+        return names[label]
+    return label if label in _ids_by_name(get_settings().ontology_path) else None
+
+
 def label_ids(labels: list[str]) -> list[str]:
     """The AudioSet ontology ids of those labels that name (or are) an AudioSet class; others are left out."""
     ids = _ids_by_name(get_settings().ontology_path)

@@ -12,7 +12,7 @@ from echovids import catalog, clip_audio, queues
 from echovids.celery_app import get_celery
 from echovids.jobs import JobStore, new_id
 from echovids.queues import TaskName
-from echovids.schemas import ClipStatus, Job
+from echovids.schemas import ClipStatus, Job, SearchFilters
 from echovids.settings import get_settings
 
 
@@ -20,21 +20,51 @@ def _sig(name: str, queue: str, **kwargs: object) -> Signature:
     return get_celery().signature(name, kwargs=kwargs, queue=queue)
 
 
-def submit_search(data: bytes, k: int, store: JobStore | None = None) -> Job:
+def submit_search(data: bytes, k: int, store: JobStore | None = None, filters: SearchFilters | None = None) -> Job:
     """Store the job, its upload and its deadline, enqueue embed -> one task per shard -> merge -> availability.
 
     The last shard to answer merges. Should a shard never answer, the search worker's deadline sweep
     (services/search/deadlines.py) ends the query with a partial result. No task waits on another.
     """
-    settings = get_settings()
     store = store or JobStore()
+    job = store.create_search(k, data, wait_s=get_settings().search_timeout_s, filters=filters)
+    _fan_out(job.id, _sig(TaskName.EMBED_QUERY, queues.EMBED, job_id=job.id, k=k, filters=_dumped(filters)))
+    return job
+
+
+def submit_text_search(text: str, k: int, store: JobStore | None = None, filters: SearchFilters | None = None) -> Job:
+    """A search by description: the embedder reads the text as sound classes, then the same fan-out and merge."""
+    store = store or JobStore()
+    job = store.create_search(k, None, wait_s=get_settings().search_timeout_s, text=text, filters=filters)
+    _fan_out(job.id, _sig(TaskName.EMBED_TEXT, queues.EMBED, job_id=job.id, k=k, text=text, filters=_dumped(filters)))
+    return job
+
+
+def _dumped(filters: SearchFilters | None) -> dict[str, object] | None:
+    return filters.model_dump() if filters is not None else None
+
+
+def _fan_out(job_id: str, first: Signature) -> None:
+    settings = get_settings()
     timeout = settings.search_timeout_s
-    job = store.create_search(k, data, wait_s=timeout)
     fan_out = group(
-        _sig(TaskName.SEARCH_SHARD, queues.shard_queue(i), job_id=job.id, shard=i).set(expires=timeout)
+        _sig(TaskName.SEARCH_SHARD, queues.shard_queue(i), job_id=job_id, shard=i).set(expires=timeout)
         for i in range(settings.search_shards)
     )
-    chain(_sig(TaskName.EMBED_QUERY, queues.EMBED, job_id=job.id, k=k), fan_out).apply_async()
+    chain(first, fan_out).apply_async()
+
+
+def submit_class_reindex(clip_id: str, shard: int, store: JobStore | None = None) -> Job:
+    """Re-index one library clip's sound class scores: its shard checks it lacks them -> the embedder reads its
+    stored audio (echovids.clip_audio) -> the shard writes them beside its segment."""
+    store = store or JobStore()
+    job = store.create(kind="reindex")
+    # ``clip``, not ``clip_id``: a failed re-index must not mark a ready clip failed (echovids.tasks.fail_job).
+    chain(
+        _sig(TaskName.CHECK_CLIP_CLASSES, queues.shard_queue(shard), clip=clip_id, job_id=job.id, shard=shard),
+        _sig(TaskName.EMBED_CLIP_CLASSES, queues.EMBED, clip=clip_id, job_id=job.id),
+        _sig(TaskName.INDEX_CLIP_CLASSES, queues.shard_queue(shard), clip=clip_id, job_id=job.id, shard=shard),
+    ).apply_async()
     return job
 
 

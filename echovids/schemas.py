@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -56,13 +57,39 @@ class SearchResult(BaseModel):
     )
     score: float = Field(
         description="How alike the query and the clip sound at the matched moment, in [-1, 1]: mostly the "
-        "cosine similarity of their mean embeddings there, partly the frame-by-frame fit. Results are "
-        "ordered exact matches first (this very recording), then by score."
+        "cosine similarity of their mean embeddings there, partly the frame-by-frame fit. For a search by "
+        "text, in [0, 1]: the matched stretch's class scores weighted by the text's classes (text_classes). "
+        "Results are ordered exact matches first (this very recording), then by score."
     )
     match: MatchKind = MatchKind.similar
     labels: list[str] = Field(default=[], description="AudioSet class names of what the matched moment holds")
     label_ids: list[str] = Field(default=[], description="The same classes as AudioSet ontology ids (/m/...)")
     available: bool | None = None
+
+
+class SearchFilters(BaseModel):
+    """What a result must be, applied inside each shard's search (so k results still come back)."""
+
+    labels: list[str] = Field(
+        default=[],
+        description="AudioSet class names (as labels shows them); a result's matched moment holds one of them",
+    )
+    source: Literal["youtube", "file"] | None = None
+    min_duration_s: float | None = Field(default=None, ge=0)
+    max_duration_s: float | None = Field(default=None, ge=0)
+
+    @property
+    def by_clip(self) -> bool:
+        """Whether a filter needs the catalog (what a segment does not know: source, duration)."""
+        return self.source is not None or self.min_duration_s is not None or self.max_duration_s is not None
+
+
+class TextClass(BaseModel):
+    """One AudioSet class a description was read as, with its share of the description."""
+
+    id: str = Field(description="AudioSet ontology id (/m/...)")
+    name: str
+    weight: float = Field(description="The class's weight in the description's mixture (they sum to 1)")
 
 
 class Job(BaseModel):
@@ -78,6 +105,11 @@ class Job(BaseModel):
     missing_shards: list[int] = []
     error: ErrorBody | None = None
     clip_id: str | None = None
+    text: str | None = Field(default=None, description="A search by description: the text searched for")
+    text_classes: list[TextClass] | None = Field(
+        default=None, description="How the text was read: the AudioSet classes it was mapped to, heaviest first"
+    )
+    filters: SearchFilters | None = None
     stage_ms: dict[str, float] = Field(
         default={}, description="Milliseconds from submission to the start of each stage (and to done)"
     )
@@ -99,9 +131,11 @@ class QueryEmbedded(BaseModel):
     """What the embedder hands to the search fan-out (the vectors themselves stay in Redis)."""
 
     job_id: str
-    space: EmbeddingSpace
+    space: EmbeddingSpace | None = Field(default=None, description="None for a text query (class weights)")
     n_frames: int
     k: int
+    text: bool = False
+    filters: SearchFilters | None = None
 
 
 class ShardCandidate(BaseModel):

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     max_query_s: float = Field(default=60.0, gt=0)
     max_clip_s: float = Field(default=4 * 3600.0, gt=0)
     default_k: int = Field(default=10, ge=1)
+    # The longest description a search by text accepts (characters).
+    max_text_chars: int = Field(default=500, ge=1)
     # The largest k a search accepts (the API, the CLI); /v1/config reports it to the web page.
     max_k: int = Field(default=100, ge=1)
 

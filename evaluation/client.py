@@ -7,13 +7,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 
-from echovids.harness import submit_search, wait_for_job
+from echovids.harness import submit_search, submit_text_search, wait_for_job
 from echovids.schemas import ClipStatus
 
 BATCH = 16  # files per POST /v1/library
@@ -25,6 +25,7 @@ class SearchAnswer:
     results: list[dict]
     latency_s: float  # submit to done, as the client sees it
     error: str | None = None
+    text_classes: list[dict] = field(default_factory=list)  # a search by description: how the text was read
 
 
 class Client(Protocol):
@@ -38,6 +39,7 @@ class Client(Protocol):
     def add(self, files: list[tuple[Path, str, list[str]]], log=print) -> list[str]: ...
     def delete(self, clip_id: str) -> None: ...
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer: ...
+    def text_search(self, text: str, k: int) -> SearchAnswer: ...
 
 
 class EchovidsClient:
@@ -169,7 +171,14 @@ class EchovidsClient:
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
         """POST /v1/searches and poll until done; latency from just before the upload to the poll that saw done."""
         started = time.perf_counter()
-        answer = submit_search(self.http, data, file_name, k)
+        return self._answer(submit_search(self.http, data, file_name, k), started)
+
+    def text_search(self, text: str, k: int) -> SearchAnswer:
+        """POST /v1/searches with a description and poll until done, timed like ``search``."""
+        started = time.perf_counter()
+        return self._answer(submit_text_search(self.http, text, k), started)
+
+    def _answer(self, answer: httpx.Response, started: float) -> SearchAnswer:
         if answer.status_code != 202:
             return SearchAnswer(
                 "rejected", [], time.perf_counter() - started, f"{answer.status_code}: {answer.text[:200]}"
@@ -180,5 +189,5 @@ class EchovidsClient:
         latency = time.perf_counter() - started
         if job["status"] in ("done", "failed"):
             error = (job.get("error") or {}).get("message") if job["status"] == "failed" else None
-            return SearchAnswer(job["status"], job.get("results") or [], latency, error)
+            return SearchAnswer(job["status"], job.get("results") or [], latency, error, job.get("text_classes") or [])
         return SearchAnswer("timeout", [], latency, f"still {job['status']}")

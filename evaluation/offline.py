@@ -91,3 +91,26 @@ class OfflineClient:
             if c.clip_id in self.paths
         ]
         return SearchAnswer("done", results[:k], time.perf_counter() - started)
+
+    def text_search(self, text: str, k: int) -> SearchAnswer:
+        from echovids.errors import EchovidsError
+        from services.embedder.tasks import text_arrays, text_mapper
+        from services.search.query import rank_answers, search_text_shard
+
+        started = time.perf_counter()
+        try:
+            arrays, classes = text_arrays(text_mapper(), text)
+            ranked = rank_answers(search_text_shard(self.index, arrays, limit=k * 3), k, lambda: None)
+        except EchovidsError as error:
+            return SearchAnswer("failed", [], time.perf_counter() - started, error.message)
+        results = [
+            {
+                "title": c.clip_id,
+                "match_start_s": round(c.match_start_s, 3),
+                "score": round(c.score, 4),
+                "match": "similar",
+            }
+            for c in ranked
+            if c.clip_id in self.paths
+        ]
+        return SearchAnswer("done", results[:k], time.perf_counter() - started, None, [c.model_dump() for c in classes])

@@ -29,7 +29,7 @@ import numpy as np
 from echovids.audio_params import SAMPLE_RATE
 from echovids.harness import machine_info, wav_bytes, write_wav
 from echovids.schemas import ClipStatus
-from evaluation import degrade, metrics
+from evaluation import degrade, metrics, text_suite
 from evaluation.client import Client, EchovidsClient
 from evaluation.dataset import (
     DEFAULT_ESC10,
@@ -41,7 +41,7 @@ from evaluation.dataset import (
 )
 from evaluation.references import REFERENCES, Side
 
-SUITES = ("exact", "similar", "clips", "folds")
+SUITES = ("exact", "similar", "clips", "folds", "text")
 LENGTHS_S = (2.0, 3.0, 5.0)
 OFFSET_TOLERANCE_S = 0.5
 SILENT_PEAK = 10 ** (-50 / 20)  # an excerpt with no sample above -50 dBFS is silence, not a query
@@ -603,7 +603,7 @@ def run(cfg: EvalConfig) -> dict:
         },
         "suites": {},
     }
-    if "exact" in cfg.suites or "similar" in cfg.suites:
+    if {"exact", "similar", "text"} & set(cfg.suites):
         client = _client(cfg, cfg.url, "recordings")
         report["service"] = client.config()
         recordings, left_over = recordings_library(cfg, clips, with_audio=True)
@@ -635,15 +635,23 @@ def run(cfg: EvalConfig) -> dict:
             side = Side.beside(client, {t: p for t, (p, _) in wanted.items()}, cfg.out / "references" / "recordings")
             fold1 = [c for c in clips if c.fold == 1]
             report["suites"]["similar"] = run_similar(cfg, client, recordings, fold1, side)
+        if "text" in cfg.suites:
+            text = report["suites"].setdefault("text", {})
+            text["recordings"] = text_suite.run_text_recordings(client, recordings, cfg.k, log=cfg.log)
         client.close()
-    if "clips" in cfg.suites:
+    if {"clips", "text"} & set(cfg.suites):
         client = _client(cfg, cfg.clips_url or cfg.url, "clips")
         report.setdefault("service", client.config())
         cfg.log(f"clips library: the {len(clips)} ESC-10 clips at {client.url}")
         report["clips_library"] = ensure_library(client, {c.name: (c.path, [c.label]) for c in clips}, cfg)
-        side = Side.beside(client, {c.name: c.path for c in clips}, cfg.out / "references" / "clips")
-        report["suites"]["clips"] = run_clips(cfg, client, clips, side)
-        report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
+        if "text" in cfg.suites:
+            text = report["suites"].setdefault("text", {})
+            zero_shot_k = min(cfg.clips_k, client.config().get("max_k", cfg.clips_k))
+            text["clips"] = text_suite.run_text_clips(client, clips, cfg.k, zero_shot_k, log=cfg.log)
+        if "clips" in cfg.suites:
+            side = Side.beside(client, {c.name: c.path for c in clips}, cfg.out / "references" / "clips")
+            report["suites"]["clips"] = run_clips(cfg, client, clips, side)
+            report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
         client.close()
     if "folds" in cfg.suites:
         from evaluation import folds
@@ -812,6 +820,8 @@ def markdown(report: dict) -> str:
         ]
     if "folds" in suites:
         lines += folds_markdown(suites["folds"])
+    if "text" in suites:
+        lines += text_suite.markdown(suites["text"])
     return "\n".join(lines)
 
 

@@ -254,3 +254,38 @@ def test_bootstrap_interval_resamples_whole_groups() -> None:
     assert grouped[0] <= 0.5 <= grouped[1] and single[0] <= 0.5 <= single[1]
     assert grouped[1] - grouped[0] > single[1] - single[0]
     assert folds.interval(np.full(6, 0.3), list("abcabc")) == pytest.approx((0.3, 0.3))
+
+
+def test_the_text_suite_offline_scores_descriptions_by_class(env: Path, tmp_path: Path) -> None:
+    """The text suite's two halves on a tiny library in this process: right class first, right moment."""
+    from echovids.harness import write_wav
+    from evaluation.dataset import Recording, Segment
+    from evaluation.offline import OfflineClient
+    from evaluation.text_suite import load_descriptions, run_text_clips, run_text_recordings
+
+    descriptions = load_descriptions()
+    assert len(descriptions) == 10 and all(len(texts) == 3 for texts in descriptions.values())
+    clips = [
+        *[c for c in load_clips() if c.label == "dog_bark"][:2],
+        *[c for c in load_clips() if c.label == "rain"][:2],
+    ]
+    client = OfflineClient(tmp_path / "clips")
+    assert client.add([(c.path, c.name, [c.label]) for c in clips]) == []
+    answer = client.text_search("a dog barking", 2)
+    assert (
+        answer.status == "done"
+        and answer.text_classes
+        and {r["title"] for r in answer.results} == {c.name for c in clips if c.label == "dog_bark"}
+    )
+    report = run_text_clips(client, clips, k=2, zero_shot_k=4, log=lambda _: None)
+    assert report["summary"]["per_class"]["dog_bark"]["p@10"] is not None
+    assert report["summary"]["descriptions"] == 30
+    # A recording: 4 s of quiet, then a dog's bark: a hit is a moment inside the bark, +-0.5 s.
+    bark = decode_bytes(clips[0].path.read_bytes())[: 4 * SR]
+    quiet = np.zeros(4 * SR, dtype=np.float32)
+    path = write_wav(tmp_path / "rec.wav", np.concatenate([quiet + 1e-3, bark]))
+    recordings = OfflineClient(tmp_path / "recordings")
+    assert recordings.add([(path, "rec", [])]) == []
+    rec = Recording("rec", [Segment(0.0, 4.0, "-", "silence"), Segment(4.0, 8.0, clips[0].name, "dog_bark")])
+    summary = run_text_recordings(recordings, [rec], k=1, log=lambda _: None)["summary"]
+    assert summary["per_class"]["dog_bark"] == 1.0

@@ -226,6 +226,28 @@ def test_upload_finds_the_clip_and_starts_the_player_at_the_match(page, tmp_path
     shot(page, "upload-results")
 
 
+def test_a_description_typed_and_entered_finds_timestamped_results(page) -> None:  # type: ignore[no-untyped-def]
+    box = page.locator("#text-query")
+    assert box.get_attribute("maxlength") == str(page.evaluate("window.echovids.config.max_text_chars"))
+    box.focus()
+    page.keyboard.press("Enter")  # nothing typed: a message, and no request
+    assert page.locator("#search-error").is_visible() and page.locator("#status-card").is_hidden()
+    box.fill("a high pitched beeping tone")
+    page.keyboard.press("Enter")  # Enter submits: no mouse needed
+    first = page.locator("#results li.result").first
+    first.wait_for(timeout=WAIT_MS)
+    job = last_job(page)
+    assert job["text"] == "a high pitched beeping tone" and job["text_classes"], job
+    assert job["results"] and all(0 < r["score"] <= 1 and r["match_start_s"] >= 0 for r in job["results"]), job
+    top = job["results"][0]
+    assert first.get_attribute("data-title") == top["title"]
+    assert float(first.get_attribute("data-start")) == pytest.approx(top["match_start_s"])
+    assert page.locator("#text-classes").inner_text().startswith("Heard as: " + job["text_classes"][0]["name"])
+    assert page.locator("#query-audio").is_hidden()
+    assert "Done" in page.locator("#search-status").inner_text()
+    shot(page, "text-results")
+
+
 def test_record_through_the_fake_microphone(page) -> None:  # type: ignore[no-untyped-def]
     posted: list[bytes] = []
     page.on("request", lambda r: posted.append(r.post_data_buffer or b"") if r.method == "POST" else None)
@@ -285,6 +307,7 @@ def test_every_api_error_code_has_its_own_message(page) -> None:  # type: ignore
         "not_found",
         "method_not_allowed",
         "embedding_space_mismatch",
+        "text_search_unavailable",
         "unauthorized",
         "forbidden",
         "service_unavailable",

@@ -1,4 +1,4 @@
-"""Embedder tasks: decode, frame and embed a query or a library clip."""
+"""Embedder tasks: decode, frame and embed a query or a library clip; read a text query as sound classes."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import numpy as np
 from celery import Task, shared_task
 from celery.worker.control import inspect_command
 
-from echovids import landmarks
+from echovids import class_scores, clip_audio, landmarks
 from echovids.audio import decode_bytes
 from echovids.audio_params import SAMPLE_RATE
-from echovids.errors import EchovidsError
+from echovids.errors import EchovidsError, NotFound, TextSearchUnavailable
 from echovids.framing import frame_waveform
 from echovids.jobs import JobStore
 from echovids.queues import TaskName
-from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded
+from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded, SearchFilters, TextClass
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
+from echovids.text_classes import ClassMapper, default_mapper
 from services.embedder.base import AudioModel, Embedded
 from services.embedder.factory import get_model, model_loaded
 from services.embedder.labels import frame_labels, top_labels
@@ -63,12 +64,46 @@ def clip_arrays(model: AudioModel, waveform: np.ndarray) -> tuple[dict[str, np.n
     marks = landmarks.extract(waveform)
     vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
     arrays = {"vectors": vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
-    arrays.update(frame_labels(embedded.scores, model.class_names))
+    arrays.update(class_arrays(embedded, model.class_names))
     return arrays, embedded
 
 
+def class_arrays(embedded: Embedded, class_names: list[str]) -> dict[str, np.ndarray]:
+    """Per-frame labels and compact class scores (search by description), when the model has scores (YAMNet)."""
+    if embedded.scores is None or embedded.scores.size == 0:
+        return {}
+    compact = class_scores.encode(embedded.scores)
+    return {
+        **frame_labels(embedded.scores, class_names),
+        "class_ids": compact.ids,
+        "class_levels": compact.levels,
+    }
+
+
+def text_mapper() -> ClassMapper:
+    """This process's text-to-class mapper (built on its first text query: ~2 s, then ~2 ms a text)."""
+    settings = get_settings()
+    class_map = settings.model_dir / "yamnet_class_map.csv"
+    if not class_map.is_file() or not settings.ontology_path.is_file():
+        raise TextSearchUnavailable(
+            f"Search by description needs YAMNet's class map ({class_map}) and the AudioSet ontology "
+            f"({settings.ontology_path})."
+        )
+    return default_mapper(class_map, settings.ontology_path)
+
+
+def text_arrays(mapper: ClassMapper, text: str) -> tuple[dict[str, np.ndarray], list[TextClass]]:
+    """A description as the shards search it (class ids and weights), and as the job record shows it."""
+    weights = mapper.map(text)
+    arrays: dict[str, np.ndarray] = {
+        "class_ids": np.array([w.index for w in weights], dtype=np.uint16),
+        "class_weights": np.array([w.weight for w in weights], dtype=np.float32),
+    }
+    return arrays, [TextClass(id=w.mid, name=w.name, weight=round(w.weight, 4)) for w in weights]
+
+
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
-def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
+def embed_query(self: Task, *, job_id: str, k: int, filters: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed an uploaded query and take its landmarks; both go to Redis for the search fan-out."""
     store = JobStore()
     try:
@@ -80,7 +115,33 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
         fail_job(job_id, error)
     store.put_arrays(job_id, arrays, audio=waveform)  # the merge settles exact matches against it
     store.set_status(job_id, JobStatus.searching)
-    return QueryEmbedded(job_id=job_id, space=model.space, n_frames=len(arrays["vectors"]), k=k).model_dump()
+    return QueryEmbedded(
+        job_id=job_id,
+        space=model.space,
+        n_frames=len(arrays["vectors"]),
+        k=k,
+        filters=SearchFilters.model_validate(filters) if filters else None,
+    ).model_dump()
+
+
+@shared_task(name=TaskName.EMBED_TEXT, **TASK_OPTIONS)
+def embed_text(self: Task, *, job_id: str, k: int, text: str, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a description as AudioSet classes with weights; they go to Redis for the search fan-out."""
+    store = JobStore()
+    try:
+        store.set_status(job_id, JobStatus.embedding)
+        arrays, classes = text_arrays(text_mapper(), text)
+    except EchovidsError as error:
+        fail_job(job_id, error)
+    store.put_arrays(job_id, arrays)
+    store.update(job_id, status=JobStatus.searching, text_classes=classes)
+    return QueryEmbedded(
+        job_id=job_id,
+        n_frames=0,
+        k=k,
+        text=True,
+        filters=SearchFilters.model_validate(filters) if filters else None,
+    ).model_dump()
 
 
 @shared_task(name=TaskName.EMBED_CLIP, **TASK_OPTIONS)
@@ -103,3 +164,24 @@ def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
         content_hash=hashlib.sha256(np.ascontiguousarray(waveform).data).hexdigest(),
         labels=top_labels(embedded.scores, model.class_names),
     ).model_dump()
+
+
+@shared_task(name=TaskName.EMBED_CLIP_CLASSES, **TASK_OPTIONS)
+def embed_clip_classes(self: Task, *_previous: Any, clip: str, job_id: str) -> dict[str, Any]:
+    """A re-index: the class scores of a clip indexed before segments carried them, from its stored audio."""
+    store = JobStore()
+    try:
+        store.set_status(job_id, JobStatus.embedding)
+        path = clip_audio.find(clip)
+        if path is None:
+            raise NotFound(f"No stored audio for clip {clip!r} (ingested before audio was kept): ingest it again.")
+        waveform = decode_bytes(path.read_bytes(), max_seconds=get_settings().max_clip_s)
+        model = get_model()
+        embedded = embed_waveform(model, waveform)
+        arrays = class_arrays(embedded, model.class_names)
+        if not arrays:
+            raise TextSearchUnavailable(f"The model {model.space.model!r} gives no sound class scores.")
+    except EchovidsError as error:
+        fail_job(job_id, error)
+    store.put_arrays(job_id, arrays)  # under the job: its settling drops them
+    return {"clip": clip, "frames": len(embedded.vectors)}

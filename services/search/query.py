@@ -13,14 +13,42 @@ import numpy as np
 
 from echovids import catalog, landmarks
 from echovids.audio_params import FRAME_HOP_S
+from echovids.class_scores import DEFAULT_STRETCH
+from echovids.errors import TextSearchUnavailable
 from echovids.labels import label_ids
-from echovids.schemas import MatchKind, SearchResult, ShardAnswer, ShardCandidate
+from echovids.schemas import MatchKind, SearchFilters, SearchResult, ShardAnswer, ShardCandidate
 from echovids.settings import get_settings
+from services.search.class_index import ranked
 from services.search.matching import RESCORING, Rescoring, aligned_score, best_matches, neighbours_for, vote
-from services.search.shard import ShardIndex
+from services.search.shard import ShardIndex, ShardView
 from services.search.verify import aligned_audio, demote_chance_exact, settle_exact
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
+
+
+def allowed_clips(view: ShardView, filters: SearchFilters | None, allowed_ids: set[str] | None) -> np.ndarray | None:
+    """The clip positions a filtered search may return (None: no filter), before the matched moment is known.
+
+    ``allowed_ids``: the clips the catalog says pass the filters a segment does not know (source, duration).
+    A labels filter keeps the clips that hold one of the labels somewhere; the moment is checked later.
+    """
+    labels = filters.labels if filters is not None else []
+    if allowed_ids is None and not labels:
+        return None
+    clips = view.live.size
+    mask = np.ones(clips, dtype=bool)
+    if allowed_ids is not None:
+        mask &= np.fromiter((c in allowed_ids for c in view.clip_ids[:clips]), dtype=bool, count=clips)
+    if labels:
+        wanted = set(labels)
+        for position in np.flatnonzero(mask):
+            names = view.clip_data[position].label_names
+            mask[position] = names is not None and not wanted.isdisjoint(names.tolist())
+    return mask
+
+
+def _moment_passes(filters: SearchFilters | None, labels: list[str]) -> bool:
+    return filters is None or not filters.labels or not set(filters.labels).isdisjoint(labels)
 
 
 def search_shard(
@@ -30,34 +58,40 @@ def search_shard(
     limit: int,
     k: int = 0,
     rescoring: Rescoring = RESCORING,
+    filters: SearchFilters | None = None,
+    allowed_ids: set[str] | None = None,
 ) -> list[ShardCandidate]:
     """This shard's best clips: exact landmark matches, then embedding matches voted on time offsets.
 
     ``limit`` candidates are re-scored; when the neighbours reach fewer than ``k`` clips and the shard holds
     more, the search looks once more, further out. ``rescoring``: the similar score's constants (the
-    evaluation sweeps them).
+    evaluation sweeps them). ``filters`` (with ``allowed_ids``, see ``allowed_clips``) mask the clips out of
+    the neighbour search itself, so the k found are k that pass.
     """
     index.check_space(query_space)
     view = index.view()  # one layout for the whole query, whatever a compaction swaps in meanwhile
     if view.rows == 0:
         return []
     settings = get_settings()
+    allowed = allowed_clips(view, filters, allowed_ids)
     hashes = arrays["hashes"]
     # The landmark match shares nothing with the embedding search until the end: it runs beside it (both
     # spend their time in numpy and ScaNN, which release the GIL).
-    landmark_matches = _side.submit(view.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"))
+    landmark_matches = _side.submit(
+        view.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"), allowed
+    )
     vectors = arrays["vectors"].astype(np.float32)
     # Silent frames are zero vectors that cast no vote: the audible ones alone must reach ``limit`` clips
     # (ESC-10 similar-moment timestamped P@10 0.949 -> 0.951 through the system, docs/quality.md).
     audible = int(np.count_nonzero(vectors.any(axis=1)))
     neighbours = neighbours_for(settings.search_neighbours, limit, audible)
-    rows, sims = view.search(vectors, neighbours)
+    rows, sims = view.search(vectors, neighbours, allowed)
     clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
     reached = np.unique(clips).size
-    if reached < k and view.live_clips() > reached:
+    if reached < k and view.live_clips(allowed) > reached:
         # The neighbours crowded into a few clips (a clock's ticks all sound alike: 2 of the 80 ESC-10
-        # similar-moment queries got 9 results of 10 from 26 recordings).
-        rows, sims = view.search(vectors, neighbours * rescoring.wider_look)
+        # similar-moment queries got 9 results of 10 from 26 recordings), or a filter left few of them.
+        rows, sims = view.search(vectors, neighbours * rescoring.wider_look, allowed)
         clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
     matches = best_matches(
         clips, offsets, votes, vectors, view.clip_frames, limit=limit, centre=view.centre, rescoring=rescoring
@@ -95,7 +129,51 @@ def search_shard(
                 lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
             ),
         )
-    return sorted(candidates.values(), key=rank_key)
+    passing = [c for c in candidates.values() if _moment_passes(filters, c.labels)]
+    return sorted(passing, key=rank_key)
+
+
+def search_text_shard(
+    index: ShardIndex,
+    arrays: dict[str, np.ndarray],
+    limit: int,
+    filters: SearchFilters | None = None,
+    allowed_ids: set[str] | None = None,
+    stretch: int = DEFAULT_STRETCH,
+) -> list[ShardCandidate]:
+    """This shard's best clips for a text's class mixture (``class_ids``, ``class_weights``), each at the start
+    of its best ``stretch`` of frames; the labels filter is checked at that moment, before ``limit`` is reached."""
+    view = index.view()
+    if view.rows == 0:
+        return []
+    allowed = allowed_clips(view, filters, allowed_ids)
+    mask = np.ones(view.live.size, dtype=bool) if allowed is None else allowed
+    clip_score, start = view.match_classes(arrays["class_ids"], arrays["class_weights"], mask, stretch)
+    found: list[ShardCandidate] = []
+    for position in ranked(clip_score, None if filters is not None and filters.labels else limit):
+        labels = view.clip_labels(int(position), int(start[position]), stretch)
+        if not _moment_passes(filters, labels):
+            continue
+        score = float(clip_score[position])
+        found.append(
+            ShardCandidate(
+                clip_id=view.clip_ids[position],
+                match=MatchKind.similar,
+                score=score,
+                votes=score,
+                match_start_s=float(start[position]) * FRAME_HOP_S,
+                query_start_s=0.0,
+                labels=labels,
+            )
+        )
+        if len(found) >= limit:
+            break
+    if not found and view.live_clips() and not view.scored_clips():
+        raise TextSearchUnavailable(
+            "This library's clips carry no sound class scores to search by description: VGGish gives none, and "
+            "a YAMNet library indexed before search by description needs `echovids reindex-classes` once."
+        )
+    return found
 
 
 def rank_key(candidate: ShardCandidate) -> tuple[bool, float]:

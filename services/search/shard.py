@@ -2,10 +2,14 @@
 
 On disk, under ``<data dir>/shards/<i>/``:
 - ``segments/<clip>.npz``: a clip's frame vectors (float16), landmarks and embedding space; written once.
+- ``class_segments/<clip>.npz``: the AudioSet class scores of a clip indexed before segments carried them
+  (written once by `echovids reindex-classes`; a newer segment holds them itself).
 - ``tombstones/<clip>``: the clip is deleted; filtered at query time, purged by the next compaction.
 - ``snapshots/v<N>/``: a ScaNN index (``serialize()``) over the clips its ``manifest.json`` lists, in row
   order; a snapshot counts only once its ``COMPLETE`` marker exists, so a half-written one is never loaded.
-New clips form the delta, searched exactly, until a compaction folds them into the next snapshot.
+New clips form the delta, searched exactly, until a compaction folds them into the next snapshot. The landmark
+postings and the class index (services/search/class_index.py) are built in memory from the segments, in the
+layout's row order, and follow every layout (new clips appended, a snapshot swapped in, tombstoned clips masked).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from echovids.errors import SpaceMismatch
+from services.search.class_index import ClassPostings, SortedClassPostings, match_classes
 from services.search.landmark_index import LandmarkMatch, LandmarkPostings, SortedPostings, match_postings
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,34 @@ def scann_searcher(
 
 
 SNAPSHOT_MARKER = "COMPLETE"
+LABEL_COLUMNS = ("frame_labels", "label_names")
+CLASS_COLUMNS = ("class_ids", "class_levels")
+
+
+def _write_npz(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """Temp file then rename, so no reader sees half of one."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **columns)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _attach_classes(clip: ClipData, path: Path) -> bool:
+    """Fill a clip's class scores (and labels, if it had none) from its class segment, when there is one."""
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as data:
+            if data["class_ids"].shape[0] != clip.vectors.shape[0]:
+                raise ValueError("frame count differs from the segment's")
+            clip.class_ids, clip.class_levels = data["class_ids"], data["class_levels"]
+            if clip.frame_labels is None and all(name in data.files for name in LABEL_COLUMNS):
+                clip.frame_labels, clip.label_names = data["frame_labels"], data["label_names"]
+    except (OSError, ValueError, KeyError) as exc:
+        log.error("unreadable class segment %s skipped: %s", path, exc)
+        return False
+    return True
 
 
 def _frame_sum(vectors: np.ndarray) -> tuple[np.ndarray, int]:
@@ -104,6 +137,13 @@ class ClipData:
     times: np.ndarray
     frame_labels: np.ndarray | None = None  # [frames, 3] best classes per frame, indices into label_names
     label_names: np.ndarray | None = None  # the clip's own vocabulary of class names (no pickling needed)
+    # Each frame's top AudioSet classes (echovids/class_scores.py): what search by description reads.
+    class_ids: np.ndarray | None = None  # [frames, top] uint16 model class indices
+    class_levels: np.ndarray | None = None  # [frames, top] uint8 scores times SCORE_SCALE
+
+    @property
+    def has_classes(self) -> bool:
+        return self.class_ids is not None and self.class_levels is not None
 
     def labels_at(self, start: int, frames: int, count: int = 3) -> list[str]:
         """The classes heard most over frames [start, start + frames): each frame's best counts 3, then 2, 1."""
@@ -125,7 +165,8 @@ class ShardIndex:
         self.segments = self.dir / "segments"
         self.tombstones = self.dir / "tombstones"
         self.snapshots = self.dir / "snapshots"
-        for folder in (self.segments, self.tombstones, self.snapshots):
+        self.class_segments = self.dir / "class_segments"
+        for folder in (self.segments, self.tombstones, self.snapshots, self.class_segments):
             folder.mkdir(parents=True, exist_ok=True)
         self.shard = shard
         self.space: str | None = None
@@ -155,13 +196,42 @@ class ShardIndex:
             "times": arrays["times"],
             "space": np.array(space),
         }
-        # Per-frame labels when the model has them (YAMNet), so a result names what its matched moment holds.
-        columns.update({name: arrays[name] for name in ("frame_labels", "label_names") if name in arrays})
-        buffer = io.BytesIO()
-        np.savez(buffer, **columns)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
+        # Per-frame labels and class scores when the model has them (YAMNet): a result names what its matched
+        # moment holds, and a text search finds it.
+        columns.update({name: arrays[name] for name in (*LABEL_COLUMNS, *CLASS_COLUMNS) if name in arrays})
+        _write_npz(path, columns)
+
+    def has_class_scores(self, clip_id: str) -> bool:
+        """Whether the clip's class scores are on disk (in its segment or beside it)."""
+        if (self.class_segments / f"{clip_id}.npz").exists():
+            return True
+        try:
+            with np.load(self.segments / f"{clip_id}.npz") as data:
+                return all(name in data.files for name in CLASS_COLUMNS)
+        except (OSError, ValueError):
+            return False
+
+    def write_class_scores(self, clip_id: str, arrays: dict[str, np.ndarray]) -> bool:
+        """Class scores for a clip indexed without them (a re-index); False when it has them or is not here."""
+        if not (self.segments / f"{clip_id}.npz").exists() or self.has_class_scores(clip_id):
+            return False
+        columns = {name: arrays[name] for name in (*LABEL_COLUMNS, *CLASS_COLUMNS) if name in arrays}
+        _write_npz(self.class_segments / f"{clip_id}.npz", columns)
+        with self._lock:
+            self._take_class_segment(clip_id)
+        return True
+
+    def _take_class_segment(self, clip_id: str) -> None:
+        """Attach a clip's class segment to its data in memory, and its postings if the clip is laid out."""
+        data = self._clips.get(clip_id)
+        if data is None or data.has_classes:
+            return
+        if not _attach_classes(data, self.class_segments / f"{clip_id}.npz"):
+            return
+        position = self.clip_pos.get(clip_id)
+        if position is not None and self._clip_data[position] is data:
+            assert data.class_ids is not None and data.class_levels is not None
+            self.classes.add(self._row_starts[position], data.class_ids, data.class_levels)
 
     def write_tombstone(self, clip_id: str) -> None:
         (self.tombstones / clip_id).touch()
@@ -188,17 +258,23 @@ class ShardIndex:
             with np.load(path) as data:
                 self.check_space(str(data["space"]))
                 self.space = str(data["space"])
-                labelled = "frame_labels" in data.files and "label_names" in data.files
-                return ClipData(
+                labelled = all(name in data.files for name in LABEL_COLUMNS)
+                scored = all(name in data.files for name in CLASS_COLUMNS)
+                clip = ClipData(
                     data["vectors"].astype(np.float16),
                     data["hashes"],
                     data["times"],
                     data["frame_labels"] if labelled else None,
                     data["label_names"] if labelled else None,
+                    data["class_ids"] if scored else None,
+                    data["class_levels"] if scored else None,
                 )
         except (OSError, ValueError, KeyError) as exc:
             log.error("shard %s: unreadable segment %s skipped: %s", self.shard, path, exc)
             return None
+        if not clip.has_classes:
+            _attach_classes(clip, self.class_segments / path.name)
+        return clip
 
     def refresh(self) -> None:
         """Take in what was written since the last look: tombstones, new segments, a newer snapshot."""
@@ -217,6 +293,8 @@ class ShardIndex:
                 self._adopt(*newest)
             elif added:
                 self._append(added)
+            for path in self.class_segments.glob("*.npz"):
+                self._take_class_segment(path.stem)
 
     # -- snapshots -----------------------------------------------------------------------------
     def _snapshot_dirs(self) -> list[tuple[int, Path]]:
@@ -296,6 +374,7 @@ class ShardIndex:
         """Drop deleted clips' files (segment before tombstone, so a crash never resurrects one) and old snapshots."""
         for clip_id in dead:
             (self.segments / f"{clip_id}.npz").unlink(missing_ok=True)
+            (self.class_segments / f"{clip_id}.npz").unlink(missing_ok=True)
             (self.tombstones / clip_id).unlink(missing_ok=True)
         for version, path in self._snapshot_dirs():
             if version < keep_version - 1:  # keep one older snapshot for replicas still swapping
@@ -314,6 +393,8 @@ class ShardIndex:
         self.clip_ids: list[str] = []
         self._clip_data: list[ClipData] = []
         self.landmarks = LandmarkPostings()
+        self.classes = ClassPostings()
+        self._row_starts: list[int] = []
         self._row_clip_parts: list[np.ndarray] = []
         self._row_frame_parts: list[np.ndarray] = []
         self._delta_parts: list[np.ndarray] = []
@@ -339,6 +420,9 @@ class ShardIndex:
         if delta:
             self._delta_parts.append(data.vectors)
         self.landmarks.add(position, data.hashes, data.times)
+        self._row_starts.append(self._rows)
+        if data.class_ids is not None and data.class_levels is not None:
+            self.classes.add(self._rows, data.class_ids, data.class_levels)
         self._rows += n
         frame_sum, audible = _frame_sum(data.vectors)
         self._frame_sum = frame_sum if self._frame_sum is None else self._frame_sum + frame_sum
@@ -410,6 +494,8 @@ class ShardIndex:
                 postings=self.landmarks.sorted_view(),
                 live=self.live_mask(),
                 centre=self.centre(),
+                class_postings=self.classes.sorted_view(),
+                clip_offsets=np.array([*self._row_starts, self._rows], dtype=np.int64),
             )
 
 
@@ -433,14 +519,29 @@ class ShardView:
     postings: SortedPostings
     live: np.ndarray  # per clip position: False once tombstoned
     centre: np.ndarray  # the live clips' average audible frame (ShardIndex.centre)
+    class_postings: SortedClassPostings
+    clip_offsets: np.ndarray  # clip position p's rows are clip_offsets[p]:clip_offsets[p + 1]
 
     @property
     def rows(self) -> int:
         return int(self.row_clip.size)
 
-    def live_clips(self) -> int:
-        """Clips a query can find: those not tombstoned."""
-        return int(self.live.sum())
+    def scored_clips(self) -> int:
+        """Live clips a text search can find: those with class scores."""
+        return sum(1 for p in np.flatnonzero(self.live[: len(self.clip_offsets) - 1]) if self.clip_data[p].has_classes)
+
+    def match_classes(
+        self, class_ids: np.ndarray, weights: np.ndarray, allowed: np.ndarray, stretch: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per clip position: the best stretch's score for the class mixture (-inf unless allowed and live)."""
+        clips = len(self.clip_offsets) - 1
+        return match_classes(
+            self.class_postings, class_ids, weights, self.clip_offsets, allowed[:clips] & self.live[:clips], stretch
+        )
+
+    def live_clips(self, allowed: np.ndarray | None = None) -> int:
+        """Clips a query can find: those not tombstoned (and ``allowed``, when given)."""
+        return int((self.live if allowed is None else self.live & allowed).sum())
 
     def clip_labels(self, clip: int, start: int, frames: int) -> list[str]:
         return self.clip_data[clip].labels_at(start, frames)
@@ -450,26 +551,37 @@ class ShardView:
         return self.clip_data[clip].vectors
 
     def match_landmarks(
-        self, hashes: np.ndarray, times: np.ndarray, limit: int, weights: np.ndarray | None = None
+        self,
+        hashes: np.ndarray,
+        times: np.ndarray,
+        limit: int,
+        weights: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
     ) -> list[LandmarkMatch]:
-        return match_postings(self.postings, hashes, times, self.live, limit, weights)
+        live = self.live if allowed is None else self.live & allowed
+        return match_postings(self.postings, hashes, times, live, limit, weights)
 
-    def search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, neighbours: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest rows for each query frame, by dot product of unit vectors (= cosine); -1 pads.
 
-        A zero frame (muted silence) is like nothing, so it is not searched: its row is all -1.
+        A zero frame (muted silence) is like nothing, so it is not searched: its row is all -1. Rows of clips
+        tombstoned or not ``allowed`` (a filter's mask over clip positions) are -1 too.
         """
         m = queries.shape[0]
         audible = queries.any(axis=1)
         if not audible.all():
-            rows, sims = self._search(queries[audible], neighbours)
+            rows, sims = self._search(queries[audible], neighbours, allowed)
             all_rows = np.full((m, rows.shape[1]), -1, dtype=np.int64)
             all_sims = np.zeros((m, sims.shape[1]), dtype=np.float32)
             all_rows[audible], all_sims[audible] = rows, sims
             return all_rows, all_sims
-        return self._search(queries, neighbours)
+        return self._search(queries, neighbours, allowed)
 
-    def _search(self, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(
+        self, queries: np.ndarray, neighbours: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         m = queries.shape[0]
         parts_rows, parts_sims = [], []
         if self.searcher is not None and self.sealed and m:
@@ -487,8 +599,9 @@ class ShardView:
             return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
         rows = np.concatenate(parts_rows, axis=1)
         sims = np.concatenate(parts_sims, axis=1).astype(np.float32)
-        if not self.live.all():
-            gone = ~self.live[self.row_clip[rows]]
+        live = self.live if allowed is None else self.live & allowed
+        if not live.all():
+            gone = ~live[self.row_clip[rows]]
             rows = np.where(gone, -1, rows)
             sims = np.where(gone, 0.0, sims)
         return rows, sims

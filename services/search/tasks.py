@@ -30,7 +30,14 @@ from echovids.schemas import (
 )
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
-from services.search.query import forwarded, missing_shards, rank_answers, search_shard, to_result
+from services.search.query import (
+    forwarded,
+    missing_shards,
+    rank_answers,
+    search_shard,
+    search_text_shard,
+    to_result,
+)
 from services.search.shard import ShardIndex
 
 _indexes: dict[int, ShardIndex] = {}
@@ -101,8 +108,26 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     except NotFound:
         return  # the query settled without this shard (its deadline passed), and its arrays went with it
     try:
-        # 100 candidates are re-scored (recall of similar sounds); only the best few travel on to the merge.
-        found = search_shard(get_index(shard), query.space.key, arrays, limit=max(query.k * 2, 100), k=query.k)
+        filters = query.filters
+        allowed_ids = (
+            catalog.clip_ids_where(shard, filters.source, filters.min_duration_s, filters.max_duration_s)
+            if filters is not None and filters.by_clip
+            else None
+        )
+        if query.text:
+            found = search_text_shard(get_index(shard), arrays, forwarded(query.k), filters, allowed_ids)
+        else:
+            assert query.space is not None
+            # 100 candidates are re-scored (recall of similar sounds); only the best few travel on to the merge.
+            found = search_shard(
+                get_index(shard),
+                query.space.key,
+                arrays,
+                limit=max(query.k * 2, 100),
+                k=query.k,
+                filters=filters,
+                allowed_ids=allowed_ids,
+            )
         answer = ShardAnswer(shard=shard, candidates=found[: forwarded(query.k)])
     except EchovidsError as error:
         answer = ShardAnswer(shard=shard, candidates=[], error=ErrorBody(code=error.code, message=error.message))
@@ -217,6 +242,31 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
     store.drop_blobs(clip_id)
     store.update(job_id, status=JobStatus.done, progress=None)
     return {"clip_id": clip_id, "frames": info.n_frames}
+
+
+@shared_task(name=TaskName.CHECK_CLIP_CLASSES, **TASK_OPTIONS)
+def check_clip_classes(self: Task, *, clip: str, job_id: str, shard: int) -> None:
+    """A re-index's first step: a clip that has its class scores (or is not in the shard) ends the chain here."""
+    index = get_index(shard)
+    if clip in index.deleted or not (index.segments / f"{clip}.npz").exists():
+        fail_job(job_id, NotFound(f"Clip {clip!r} is not in shard {shard}."))
+    if index.has_class_scores(clip):
+        JobStore().update(job_id, status=JobStatus.done, progress="had them")
+        raise Ignore()
+
+
+@shared_task(name=TaskName.INDEX_CLIP_CLASSES, **TASK_OPTIONS)
+def index_clip_classes(self: Task, embedded: dict[str, Any], *, clip: str, job_id: str, shard: int) -> bool:
+    """A re-index: write the class scores beside a clip's segment (nothing when it has them); safe to run twice."""
+    store = JobStore()
+    try:
+        written = get_index(shard).write_class_scores(clip, store.get_arrays(job_id))
+    except EchovidsError as error:
+        fail_job(job_id, error)
+    if written:
+        _bump(shard)
+    store.update(job_id, status=JobStatus.done, progress="class scores written" if written else "had them")
+    return written
 
 
 @shared_task(name=TaskName.DELETE_CLIP, **TASK_OPTIONS)

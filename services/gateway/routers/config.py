@@ -15,6 +15,7 @@ class PublicConfig(BaseModel):
     max_upload_mb: float
     default_k: int
     max_k: int
+    max_text_chars: int
     library_writes_need_key: bool
 
 
@@ -26,5 +27,6 @@ def get_config(settings: SettingsDep) -> PublicConfig:
         max_upload_mb=settings.max_upload_mb,
         default_k=settings.default_k,
         max_k=settings.max_k,
+        max_text_chars=settings.max_text_chars,
         library_writes_need_key=bool(settings.api_key),
     )

@@ -27,6 +27,8 @@ export function explain(code, config = {}) {
       return "This server does not offer that action.";
     case "embedding_space_mismatch":
       return "The library was indexed with a different model than the one answering queries. An administrator needs to re-index it.";
+    case "text_search_unavailable":
+      return "This library cannot be searched by description yet: its clips carry no sound classes. An administrator can run echovids reindex-classes (YAMNet libraries only).";
     case "unauthorized":
       return "This needs the library API key. Enter it in the API key field and try again.";
     case "forbidden":

@@ -69,6 +69,9 @@ export class SearchPanel {
       queryName: $("query-name"),
       queryDuration: $("query-duration"),
       queryAudio: $("query-audio"),
+      textForm: $("text-form"),
+      textQuery: $("text-query"),
+      textClasses: $("text-classes"),
       live: $("search-status"),
       error: $("search-error"),
       section: $("results-section"),
@@ -81,7 +84,19 @@ export class SearchPanel {
   }
 
   bind() {
-    const { record, choose, file, drop } = this.els;
+    const { record, choose, file, drop, textForm, textQuery } = this.els;
+    if (this.config.max_text_chars) textQuery.maxLength = this.config.max_text_chars;
+    // A form: Enter in the box submits it, as does the button.
+    textForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = textQuery.value.trim();
+      if (!text) {
+        showError(this.els.error, new ApiError("validation_error", "Type a description of the sound first."), this.config);
+        textQuery.focus();
+        return;
+      }
+      this.search(null, `“${text}”`, null, text);
+    });
     record.addEventListener("click", () => this.toggleRecording());
     choose.addEventListener("click", () => file.click());
     file.addEventListener("change", () => {
@@ -175,7 +190,8 @@ export class SearchPanel {
     this.els.stages.dataset.stage = failed ? "failed" : stage;
   }
 
-  async search(file, name, knownSeconds = null) {
+  // A search by example (a file or a recording) or, with ``text`` and no file, by description.
+  async search(file, name, knownSeconds = null, text = null) {
     const gen = ++this.generation;
     clearError(this.els.error);
     this.els.section.hidden = true;
@@ -183,27 +199,33 @@ export class SearchPanel {
     this.els.statusCard.hidden = false;
     this.els.queryName.textContent = name;
     this.els.queryDuration.textContent = knownSeconds ? timecode(knownSeconds) : "";
+    this.els.textClasses.hidden = true;
     this.queryDuration = knownSeconds;
     if (this.queryUrl) URL.revokeObjectURL(this.queryUrl);
-    this.queryUrl = URL.createObjectURL(file);
-    this.els.queryAudio.src = this.queryUrl;
+    this.queryUrl = null;
+    this.els.queryAudio.removeAttribute("src");
     this.els.queryAudio.hidden = true; // shown once the browser can decode it (not for a text file)
-    file
-      .arrayBuffer()
-      .then(decode)
-      .then((buffer) => {
-        if (gen !== this.generation) return;
-        this.queryDuration = buffer.duration;
-        this.els.queryAudio.hidden = false;
-        this.els.queryDuration.textContent = timecode(buffer.duration);
-      })
-      .catch(() => {});
+    if (file) {
+      this.queryUrl = URL.createObjectURL(file);
+      this.els.queryAudio.src = this.queryUrl;
+      file
+        .arrayBuffer()
+        .then(decode)
+        .then((buffer) => {
+          if (gen !== this.generation) return;
+          this.queryDuration = buffer.duration;
+          this.els.queryAudio.hidden = false;
+          this.els.queryDuration.textContent = timecode(buffer.duration);
+        })
+        .catch(() => {});
+    }
 
     this.setStage("uploading");
     this.announce(STAGE_TEXT.uploading);
     try {
       const form = new FormData();
-      form.append("file", file, file.name || "query");
+      if (file) form.append("file", file, file.name || "query");
+      else form.append("text", text);
       form.append("k", String(this.config.default_k ?? 10));
       const response = await request("/v1/searches", { method: "POST", body: form });
       let job = await response.json();
@@ -228,6 +250,7 @@ export class SearchPanel {
         throw new ApiError(e.code, e.message);
       }
       this.setStage("done");
+      this.showTextClasses(job);
       this.showResults(job);
     } catch (err) {
       if (gen !== this.generation) return;
@@ -239,6 +262,17 @@ export class SearchPanel {
   }
 
   // ---------- results ----------
+  showTextClasses(job) {
+    const classes = job.text_classes || [];
+    this.els.textClasses.hidden = !classes.length;
+    this.els.textClasses.textContent = classes.length
+      ? `Heard as: ${classes
+          .slice(0, 5)
+          .map((c) => `${c.name} (${Math.round(c.weight * 100)}%)`)
+          .join(", ")}`
+      : "";
+  }
+
   showResults(job) {
     const results = job.results || [];
     const { section, results: list, meta, partial } = this.els;

@@ -1,0 +1,103 @@
+"""The class index of one shard: AudioSet class -> (row, level) postings, answering "where is this sound described".
+
+A row is a frame of the shard's layout (services/search/shard.py: clip after clip, sealed then delta), so a
+query's class mixture scores every frame with one ``bincount`` and each clip's best stretch follows from the
+frames of its rows. Each posting costs 7 bytes (uint16 class, int32 row, uint8 level); a frame keeps only its
+stored top classes (echovids/class_scores.py), those with a level above zero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from echovids.class_scores import SCORE_SCALE, best_stretches
+
+
+class ClassPostings:
+    """Postings sorted by class; new clips go to an unsorted tail that is merged on the next query."""
+
+    def __init__(self) -> None:
+        self._classes = np.empty(0, dtype=np.uint16)
+        self._rows = np.empty(0, dtype=np.int32)
+        self._levels = np.empty(0, dtype=np.uint8)
+        self._tail: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, first_row: int, ids: np.ndarray, levels: np.ndarray) -> None:
+        """A clip's frames, ``ids``/``levels`` [frames, top], its frame f being row ``first_row + f``."""
+        frames, top = ids.shape
+        rows = np.repeat(np.arange(first_row, first_row + frames, dtype=np.int32), top)
+        keep = levels.ravel() > 0
+        self._tail.append((ids.ravel()[keep].astype(np.uint16), rows[keep], levels.ravel()[keep].astype(np.uint8)))
+
+    def __len__(self) -> int:
+        return int(self._classes.size + sum(t[0].size for t in self._tail))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._classes.nbytes + self._rows.nbytes + self._levels.nbytes)
+
+    def sorted_view(self) -> SortedClassPostings:
+        """The postings, tail merged in, as arrays no later ``add`` changes (take it under the shard's lock)."""
+        if self._tail:
+            tail, self._tail = self._tail, []
+            classes = np.concatenate([self._classes, *(t[0] for t in tail)])
+            order = np.argsort(classes, kind="stable")
+            self._classes = classes[order]
+            del classes
+            self._rows = np.concatenate([self._rows, *(t[1] for t in tail)])[order]
+            self._levels = np.concatenate([self._levels, *(t[2] for t in tail)])[order]
+        return SortedClassPostings(self._classes, self._rows, self._levels)
+
+
+class SortedClassPostings(NamedTuple):
+    classes: np.ndarray  # uint16, sorted
+    rows: np.ndarray  # int32, the shard row (frame) of each posting
+    levels: np.ndarray  # uint8, the class's score there, times SCORE_SCALE
+
+
+class ClassMatch(NamedTuple):
+    clip: int  # clip position in the shard's layout
+    start: int  # first frame of the clip's best stretch
+    score: float  # the stretch's mean weighted class score, in [0, 1]
+
+
+def row_scores(postings: SortedClassPostings, class_ids: np.ndarray, weights: np.ndarray, rows: int) -> np.ndarray:
+    """Every row's score for a class mixture: the weighted sum of its stored class scores (zero if none)."""
+    lo = np.searchsorted(postings.classes, class_ids.astype(np.uint16), side="left")
+    hi = np.searchsorted(postings.classes, class_ids.astype(np.uint16), side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(rows, dtype=np.float64)
+    picked = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+    contribution = np.repeat(weights.astype(np.float64), counts) * postings.levels[picked] / SCORE_SCALE
+    return np.bincount(postings.rows[picked], weights=contribution, minlength=rows)
+
+
+def match_classes(
+    postings: SortedClassPostings,
+    class_ids: np.ndarray,
+    weights: np.ndarray,
+    clip_offsets: np.ndarray,
+    allowed: np.ndarray,
+    stretch: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip position, its best stretch's score (-inf where not ``allowed``) and the frame it starts at.
+
+    ``clip_offsets[p]:clip_offsets[p + 1]`` are clip p's rows.
+    """
+    scores = row_scores(postings, class_ids, weights, int(clip_offsets[-1]))
+    clip_score, start = best_stretches(scores, clip_offsets, stretch)
+    clip_score[~allowed] = -np.inf
+    return clip_score, start
+
+
+def ranked(clip_score: np.ndarray, first: int | None = None) -> np.ndarray:
+    """Clip positions that scored above zero, best first (equal scores: the lower position first); with
+    ``first``, only that many (a partial sort: a shard holds many clips, a query wants a few)."""
+    found = np.flatnonzero(clip_score > 0)
+    if first is not None and found.size > first:
+        found = found[np.argpartition(-clip_score[found], first - 1)[:first]]
+    return found[np.lexsort((found, -clip_score[found]))]
