@@ -20,7 +20,11 @@ def mute_silence(vectors: np.ndarray, waveform: np.ndarray, hashes: np.ndarray, 
 
     Raises SilentAudio when nothing is left to search by: every frame that quiet and not one landmark hash.
     """
-    loudness = frame_loudness_db(waveform)
+    return mute_quiet(vectors, frame_loudness_db(waveform), hashes, threshold_dbfs)
+
+
+def mute_quiet(vectors: np.ndarray, loudness: np.ndarray, hashes: np.ndarray, threshold_dbfs: float) -> np.ndarray:
+    """:func:`mute_silence` from each frame's loudness (dB full scale), measured as the frames were made."""
     silent = loudness < threshold_dbfs
     if silent.all() and hashes.size == 0:
         loudest = loudness.max(initial=-200.0)
