@@ -107,7 +107,7 @@ def embed_clip_stream(
     Raises what the chunks raise (AudioTooLong, UndecodableAudio), AudioTooShort and SilentAudio.
     """
     digest = hashlib.sha256()
-    marks = LandmarkStream()
+    marks = LandmarkStream(weights=False)
     count = 0
 
     def tee() -> Iterator[np.ndarray]:
@@ -136,7 +136,9 @@ def embed_clip_stream(
             score_sum = block_sum if score_sum is None else score_sum + block_sum
         del block, part  # free this block before the generator builds the next
     landmarks = marks.finish()
-    muted = mute_quiet(np.concatenate(vectors), np.concatenate(loudness), landmarks.hashes, silence_dbfs)
+    all_vectors = np.concatenate(vectors)
+    del vectors
+    muted = mute_quiet(all_vectors, np.concatenate(loudness), landmarks.hashes, silence_dbfs, copy=False)
     arrays = {"vectors": muted, "hashes": landmarks.hashes, "times": landmarks.times}
     labels: list[str] = []
     if best and score_sum is not None:
