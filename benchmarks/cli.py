@@ -171,6 +171,21 @@ def bench_load(
     typer.echo(json.dumps(dataclasses.asdict(report)))
 
 
+@bench_app.command("clip-memory")
+def bench_clip_memory(
+    minutes: Annotated[list[float] | None, typer.Option(help="lengths of the clips, repeated")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="keep the generated files here")] = None,
+) -> None:
+    """Peak RSS of one library clip's ingest (decode, embed, landmarks) by its length, each in a fresh process."""
+    import json
+
+    require("clip-memory", {"ai_edge_litert": "embedder"})
+    from benchmarks.clip_memory import run
+
+    for row in run(minutes or [30.0, 180.0], workdir):
+        typer.echo(json.dumps(row))
+
+
 @bench_app.command("landmarks")
 def bench_landmarks(
     hours: Annotated[float, typer.Option(min=0.1, help="audio the large index stands for")] = 1000.0,

@@ -59,6 +59,13 @@ def clip_arrays(model: AudioModel, waveform: np.ndarray) -> tuple[dict[str, np.n
     return clip.arrays, clip
 
 
+def embed_upload(model: AudioModel, data: bytes) -> ClipStreamed:
+    """A library clip's uploaded file, decoded, embedded and fingerprinted a block at a time."""
+    settings = get_settings()
+    chunks = decode_bytes_stream(data, max_seconds=settings.max_clip_s)
+    return embed_clip_stream(model, chunks, settings.silence_dbfs)
+
+
 @shared_task(name=TaskName.EMBED_QUERY, **TASK_OPTIONS)
 def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
     """Embed an uploaded query and take its landmarks; both go to Redis for the search fan-out."""
@@ -79,16 +86,14 @@ def embed_query(self: Task, *, job_id: str, k: int) -> dict[str, Any]:
 def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
     """Embed a library clip's upload; the shard that owns the clip indexes the vectors next.
 
-    Decoded, framed, embedded and fingerprinted a block at a time: a 3-hour file costs about what a minute does
-    (docs/benchmarks.md, "Long library files").
+    Decoded, framed, embedded and fingerprinted a block at a time: memory grows with the length only by what the
+    shard stores (docs/benchmarks.md, "Long library files").
     """
     store = JobStore()
-    settings = get_settings()
     try:
         store.set_status(job_id, JobStatus.embedding)
         model = get_model()
-        chunks = decode_bytes_stream(store.get_upload(clip_id), max_seconds=settings.max_clip_s)
-        clip = embed_clip_stream(model, chunks, settings.silence_dbfs)
+        clip = embed_upload(model, store.get_upload(clip_id))
     except EchovidsError as error:
         fail_job(job_id, error)
     store.put_arrays(clip_id, clip.arrays)
