@@ -232,3 +232,35 @@ def test_a_hung_search_process_never_holds_a_query(stack: Stack) -> None:
     finally:
         os.kill(hung, signal.SIGCONT)
     wait_ready(stack)
+
+
+def test_a_damaged_segment_is_set_aside_and_its_clip_embedded_again(stack: Stack) -> None:
+    """Random bytes in an indexed clip's segment: the search process that loads it sets it aside, the clip is
+    embedded again from its stored audio and found as before."""
+    assert stack.proc is not None
+    audio = fresh_audio()
+    added = Accepted()
+    submit(stack, added, [audio], 0, b"")
+    (clip,) = settle(stack, added)[1].values()
+    assert clip["status"] == "ready"
+    (segment,) = stack.data_dir.glob(f"shards/*/segments/{clip['clip_id']}.npz")
+    data = bytearray(segment.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 256] = np.random.default_rng(1).integers(0, 256, 256, dtype=np.uint8).tobytes()
+    segment.write_bytes(bytes(data))
+    (search_main,) = children(stack.proc.pid, PROCESSES["search"])
+    os.kill(search_main, signal.SIGKILL)  # its replacement loads the shard from disk
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        again = _get(stack, f"/v1/library/{clip['clip_id']}")
+        if again is not None and again["job_id"] != clip["job_id"] and again["status"] != "pending":
+            break
+        assert time.monotonic() < deadline, again
+        time.sleep(0.5)
+    assert again["status"] == "ready", again
+    assert list(segment.parent.parent.glob("quarantine/*.bad")), "the damaged segment was not set aside"
+    wait_ready(stack)
+    found = Accepted()
+    submit(stack, found, 0, 1, query_of(audio))
+    (job,) = settle(stack, found)[0].values()
+    assert job["status"] == "done" and job["results"][0]["clip_id"] == clip["clip_id"], job
