@@ -156,6 +156,50 @@ def bench_latency(
     )
 
 
+@bench_app.command("load")
+def bench_load(
+    clips: Annotated[int, typer.Option(min=100, help="synthetic library clips (10 s, 20 frames each)")] = 50_000,
+    clients: Annotated[list[int] | None, typer.Option(help="concurrent clients per level, repeated")] = None,
+    seconds: Annotated[float, typer.Option(min=1, help="how long each level runs")] = 60.0,
+    query_s: Annotated[float, typer.Option(min=1, help="length of the query recording")] = 5.0,
+    shards: Annotated[int, typer.Option(min=1)] = 1,
+    workdir: Annotated[Path | None, typer.Option(help="keep the library here; a second run reuses it")] = None,
+) -> None:
+    """Throughput, p50/p95/p99, errors and stack memory under N concurrent clients; the saturation point."""
+    import dataclasses
+    import json
+
+    require("load", {**STACK_NEEDS, "psutil": "bench"})
+    from benchmarks.load import run, table
+
+    report = run(
+        clips=clips,
+        clients=tuple(clients or (8, 32, 64)),
+        seconds=seconds,
+        query_s=query_s,
+        shards=shards,
+        workdir=workdir,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(table(report))
+    typer.echo(json.dumps(dataclasses.asdict(report)))
+
+
+@bench_app.command("clip-memory")
+def bench_clip_memory(
+    minutes: Annotated[list[float] | None, typer.Option(help="lengths of the clips, repeated")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="keep the generated files here")] = None,
+) -> None:
+    """Peak RSS of one library clip's ingest (decode, embed, landmarks) by its length, each in a fresh process."""
+    import json
+
+    require("clip-memory", {"ai_edge_litert": "embedder"})
+    from benchmarks.clip_memory import run
+
+    for row in run(minutes or [30.0, 180.0], workdir):
+        typer.echo(json.dumps(row))
+
+
 @bench_app.command("landmarks")
 def bench_landmarks(
     hours: Annotated[float, typer.Option(min=0.1, help="audio the large index stands for")] = 1000.0,

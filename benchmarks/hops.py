@@ -228,7 +228,7 @@ def run(
         for source in sources if r % 2 == 0 else sources[::-1]:
             data_dir = root / f"source{sources.index(source)}" / "data"
             data_dir.mkdir(parents=True, exist_ok=True)
-            stack = make_stack(data_dir, None, PYTHONPATH=str(source.resolve()))
+            stack = make_stack(data_dir, None, PYTHONPATH=str(source.resolve()), ECHOVIDS_RATE_LIMIT_SEARCHES_PER_S="0")
             stack.cwd = source.resolve()
             log(f"round {r + 1}/{rounds}: {source} (data in {data_dir})")
             stack.start(timeout=180)

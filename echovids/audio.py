@@ -353,9 +353,21 @@ def decode_bytes(data: bytes, max_seconds: float | None = None) -> np.ndarray:
 def decode_bytes_stream(
     data: bytes, max_seconds: float | None = None, chunk_seconds: float = 30.0
 ) -> Iterator[np.ndarray]:
-    """:func:`decode_stream` for in-memory audio (through a temp file that lives while the chunks are read)."""
+    """:func:`decode_stream` for in-memory audio (through a temp file that lives while the chunks are read).
+
+    A plain WAV's header is checked here first, like :func:`decode_bytes` does (bounds, duration); one at 16 kHz
+    is converted in-process a chunk at a time, the samples :func:`decode_bytes` would give.
+    """
     if not data:
         raise UndecodableAudio("The file is empty.")
+    header = parse_wav(data, window=(0.0, 0.0), max_seconds=_limit(max_seconds))
+    if header is not None and header[1] == SAMPLE_RATE:
+        view = memoryview(data)
+        start = 0.0
+        while (chunk := _decode_wav(view, None, (start, chunk_seconds))) is not None and chunk.size:
+            yield chunk
+            start += chunk_seconds
+        return
     with tempfile.NamedTemporaryFile(suffix=".bin") as tmp:
         tmp.write(data)
         tmp.flush()

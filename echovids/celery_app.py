@@ -36,7 +36,13 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_soft_time_limit=max(1, settings.task_time_limit_s - 10),
         result_expires=settings.result_expires_s,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        # Workers look for such tasks every 5 s (kombu's default scans every 100 s): a killed worker's job
+        # resumes soon after its visibility timeout, not minutes later.
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -117,6 +117,13 @@ class ProcessingFailed(EchovidsError):
     status = 500
 
 
+class IndexDamaged(EchovidsError):
+    """A clip's indexed frames were found damaged on disk, and no stored audio is left to index it again from."""
+
+    code = "index_damaged"
+    status = 500
+
+
 ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
     cls.code: cls
     for cls in (
@@ -138,5 +145,6 @@ ERRORS_BY_CODE: dict[str, type[EchovidsError]] = {
         RateLimited,
         SearchUnavailable,
         ProcessingFailed,
+        IndexDamaged,
     )
 }

@@ -7,6 +7,7 @@ inside it to within one 16 ms hop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,20 +88,29 @@ def local_max(spec: np.ndarray) -> np.ndarray:
     return _running_max(_running_max(spec, PEAK_TIME_RADIUS, 0), PEAK_FREQ_RADIUS, 1)
 
 
-def find_peaks(spec: np.ndarray, whole: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def find_peaks(
+    spec: np.ndarray, whole: bool = False, context: tuple[int, int] = (0, 0), first_frame: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frame, bin, log magnitude) of local maxima: the strongest PEAKS_PER_SECOND in each second, or with
-    ``whole`` as many over the whole excerpt (a query: where the sound it holds is loud, the peaks go there)."""
-    if spec.shape[0] == 0:
+    ``whole`` as many over the whole excerpt (a query: where the sound it holds is loud, the peaks go there).
+
+    For a block of a longer recording (``LandmarkStream``): ``context`` (before, after) frames of ``spec`` are
+    its neighbours, only there for the local maxima at its edges; ``first_frame`` is its first own frame's
+    place in the recording, which the returned frames count from."""
+    before, after = context
+    core = spec[before : spec.shape[0] - after]
+    if core.shape[0] == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
     # Peaks must stand above the frame's median (flat noise makes none), within 60 dB of the loudest moment
     # and above -80 dBFS: dither and quantisation noise in a quiet stretch must not fill that second's quota.
-    median = np.partition(spec, spec.shape[1] // 2, axis=1)[:, spec.shape[1] // 2 : spec.shape[1] // 2 + 1]
-    floor = np.maximum(median + 1.0, max(float(spec.max()) - DYNAMIC_RANGE, ABSOLUTE_FLOOR))
-    is_peak = (spec == local_max(spec)) & (spec > floor)
+    median = np.partition(core, core.shape[1] // 2, axis=1)[:, core.shape[1] // 2 : core.shape[1] // 2 + 1]
+    floor = np.maximum(median + 1.0, max(float(core.max()) - DYNAMIC_RANGE, ABSOLUTE_FLOOR))
+    is_peak = (core == local_max(spec)[before : spec.shape[0] - after]) & (core > floor)
     is_peak[:, 0] = False  # DC carries offsets, not content
     t, f = np.nonzero(is_peak)
-    values = spec[t, f]
+    values = core[t, f]
+    t = t + first_frame
     second = (t * HOP_S).astype(np.int64)
     if whole:
         quota = max(PEAKS_PER_SECOND, int(PEAKS_PER_SECOND * spec.shape[0] * HOP_S))
@@ -116,8 +126,9 @@ def find_peaks(spec: np.ndarray, whole: bool = False) -> tuple[np.ndarray, np.nd
     return t[order], f[order], values[order]
 
 
-def pair_peaks(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
-    """Hash each peak with up to FAN_OUT later peaks inside the target zone."""
+def pair_peaks(t: np.ndarray, f: np.ndarray, values: np.ndarray, firsts: int | None = None) -> Landmarks:
+    """Hash each peak with up to FAN_OUT later peaks inside the target zone (only the first ``firsts`` peaks
+    start a pair when given: the rest are the next block's, there to be paired with)."""
     n = t.size
     if n < 2:
         return Landmarks(np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32))
@@ -130,6 +141,8 @@ def pair_peaks(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
     df = f[j] - f[i]
     valid = inside & (dt >= 1) & (dt <= MAX_DT) & (np.abs(df) <= MAX_DF)
     valid &= np.cumsum(valid, axis=1) <= FAN_OUT
+    if firsts is not None:
+        valid[firsts:] = False
     ii, jj = np.nonzero(valid)
     f1 = f[ii].astype(np.uint32)
     hashes = (f1 << 13) | ((df[ii, jj] + MAX_DF).astype(np.uint32) << 6) | dt[ii, jj].astype(np.uint32)
@@ -140,6 +153,91 @@ def pair_peaks(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
 def extract(waveform: np.ndarray, whole: bool = False) -> Landmarks:
     """Landmarks of a library recording (or, with ``whole``, of a query excerpt)."""
     return pair_peaks(*find_peaks(log_spectrogram(waveform), whole=whole))
+
+
+# A long recording's landmarks are taken a block at a time: 60 s of spectrogram (4 MB), whole seconds.
+STREAM_BLOCK_FRAMES = 3750
+
+
+class LandmarkStream:
+    """``extract`` of a recording fed in chunks of samples, in memory bounded by one block, not its length.
+
+    With ``weights`` off, the landmarks' weights are left empty (a library recording's are never read).
+
+    A block's peaks stand within 60 dB of its own loudest moment (not the whole recording's), so a recording
+    longer than one block may get more peaks in its quiet stretches than ``extract`` gives it; one block long
+    or shorter, the landmarks are ``extract``'s exactly. Pairs reach across block boundaries.
+    """
+
+    def __init__(self, block_frames: int = STREAM_BLOCK_FRAMES, weights: bool = True) -> None:
+        self.block_frames = block_frames
+        self.weights = weights  # a library clip's are never read: without them, a third less to keep
+        self._samples = np.zeros(0, dtype=np.float32)  # from frame ``self._buffer_frame`` on
+        self._buffer_frame = 0
+        self._next = 0  # the first frame not yet searched for peaks
+        self._held: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the last block's peaks
+        self._parts: list[Landmarks] = []
+
+    def feed(self, chunk: np.ndarray) -> None:
+        self._samples = np.concatenate([self._samples, np.asarray(chunk, dtype=np.float32)])
+        while True:
+            end = self._block_end(self._next + self.block_frames)
+            # The block's frames, PEAK_TIME_RADIUS more (its right context) and their samples must be here.
+            needed = (end + PEAK_TIME_RADIUS - self._buffer_frame - 1) * HOP + N_FFT
+            if self._samples.size < needed:
+                return
+            self._block(end, final=False)
+
+    def finish(self) -> Landmarks:
+        available = self._buffer_frame + (1 + (self._samples.size - N_FFT) // HOP if self._samples.size >= N_FFT else 0)
+        if available > self._next or self._held is not None:
+            self._block(max(available, self._next), final=True)
+        parts = self._parts or [Landmarks(np.empty(0, np.uint32), np.empty(0, np.int32), np.empty(0, np.float32))]
+        return Landmarks(
+            hashes=np.concatenate([p.hashes for p in parts]),
+            times=np.concatenate([p.times for p in parts]),
+            weights=np.concatenate([p.weights for p in parts]),
+        )
+
+    def _keep(self, part: Landmarks) -> None:
+        self._parts.append(part if self.weights else Landmarks(part.hashes, part.times, np.empty(0, np.float32)))
+
+    @staticmethod
+    def _block_end(frame: int) -> int:
+        """The first frame of a second at or after ``frame``: a second's quota is never split between blocks."""
+        while int(frame * HOP_S) == int((frame - 1) * HOP_S):
+            frame += 1
+        return frame
+
+    def _block(self, end: int, final: bool) -> None:
+        start = self._next
+        lo = max(0, start - PEAK_TIME_RADIUS)
+        offset = (lo - self._buffer_frame) * HOP
+        hi = end if final else end + PEAK_TIME_RADIUS
+        spec = log_spectrogram(self._samples[offset : offset + (hi - lo - 1) * HOP + N_FFT]) if hi > lo else None
+        if spec is not None and spec.shape[0]:
+            peaks = find_peaks(spec, context=(start - lo, spec.shape[0] - (end - lo)), first_frame=start)
+        else:
+            peaks = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+        if self._held is not None:
+            # The last block's peaks pair with this block's too (MAX_DT is far less than a block).
+            held = self._held[0].size
+            joined = [np.concatenate([a, b]) for a, b in zip(self._held, peaks, strict=True)]
+            self._keep(pair_peaks(joined[0], joined[1], joined[2], firsts=held))
+        self._held = None if final else peaks
+        if final:
+            self._keep(pair_peaks(*peaks))
+        self._next = end
+        keep_from = max(0, end - PEAK_TIME_RADIUS)  # the next block's left context
+        self._samples = self._samples[(keep_from - self._buffer_frame) * HOP :]
+        self._buffer_frame = keep_from
+
+
+def extract_stream(chunks: Iterable[np.ndarray], block_frames: int = STREAM_BLOCK_FRAMES) -> Landmarks:
+    stream = LandmarkStream(block_frames)
+    for chunk in chunks:
+        stream.feed(chunk)
+    return stream.finish()
 
 
 def extract_query(waveform: np.ndarray) -> Landmarks:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Text, cast, func, or_, select
 
 from echovids import catalog, clip_audio, queues
-from echovids.errors import NotFound, ProcessingFailed
+from echovids.errors import IndexDamaged, NotFound, ProcessingFailed
 from echovids.jobs import JobStore
 from echovids.labels import label_ids, label_name
 from echovids.queues import TaskName
@@ -243,6 +243,28 @@ def _process_again(clip: catalog.Clip, audio: Path, store: JobStore) -> None:
 
 
 # -- upkeep ------------------------------------------------------------------------------------------------------
+def recover_clip(clip_id: str, store: JobStore | None = None) -> ClipStatus | None:
+    """A clip whose indexed frames were found damaged (its shard set the segment aside): embedded again from its
+    stored audio (pending), or, with none left, failed with ``index_damaged``. Returns its new status (None:
+    nothing to do: the clip is gone, failed already, or a duplicate that has no frames of its own)."""
+    try:
+        clip = catalog.get_clip(clip_id)
+    except NotFound:
+        return None
+    if clip.status not in (ClipStatus.ready, ClipStatus.pending):
+        return None
+    path = clip_audio.find(clip_id)
+    if path is None:
+        error = IndexDamaged("The clip's indexed frames were damaged on disk and its stored audio is gone.")
+        with catalog.session() as s:
+            row = s.get(catalog.Clip, clip_id)
+            if row is not None:
+                row.status, row.error_code, row.error_message = ClipStatus.failed, error.code, error.message
+        log.error("library clip %s: damaged index segment and no stored audio; marked failed", clip_id)
+        return ClipStatus.failed
+    _process_again(clip, path, store or JobStore())
+    log.warning("library clip %s: damaged index segment; embedding it again from its stored audio", clip_id)
+    return ClipStatus.pending
 
 
 @dataclass

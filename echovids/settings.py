@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     upload_ttl_s: int = 3600
     result_expires_s: int = 3600
     task_time_limit_s: int = 300
+    # A task a worker took and never acknowledged (the worker was killed) goes back to its queue after this long;
+    # longer than any task may run (task_time_limit_s), or a slow task would be run twice at once.
+    broker_visibility_timeout_s: int = Field(default=600, ge=1)
     search_timeout_s: float = 10.0
     # A search's whole life from submission (an embedder that hangs must not hold it either); past it, or past
     # search_timeout_s after its embedding with no merge, the job fails with search_unavailable.

@@ -174,3 +174,89 @@ def test_stream_errors_reach_the_caller_through_the_read_ahead(tmp_path: Path) -
         embed_stream(FakeModel(), decode_bytes_stream(write_wav(tmp_path / "s.wav", np.zeros(SR // 2)).read_bytes()))
     with pytest.raises(RuntimeError, match="model broke"):  # a model failure mid-stream stops the decoder too
         embed_stream(FakeModel(fail=True), decode_stream(path, chunk_seconds=1.0), block_frames=2)
+
+
+def write_noise_ogg(path: Path, seconds: float) -> Path:
+    """Pink noise as Opus: minutes of audio in a small file, every second of it loud enough to be indexed."""
+    import subprocess
+
+    from echovids.audio import ffmpeg_exe
+
+    noise = f"anoisesrc=d={seconds}:c=pink:r=16000:a=0.3"
+    encode = ["-ac", "1", "-c:a", "libopus", "-b:a", "12k", str(path)]
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", noise, *encode], check=True)
+    return path
+
+
+def _clip_peak(data: bytes) -> tuple[int, int]:
+    from services.embedder.streaming import embed_clip_stream
+
+    tracemalloc.start()
+    try:
+        clip = embed_clip_stream(FakeModel(), decode_bytes_stream(data, max_seconds=4 * 3600), silence_dbfs=-60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return clip.n_samples, peak
+
+
+def test_a_library_clip_is_decoded_embedded_and_fingerprinted_in_memory_that_does_not_grow(tmp_path: Path) -> None:
+    """The clip ingest (embed_clip) streams all of it: 10 minutes cost what 3 minutes do, plus the result.
+
+    Whole, 10 minutes are a 38 MB waveform, 75 MB of frames and a 77 MB spectrogram for the landmarks."""
+    short = write_noise_ogg(tmp_path / "3m.ogg", 180).read_bytes()
+    long = write_noise_ogg(tmp_path / "10m.ogg", 600).read_bytes()
+    n_short, peak_short = _clip_peak(short)
+    n_long, peak_long = _clip_peak(long)
+    assert n_long > 3 * n_short
+    # What grows with the length is only what is kept: 8-dim float16 vectors and ~240 landmarks/s (2 KB/s).
+    assert peak_long < peak_short + 4 * 2**20, f"3 min {peak_short / 2**20:.1f} MiB, 10 min {peak_long / 2**20:.1f}"
+    assert peak_long < 48 * 2**20, f"peak {peak_long / 2**20:.1f} MiB"
+
+
+def test_the_streamed_clip_ingest_stores_what_the_whole_waveform_gives() -> None:
+    """Frames, vectors (silence muted), per-frame labels and landmarks as from the decoded waveform at once."""
+    from echovids import landmarks
+    from services.embedder.labels import frame_labels, top_labels
+    from services.embedder.silence import mute_silence
+    from services.embedder.streaming import embed_clip_stream
+    from tests.sounds import synthetic_library
+
+    waveform = np.concatenate([synthetic_library(1, seconds=20.0, seed=4)[0], np.zeros(5 * SR, np.float32)])
+    model = YamnetTflite(get_settings().model_dir, threads=1)
+    whole = model.embed(frame_waveform(waveform))
+    marks = landmarks.extract(waveform)
+    chunks = [waveform[i : i + 7_777] for i in range(0, waveform.size, 7_777)]
+    clip = embed_clip_stream(model, chunks, silence_dbfs=-60, block_frames=9)
+    expected = mute_silence(whole.vectors, waveform, marks.hashes, -60).astype(np.float16)
+    np.testing.assert_array_equal(clip.arrays["vectors"], expected)
+    assert not clip.arrays["vectors"][-6:].any()  # the silent tail is muted
+    np.testing.assert_array_equal(clip.arrays["hashes"], marks.hashes)
+    np.testing.assert_array_equal(clip.arrays["times"], marks.times)
+    labels = frame_labels(whole.scores, model.class_names)
+    np.testing.assert_array_equal(clip.arrays["frame_labels"], labels["frame_labels"])
+    np.testing.assert_array_equal(clip.arrays["label_names"], labels["label_names"])
+    assert clip.labels == top_labels(whole.scores, model.class_names)
+    assert clip.content_hash == hashlib.sha256(waveform.tobytes()).hexdigest() and clip.n_samples == waveform.size
+
+
+def test_landmarks_streamed_in_blocks_pair_across_the_blocks() -> None:
+    """One block or shorter: ``extract`` exactly; longer: the same whatever the chunks, pairs across boundaries."""
+    from echovids import landmarks
+
+    rng = np.random.default_rng(6)
+    waveform = (rng.standard_normal(40 * SR) * np.linspace(0.05, 0.5, 40 * SR)).astype(np.float32)
+    whole = landmarks.extract(waveform)
+    one_block = landmarks.extract_stream([waveform[i : i + 3_001] for i in range(0, waveform.size, 3_001)])
+    np.testing.assert_array_equal(one_block.hashes, whole.hashes)
+    np.testing.assert_array_equal(one_block.times, whole.times)
+    blocks = [landmarks.extract_stream(np.array_split(waveform, parts), block_frames=250) for parts in (1, 13, 400)]
+    for other in blocks[1:]:
+        np.testing.assert_array_equal(other.hashes, blocks[0].hashes)
+        np.testing.assert_array_equal(other.times, blocks[0].times)
+    # Pairs whose first peak is in one 4 s block and whose second is in the next.
+    dt = blocks[0].hashes & 0x3F
+    crossing = (blocks[0].times // 250) != ((blocks[0].times + dt) // 250)
+    assert crossing.sum() > 100
+    shared = set(zip(blocks[0].hashes.tolist(), blocks[0].times.tolist(), strict=True))
+    assert len(shared & set(zip(whole.hashes.tolist(), whole.times.tolist(), strict=True))) > 0.9 * len(whole)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +227,94 @@ def test_silent_query_frames_are_not_searched(library) -> None:
     assert (rows[[0, 2]] == -1).all() and (sims[[0, 2]] == 0).all()
     np.testing.assert_array_equal(rows[[1, 3, 4]], view.search(query, 5)[0][[1, 3, 4]])
     assert view.search(np.zeros_like(query), 5)[0].shape == (5, 0)
+
+
+def _scramble(path: Path, keep_head: int, seed: int = 3) -> None:
+    """Random bytes over a file's body, its first ``keep_head`` bytes (the header) intact, same length."""
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    data[keep_head:] = rng.integers(0, 256, size=len(data) - keep_head, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_a_snapshot_with_random_bytes_under_its_headers_is_set_aside_and_rebuilt(library) -> None:
+    """Loaded as is, such a snapshot answers wrongly but silently; its checksums catch it, the segments answer."""
+    root, clips = library
+    index = ShardIndex(root, 0)
+    index.compact()
+    queries = {cid: excerpt(arrays, 3) for cid, arrays in list(clips.items())[:12]}
+    before = {cid: search_shard(index, SPACE, q, limit=10) for cid, q in queries.items()}
+    dataset = max((index.snapshots / "v1" / "scann").rglob("*.npy"), key=lambda p: p.stat().st_size)
+    _scramble(dataset, keep_head=128)  # an .npy header is 128 bytes: the array loads, with other values
+    restarted = ShardIndex(root, 0)
+    assert restarted.version == 0 and restarted.rebuild_wanted
+    assert not (restarted.snapshots / "v1").exists()
+    assert [p.name for p in restarted.quarantine.iterdir()] == [f"snapshot-v1.{os.getpid()}.bad"]
+    after = {cid: search_shard(restarted, SPACE, q, limit=10) for cid, q in queries.items()}
+    assert {c: [(r.clip_id, r.match_start_s) for r in rs] for c, rs in after.items()} == {
+        c: [(r.clip_id, r.match_start_s) for r in rs] for c, rs in before.items()
+    }
+    assert restarted.compact() == 2 and not restarted.rebuild_wanted  # the rebuild the search service queues
+
+
+def test_a_segment_with_random_bytes_under_its_header_is_set_aside_and_its_clip_named(library) -> None:
+    root, clips = library
+    index = ShardIndex(root, 0)
+    index.compact()
+    victim = index.segments / "clip007.npz"
+    with zipfile.ZipFile(victim) as z:
+        member = z.getinfo("vectors.npy")
+    # The stored (uncompressed) member's array bytes: past the zip entry's local header and the .npy header.
+    start = member.header_offset + 30 + len(member.filename) + 128 + 16
+    data = bytearray(victim.read_bytes())
+    data[start : start + 200] = np.random.default_rng(5).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    victim.write_bytes(bytes(data))
+    restarted = ShardIndex(root, 0)
+    assert restarted.take_quarantined() == ["clip007"] and restarted.take_quarantined() == []
+    assert not victim.exists() and [p.name for p in restarted.quarantine.iterdir()] == [
+        f"clip007.npz.{os.getpid()}.bad"
+    ]
+    # The snapshot numbers its rows with the damaged clip's: the intact segments answer until the rebuild.
+    assert restarted.rebuild_wanted and restarted.version == 0
+    assert "clip007" not in restarted.clip_ids and len(restarted.clip_ids) == 39
+    assert top(restarted, excerpt(clips["clip030"], 6))[0] == "clip030"
+    # The clip embedded again (the search service sends it from its stored audio) is found as before.
+    restarted.write_segment("clip007", clips["clip007"], SPACE)
+    restarted.refresh()
+    assert top(restarted, excerpt(clips["clip007"], 2))[0] == "clip007"
+
+
+def test_a_segment_whose_checksum_does_not_match_is_set_aside(library) -> None:
+    """Damage a zip's own CRC would not catch (the member rewritten whole): the segment's checksum does."""
+    root, _ = library
+    victim = root / "shards" / "0" / "segments" / "clip011.npz"
+    with np.load(victim) as data:
+        columns = {name: data[name] for name in data.files}
+    columns["vectors"] = columns["vectors"][::-1].copy()
+    np.savez(victim, **columns)
+    restarted = ShardIndex(root, 0)
+    assert restarted.take_quarantined() == ["clip011"] and "clip011" not in restarted.clip_ids
+
+
+def test_a_damaged_clip_is_embedded_again_from_its_audio_or_failed_with_a_code(env: Path, tmp_path: Path) -> None:
+    """What the search service does with a set-aside segment's clip (real catalog, real Redis queue)."""
+    from echovids import catalog, clip_audio
+    from echovids.harness import write_wav
+    from echovids.jobs import JobStore
+    from echovids.library import list_clips, recover_clip
+    from echovids.schemas import ClipStatus
+    from tests.sounds import synthetic_library
+
+    wav = write_wav(tmp_path / "a.wav", synthetic_library(1, seconds=2.0, seed=2)[0]).read_bytes()
+    with catalog.session() as s:
+        for clip_id in ("kept", "lost"):
+            s.add(catalog.Clip(id=clip_id, title=clip_id, source_kind="file", shard=0, status=ClipStatus.ready))
+    clip_audio.save("kept", wav, "a.wav")
+    assert recover_clip("kept") == ClipStatus.pending
+    kept = catalog.get_clip("kept")
+    assert kept.status == ClipStatus.pending and kept.job_id is not None
+    assert JobStore().get(kept.job_id).kind == "ingest"  # queued: embed -> index on its shard
+    assert recover_clip("lost") == ClipStatus.failed
+    failed = list_clips(status="failed").items
+    assert [(c.clip_id, c.error.code if c.error else None) for c in failed] == [("lost", "index_damaged")]
+    assert recover_clip("lost") is None and recover_clip("nobody") is None  # settled: nothing more to do

@@ -20,7 +20,14 @@ def mute_silence(vectors: np.ndarray, waveform: np.ndarray, hashes: np.ndarray, 
 
     Raises SilentAudio when nothing is left to search by: every frame that quiet and not one landmark hash.
     """
-    loudness = frame_loudness_db(waveform)
+    return mute_quiet(vectors, frame_loudness_db(waveform), hashes, threshold_dbfs)
+
+
+def mute_quiet(
+    vectors: np.ndarray, loudness: np.ndarray, hashes: np.ndarray, threshold_dbfs: float, copy: bool = True
+) -> np.ndarray:
+    """:func:`mute_silence` from each frame's loudness (dB full scale), measured as the frames were made;
+    without ``copy``, ``vectors`` itself is muted (a long clip's vectors are not held twice)."""
     silent = loudness < threshold_dbfs
     if silent.all() and hashes.size == 0:
         loudest = loudness.max(initial=-200.0)
@@ -28,6 +35,6 @@ def mute_silence(vectors: np.ndarray, waveform: np.ndarray, hashes: np.ndarray, 
         raise SilentAudio(
             f"The audio is silent: no second of it is louder than {threshold_dbfs:.0f} dB full scale ({level})."
         )
-    muted = vectors.copy()
+    muted = vectors.copy() if copy else vectors
     muted[silent] = 0
     return muted

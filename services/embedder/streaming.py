@@ -5,6 +5,11 @@ matrix (about twice the waveform, since frames overlap by half) is never built w
 further and never holds the waveform either: ffmpeg's output is read in chunks (``echovids.audio.decode_stream``),
 framed across chunk boundaries, embedded and hashed as it arrives, so an hour-long file costs one chunk plus one
 block of memory (plus the vectors themselves: 2 frames/s x dim x 4 bytes).
+
+``embed_clip_stream`` is a library clip's whole ingest that way: decoded chunks -> frames -> embeddings, each
+frame's loudness and best classes, and the landmarks (``echovids.landmarks.LandmarkStream``), all a block at a
+time. What it keeps grows only by what a shard stores per second of audio (float16 vectors, 3 class indices per
+frame, about 240 landmarks/s): 2 KB/s for a 1024-dim model, about 25 MB for 3 hours.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from echovids.audio_params import SAMPLE_RATE
+from echovids import class_scores
+from echovids.audio_params import FRAME_SAMPLES, SAMPLE_RATE
 from echovids.framing import frame_blocks
+from echovids.landmarks import LandmarkStream
 from services.embedder.base import AudioModel, Embedded
+from services.embedder.labels import best_classes, labels_by_mean, labels_of_frames
+from services.embedder.silence import mute_quiet
 
 BLOCK_FRAMES = 256  # about 2 minutes of audio, 16 MB of frames
 
@@ -71,6 +80,76 @@ def embed_stream(model: AudioModel, chunks: Iterable[np.ndarray], block_frames: 
 
     embedded = embed_blocks(model, frame_blocks(prefetch(tee(), PREFETCH_CHUNKS), block_frames))
     return StreamEmbedded(embedded=embedded, n_samples=count, content_hash=digest.hexdigest())
+
+
+@dataclass
+class ClipStreamed:
+    """A library clip as a shard stores it, and what the catalog records of it."""
+
+    arrays: dict[str, np.ndarray]  # vectors (float16, silence muted), hashes, times; labels and class scores
+    n_samples: int
+    content_hash: str  # sha256 of the decoded float32 samples, as hashlib.sha256(waveform.tobytes())
+    labels: list[str]  # the clip's best classes on average (none for a model without class scores)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.arrays["vectors"].shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / SAMPLE_RATE
+
+
+def embed_clip_stream(
+    model: AudioModel, chunks: Iterable[np.ndarray], silence_dbfs: float, block_frames: int = BLOCK_FRAMES
+) -> ClipStreamed:
+    """A library clip from decoded chunks, in memory bounded by a chunk and a block whatever its length.
+
+    Raises what the chunks raise (AudioTooLong, UndecodableAudio), AudioTooShort and SilentAudio.
+    """
+    digest = hashlib.sha256()
+    marks = LandmarkStream(weights=False)
+    count = 0
+
+    def tee() -> Iterator[np.ndarray]:
+        # Runs on the decode thread (prefetch): hashing and landmarks overlap the model's work.
+        nonlocal count
+        for chunk in chunks:
+            samples = np.ascontiguousarray(chunk, dtype=np.float32)
+            digest.update(samples.data)
+            marks.feed(samples)
+            count += samples.size
+            yield samples
+
+    vectors: list[np.ndarray] = []
+    loudness: list[np.ndarray] = []
+    best: list[np.ndarray] = []
+    compact: list[class_scores.CompactScores] = []  # search by description: each frame's top classes, 8-bit
+    score_sum: np.ndarray | None = None
+    for block in frame_blocks(prefetch(tee(), PREFETCH_CHUNKS), block_frames):
+        part = model.embed(block)
+        vectors.append(part.vectors.astype(np.float16))
+        # frame_loudness_db's measure: each frame's mean square, its zero-padded tail included.
+        energy = np.einsum("ij,ij->i", block, block) / FRAME_SAMPLES
+        loudness.append(10 * np.log10(np.maximum(energy, 1e-20)))
+        if part.scores is not None:
+            best.append(best_classes(part.scores))
+            compact.append(class_scores.encode(part.scores))
+            block_sum = part.scores.sum(axis=0, dtype=np.float64)
+            score_sum = block_sum if score_sum is None else score_sum + block_sum
+        del block, part  # free this block before the generator builds the next
+    landmarks = marks.finish()
+    all_vectors = np.concatenate(vectors)
+    del vectors
+    muted = mute_quiet(all_vectors, np.concatenate(loudness), landmarks.hashes, silence_dbfs, copy=False)
+    arrays = {"vectors": muted, "hashes": landmarks.hashes, "times": landmarks.times}
+    labels: list[str] = []
+    if best and score_sum is not None:
+        arrays.update(labels_of_frames(np.concatenate(best), model.class_names))
+        arrays["class_ids"] = np.concatenate([c.ids for c in compact])
+        arrays["class_levels"] = np.concatenate([c.levels for c in compact])
+        labels = labels_by_mean(score_sum / muted.shape[0], model.class_names)
+    return ClipStreamed(arrays=arrays, n_samples=count, content_hash=digest.hexdigest(), labels=labels)
 
 
 PREFETCH_CHUNKS = 2  # decoded chunks read ahead while the model works (2 x 30 s = 4 MB)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,8 +10,7 @@ from celery import Task, shared_task
 from celery.worker.control import inspect_command
 
 from echovids import class_scores, clip_audio, landmarks
-from echovids.audio import decode_bytes
-from echovids.audio_params import SAMPLE_RATE
+from echovids.audio import decode_bytes, decode_bytes_stream
 from echovids.errors import EchovidsError, NotFound, TextSearchUnavailable
 from echovids.framing import frame_waveform
 from echovids.jobs import JobStore
@@ -23,9 +21,9 @@ from echovids.tasks import TASK_OPTIONS, fail_job
 from echovids.text_classes import ClassMapper, default_mapper
 from services.embedder.base import AudioModel, Embedded
 from services.embedder.factory import get_model, model_loaded
-from services.embedder.labels import frame_labels, top_labels
+from services.embedder.labels import frame_labels
 from services.embedder.silence import mute_silence
-from services.embedder.streaming import embed_waveform
+from services.embedder.streaming import ClipStreamed, embed_clip_stream, embed_waveform
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
 
@@ -57,15 +55,17 @@ def query_arrays(model: AudioModel, waveform: np.ndarray) -> dict[str, np.ndarra
     }
 
 
-def clip_arrays(model: AudioModel, waveform: np.ndarray) -> tuple[dict[str, np.ndarray], Embedded]:
-    """What a shard stores of a library clip (frame vectors, landmarks, per-frame labels), and the embedding."""
-    # Framed and embedded a block at a time: no [n, 15600] frame matrix (2x the waveform) for long clips.
-    embedded = embed_waveform(model, waveform)
-    marks = landmarks.extract(waveform)
-    vectors = mute_silence(embedded.vectors, waveform, marks.hashes, get_settings().silence_dbfs)
-    arrays = {"vectors": vectors.astype(np.float16), "hashes": marks.hashes, "times": marks.times}
-    arrays.update(class_arrays(embedded, model.class_names))
-    return arrays, embedded
+def clip_arrays(model: AudioModel, waveform: np.ndarray) -> tuple[dict[str, np.ndarray], ClipStreamed]:
+    """What a shard stores of a library clip already decoded (frame vectors, landmarks, per-frame labels)."""
+    clip = embed_clip_stream(model, [waveform], get_settings().silence_dbfs)
+    return clip.arrays, clip
+
+
+def embed_upload(model: AudioModel, data: bytes) -> ClipStreamed:
+    """A library clip's uploaded file, decoded, embedded and fingerprinted a block at a time."""
+    settings = get_settings()
+    chunks = decode_bytes_stream(data, max_seconds=settings.max_clip_s)
+    return embed_clip_stream(model, chunks, settings.silence_dbfs)
 
 
 def class_arrays(embedded: Embedded, class_names: list[str]) -> dict[str, np.ndarray]:
@@ -146,23 +146,26 @@ def embed_text(self: Task, *, job_id: str, k: int, text: str, filters: dict[str,
 
 @shared_task(name=TaskName.EMBED_CLIP, **TASK_OPTIONS)
 def embed_clip(self: Task, *, clip_id: str, job_id: str) -> dict[str, Any]:
-    """Embed a library clip's upload; the shard that owns the clip indexes the vectors next."""
+    """Embed a library clip's upload; the shard that owns the clip indexes the vectors next.
+
+    Decoded, framed, embedded and fingerprinted a block at a time: memory grows with the length only by what the
+    shard stores (docs/benchmarks.md, "Long library files").
+    """
     store = JobStore()
     try:
         store.set_status(job_id, JobStatus.embedding)
-        waveform = decode_bytes(store.get_upload(clip_id), max_seconds=get_settings().max_clip_s)
         model = get_model()
-        arrays, embedded = clip_arrays(model, waveform)
+        clip = embed_upload(model, store.get_upload(clip_id))
     except EchovidsError as error:
         fail_job(job_id, error)
-    store.put_arrays(clip_id, arrays)
+    store.put_arrays(clip_id, clip.arrays)
     return ClipEmbedded(
         clip_id=clip_id,
         space=model.space,
-        n_frames=len(embedded.vectors),
-        duration_s=waveform.size / SAMPLE_RATE,
-        content_hash=hashlib.sha256(np.ascontiguousarray(waveform).data).hexdigest(),
-        labels=top_labels(embedded.scores, model.class_names),
+        n_frames=clip.n_frames,
+        duration_s=clip.duration_s,
+        content_hash=clip.content_hash,
+        labels=clip.labels,
     ).model_dump()
 
 

@@ -1,12 +1,17 @@
 """One shard of the index: durable per-clip segments, a ScaNN snapshot over sealed rows, an exact delta.
 
 On disk, under ``<data dir>/shards/<i>/``:
-- ``segments/<clip>.npz``: a clip's frame vectors (float16), landmarks and embedding space; written once.
+- ``segments/<clip>.npz``: a clip's frame vectors (float16), landmarks, per-frame labels and class scores and
+  embedding space; written once, with a sha256 of its columns inside (a file that no longer matches it is damaged).
 - ``class_segments/<clip>.npz``: the AudioSet class scores of a clip indexed before segments carried them
   (written once by `echovids reindex-classes`; a newer segment holds them itself).
 - ``tombstones/<clip>``: the clip is deleted; filtered at query time, purged by the next compaction.
 - ``snapshots/v<N>/``: a ScaNN index (``serialize()``) over the clips its ``manifest.json`` lists, in row
-  order; a snapshot counts only once its ``COMPLETE`` marker exists, so a half-written one is never loaded.
+  order, with the sha256 of each ScaNN file; a snapshot counts only once its ``COMPLETE`` marker exists, so a
+  half-written one is never loaded.
+- ``quarantine/``: damaged files set aside (never read again, kept for a look): a bad snapshot is replaced by
+  searching its clips' segments until the next compaction; a bad segment's clip is listed in
+  ``ShardIndex.quarantined`` for the search service to re-embed or mark failed.
 New clips form the delta, searched exactly, until a compaction folds them into the next snapshot. The landmark
 postings and the class index (services/search/class_index.py) are built in memory from the segments, in the
 layout's row order, and follow every layout (new clips appended, a snapshot swapped in, tombstoned clips masked).
@@ -14,6 +19,8 @@ layout's row order, and follow every layout (new clips appended, a snapshot swap
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -125,6 +132,36 @@ def _attach_classes(clip: ClipData, path: Path) -> bool:
     return True
 
 
+CHECKSUM_COLUMN = "sha256"
+
+
+class DamagedFile(ValueError):
+    """A segment or snapshot whose bytes no longer match the checksum written with it."""
+
+
+def columns_digest(columns: dict[str, np.ndarray]) -> str:
+    """sha256 over a segment's columns (name, dtype, shape and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(columns):
+        array = np.ascontiguousarray(columns[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by path relative to it."""
+    return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def _frame_sum(vectors: np.ndarray) -> tuple[np.ndarray, int]:
     """(sum of a clip's frame vectors in float64, how many are audible: not muted to zero)."""
     return vectors.sum(axis=0, dtype=np.float64), int(np.count_nonzero(vectors.any(axis=1)))
@@ -166,12 +203,18 @@ class ShardIndex:
         self.tombstones = self.dir / "tombstones"
         self.snapshots = self.dir / "snapshots"
         self.class_segments = self.dir / "class_segments"
-        for folder in (self.segments, self.tombstones, self.snapshots, self.class_segments):
+        self.quarantine = self.dir / "quarantine"
+        for folder in (self.segments, self.tombstones, self.snapshots, self.class_segments, self.quarantine):
             folder.mkdir(parents=True, exist_ok=True)
         self.shard = shard
         self.space: str | None = None
         self.version = 0  # the snapshot in use; 0 = none
         self.deleted: set[str] = set()
+        # Clips whose segment was damaged and set aside, for the caller to take (take_quarantined).
+        self.quarantined: list[str] = []
+        # A damaged snapshot was set aside (or named a damaged segment): the next look compacts anew.
+        self.rebuild_wanted = False
+        self._unusable: set[int] = set()  # snapshot versions that cannot be adopted here
         self._clips: dict[str, ClipData] = {}
         self._lock = threading.RLock()
         self._live_key: tuple[int, int] = (-1, -1)  # the (clips, tombstones) the live mask and centre are of
@@ -199,6 +242,7 @@ class ShardIndex:
         # Per-frame labels and class scores when the model has them (YAMNet): a result names what its matched
         # moment holds, and a text search finds it.
         columns.update({name: arrays[name] for name in (*LABEL_COLUMNS, *CLASS_COLUMNS) if name in arrays})
+        columns[CHECKSUM_COLUMN] = np.array(columns_digest(columns))
         _write_npz(path, columns)
 
     def has_class_scores(self, clip_id: str) -> bool:
@@ -254,27 +298,51 @@ class ShardIndex:
             )
 
     def _read_segment(self, path: Path) -> ClipData | None:
+        """A segment's clip, or None: a missing file, or a damaged one (set aside, its clip quarantined)."""
         try:
             with np.load(path) as data:
-                self.check_space(str(data["space"]))
-                self.space = str(data["space"])
-                labelled = all(name in data.files for name in LABEL_COLUMNS)
-                scored = all(name in data.files for name in CLASS_COLUMNS)
-                clip = ClipData(
-                    data["vectors"].astype(np.float16),
-                    data["hashes"],
-                    data["times"],
-                    data["frame_labels"] if labelled else None,
-                    data["label_names"] if labelled else None,
-                    data["class_ids"] if scored else None,
-                    data["class_levels"] if scored else None,
-                )
-        except (OSError, ValueError, KeyError) as exc:
-            log.error("shard %s: unreadable segment %s skipped: %s", self.shard, path, exc)
+                columns = {name: data[name] for name in data.files}
+        except FileNotFoundError:
             return None
+        except Exception as exc:  # a damaged zip raises anything from BadZipFile to EOFError
+            self._set_aside_segment(path, f"unreadable: {exc}")
+            return None
+        stored = columns.pop(CHECKSUM_COLUMN, None)
+        # Segments written before checksums were kept have none; they are read as they are.
+        if stored is not None and str(stored) != columns_digest(columns):
+            self._set_aside_segment(path, "its checksum does not match its contents")
+            return None
+        if "space" not in columns or "vectors" not in columns or "hashes" not in columns or "times" not in columns:
+            self._set_aside_segment(path, "columns missing")
+            return None
+        self.check_space(str(columns["space"]))
+        self.space = str(columns["space"])
+        labelled = all(name in columns for name in LABEL_COLUMNS)
+        scored = all(name in columns for name in CLASS_COLUMNS)
+        clip = ClipData(
+            columns["vectors"].astype(np.float16),
+            columns["hashes"],
+            columns["times"],
+            columns["frame_labels"] if labelled else None,
+            columns["label_names"] if labelled else None,
+            columns["class_ids"] if scored else None,
+            columns["class_levels"] if scored else None,
+        )
         if not clip.has_classes:
             _attach_classes(clip, self.class_segments / path.name)
         return clip
+
+    def _set_aside_segment(self, path: Path, why: str) -> None:
+        log.error("shard %s: damaged segment %s set aside (%s)", self.shard, path.name, why)
+        with contextlib.suppress(FileNotFoundError):  # another replica set it aside first
+            os.replace(path, self.quarantine / f"{path.name}.{os.getpid()}.bad")
+        self.quarantined.append(path.stem)
+
+    def take_quarantined(self) -> list[str]:
+        """The clips whose segments were set aside since the last call (each once per process)."""
+        with self._lock:
+            taken, self.quarantined = self.quarantined, []
+            return taken
 
     def refresh(self) -> None:
         """Take in what was written since the last look: tombstones, new segments, a newer snapshot."""
@@ -289,9 +357,9 @@ class ShardIndex:
                         self._clips[path.stem] = data
                         added.append(path.stem)
             newest = self._newest_snapshot()
-            if newest is not None:
-                self._adopt(*newest)
-            elif added:
+            if newest is not None and self._adopt(*newest):
+                return
+            if added:
                 self._append(added)
             for path in self.class_segments.glob("*.npz"):
                 self._take_class_segment(path.stem)
@@ -305,37 +373,57 @@ class ShardIndex:
         return sorted(found, reverse=True)
 
     def _newest_snapshot(self) -> tuple[int, Path, list[str], object] | None:
-        """The newest snapshot that loads; a damaged one is skipped (and the one before it tried)."""
+        """The newest snapshot that loads; a damaged one is set aside (and the one before it tried)."""
         from scann import scann_ops_pybind
 
         for version, path in self._snapshot_dirs():
             if version <= self.version:
                 return None
+            if version in self._unusable:
+                continue
             try:
                 manifest = json.loads((path / "manifest.json").read_text())
+                files = manifest.get("files")
+                # Snapshots written before checksums were kept have none; they are loaded as they are.
+                if files is not None and folder_digests(path / "scann") != files:
+                    raise DamagedFile("its files do not match the checksums in its manifest")
                 searcher = scann_ops_pybind.load_searcher(str(path / "scann"))
                 order = [clip for clip, _ in manifest["clips"]]
                 if sum(n for _, n in manifest["clips"]) != manifest["rows"]:
                     raise ValueError("manifest rows do not add up")
                 return version, path, order, searcher
             except Exception as exc:  # a damaged snapshot of any kind must never stop the shard
-                log.error("shard %s: snapshot %s unusable, trying an older one: %s", self.shard, path, exc)
+                log.error(
+                    "shard %s: snapshot %s damaged, set aside; rebuilding from segments: %s", self.shard, path, exc
+                )
+                self._set_aside_snapshot(version, path)
         return None
 
-    def _adopt(self, version: int, path: Path, order: list[str], searcher: object) -> None:
-        """Swap to a snapshot: its clips first, in its row order, then the delta."""
+    def _set_aside_snapshot(self, version: int, path: Path) -> None:
+        self._unusable.add(version)
+        self.rebuild_wanted = True
+        with contextlib.suppress(OSError):  # another replica set it aside first
+            os.replace(path, self.quarantine / f"snapshot-v{version}.{os.getpid()}.bad")
+
+    def _adopt(self, version: int, path: Path, order: list[str], searcher: object) -> bool:
+        """Swap to a snapshot: its clips first, in its row order, then the delta; False when it cannot be."""
         # Deleted clips the snapshot still holds are read too: ScaNN's row numbering includes them.
         missing = [c for c in order if c not in self._clips]
         for clip_id in missing:
             data = self._read_segment(self.segments / f"{clip_id}.npz")
             if data is None:
+                # Its rows are numbered with that clip's: unusable. The segments are searched until a rebuild.
                 log.error("shard %s: snapshot v%d names %s but its segment is unreadable", self.shard, version, clip_id)
-                return
+                self._unusable.add(version)
+                self.rebuild_wanted = True
+                return False
             self._clips[clip_id] = data
         sealed_rows = sum(self._clips[c].vectors.shape[0] for c in order)
         self._layout(order, searcher, sealed_rows)
         self.version = version
+        self.rebuild_wanted = False
         log.info("shard %s: now on snapshot v%d (%d sealed rows)", self.shard, version, sealed_rows)
+        return True
 
     def compact(self) -> int:
         """Build a ScaNN index over every live clip, write it as the next snapshot, swap to it, purge.
@@ -348,15 +436,20 @@ class ShardIndex:
             vectors = np.concatenate([self._clips[c].vectors for c in order]).astype(np.float32) if order else None
             dead = [c for c in self.clip_ids if c in self.deleted]
         if vectors is None:
+            self.rebuild_wanted = False  # nothing left to index
             return self.version
         searcher = scann_searcher(vectors, neighbours=10)
-        version = max([self.version, *(v for v, _ in self._snapshot_dirs())]) + 1
+        # Never a version number used before, a set-aside one included: replicas skip versions they found bad.
+        set_aside = (p.name.split(".")[0][len("snapshot-v") :] for p in self.quarantine.glob("snapshot-v*"))
+        used = [v for v, _ in self._snapshot_dirs()] + [int(v) for v in set_aside if v.isdigit()]
+        version = max([self.version, *used]) + 1
         final = self.snapshots / f"v{version}"
         tmp = self.snapshots / f".v{version}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "scann").mkdir(parents=True)
         searcher.serialize(str(tmp / "scann"), relative_path=True)  # the folder is renamed next
         manifest = {
+            "files": folder_digests(tmp / "scann"),
             "version": version,
             "rows": int(vectors.shape[0]),
             "space": self.space,

@@ -17,7 +17,7 @@ from echovids import availability, catalog, queues
 from echovids.celery_app import get_celery
 from echovids.errors import ERRORS_BY_CODE, EchovidsError, NotFound, SearchUnavailable
 from echovids.jobs import JobStore
-from echovids.library import reconcile_pending
+from echovids.library import reconcile_pending, recover_clip
 from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
@@ -60,7 +60,18 @@ def get_index(shard: int) -> ShardIndex:
         if _generations.get(shard) != generation:
             index.refresh()
             _generations[shard] = generation
-        return index
+    _recover_damaged(index)
+    return index
+
+
+def _recover_damaged(index: ShardIndex) -> None:
+    """Clips whose segments this process found damaged: re-embedded from stored audio, or failed (once each)."""
+    for clip_id in index.take_quarantined():
+        # Every replica of the shard may find the same damaged file; one recovery is enough.
+        if get_redis().set(f"echovids:recovering:{clip_id}", 1, nx=True, ex=get_settings().job_ttl_s):
+            recover_clip(clip_id)
+    if index.rebuild_wanted:
+        maybe_compact(index)
 
 
 def _bump(shard: int, written: str | None = None) -> None:
@@ -78,7 +89,7 @@ def _bump(shard: int, written: str | None = None) -> None:
 def maybe_compact(index: ShardIndex) -> None:
     """Queue one compaction of the shard once its exactly-searched delta has outgrown the setting."""
     settings = get_settings()
-    if index.delta_rows <= settings.search_delta_max:
+    if index.delta_rows <= settings.search_delta_max and not index.rebuild_wanted:
         return
     lock = f"echovids:shard:{index.shard}:compacting"
     if get_redis().set(lock, 1, nx=True, ex=settings.task_time_limit_s * 4):

@@ -1,0 +1,206 @@
+"""Load: N concurrent clients on loopback against `echovids serve`, each searching without pause for a bounded time.
+
+The library is synthetic and written straight to the data dir (benchmarks/latency.py's ``build_library``: segments,
+catalog rows, availability cached), so tens of thousands of clips are ready in minutes without embedding any
+audio. Each client submits a 5 s query and long-polls it to the end, then the next; per level of concurrency the
+report gives throughput, latency percentiles, errors and the resident memory of every process of the stack at the
+start and the end. The saturation point is the throughput at the first level whose p95 passes 1 s.
+
+The stack takes the caller's ECHOVIDS_* settings (a per-client rate limit must be set off or high for a load
+test from one address), over the defaults below.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.latency import FRAMES_PER_CLIP, build_library, cache_availability, query_wav
+from echovids.harness import Stack, machine_info, make_stack, search_and_wait
+
+SATURATION_P95_MS = 1000.0
+
+
+@dataclass
+class LevelReport:
+    clients: int
+    seconds: float
+    completed: int
+    errors: int
+    error_kinds: dict[str, int]
+    throughput_qps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rss_start_mb: float
+    rss_end_mb: float
+
+
+@dataclass
+class LoadReport:
+    clips: int
+    frames: int
+    shards: int
+    build_s: float
+    query_s: float
+    levels: list[LevelReport]
+    # Throughput at the first level whose p95 passed 1 s, and at the last level below it (None: not reached).
+    saturation_qps: float | None
+    below_saturation_qps: float | None
+    machine: dict[str, Any] = field(default_factory=machine_info)
+
+
+def stack_rss_mb(stack: Stack) -> float:
+    """Resident memory of supervisord and every process under it (Redis, workers and their pools, gateway)."""
+    import psutil
+
+    assert stack.proc is not None
+    root = psutil.Process(stack.proc.pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue  # gone between the listing and the read
+    return round(total / 2**20, 1)
+
+
+def client_loop(
+    url: str, content: bytes, until: float, latencies: list[float], errors: dict[str, int], lock: threading.Lock
+) -> None:
+    """One client: search, wait for the answer, search again, until ``until``."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            try:
+                job = search_and_wait(client, content, "q.wav", timeout_s=120)
+                kind = None if job["status"] == "done" else (job.get("error") or {}).get("code", job["status"])
+            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                kind = type(exc).__name__ if not isinstance(exc, RuntimeError) else str(exc)[:40]
+            elapsed = (time.perf_counter() - started) * 1000
+            with lock:
+                if kind is None:
+                    latencies.append(elapsed)
+                else:
+                    errors[kind] = errors.get(kind, 0) + 1
+
+
+def one_level(stack: Stack, content: bytes, clients: int, seconds: float) -> LevelReport:
+    rss_start = stack_rss_mb(stack)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    started = time.monotonic()
+    until = started + seconds
+    lock = threading.Lock()
+    threads = [
+        threading.Thread(target=client_loop, args=(stack.url, content, until, latencies, errors, lock))
+        for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started  # the last answers come after ``until``: counted, and their time too
+    ms = np.array(latencies) if latencies else np.zeros(1)
+    return LevelReport(
+        clients=clients,
+        seconds=round(elapsed, 1),
+        completed=len(latencies),
+        errors=sum(errors.values()),
+        error_kinds=errors,
+        throughput_qps=round(len(latencies) / elapsed, 2),
+        p50_ms=round(float(np.percentile(ms, 50)), 1),
+        p95_ms=round(float(np.percentile(ms, 95)), 1),
+        p99_ms=round(float(np.percentile(ms, 99)), 1),
+        rss_start_mb=rss_start,
+        rss_end_mb=stack_rss_mb(stack),
+    )
+
+
+def saturation(levels: list[LevelReport]) -> tuple[float | None, float | None]:
+    """(throughput at the first level past a 1 s p95, throughput at the best level before it)."""
+    below: float | None = None
+    for level in levels:
+        if level.p95_ms > SATURATION_P95_MS:
+            return level.throughput_qps, below
+        below = max(below or 0.0, level.throughput_qps)
+    return None, below
+
+
+def run(
+    clips: int = 50_000,
+    clients: tuple[int, ...] = (8, 32, 64),
+    seconds: float = 60.0,
+    query_s: float = 5.0,
+    shards: int = 1,
+    workdir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> LoadReport:
+    root = Path(workdir or tempfile.mkdtemp(prefix="echovids-load-"))
+    data_dir = root / "data"
+    started = time.perf_counter()
+    if (data_dir / "catalog.sqlite3").exists():  # a library this benchmark built before, in --workdir
+        built = clips
+    else:
+        log(f"building a library of {clips} clips ({clips * FRAMES_PER_CLIP} frames) in {data_dir}")
+        built = build_library(data_dir, clips * FRAMES_PER_CLIP, shards)
+    build_s = time.perf_counter() - started
+    stack = make_stack(
+        data_dir,
+        None,
+        keep_settings=True,
+        ECHOVIDS_SEARCH_SHARDS=str(shards),
+        ECHOVIDS_SEARCH_DELTA_MAX="100000000",
+        # Every client is on loopback, one address: the per-client limit would measure itself.
+        ECHOVIDS_RATE_LIMIT_SEARCHES_PER_S="0",
+    )
+    stack.log_path = root / "serve.log"
+    stack.start(timeout=600)
+    try:
+        cache_availability((data_dir / "redis" / "url").read_text().strip(), built)
+        content = query_wav(root / "query.wav", seconds=query_s).read_bytes()
+        with httpx.Client(base_url=stack.url, timeout=60) as client:
+            for _ in range(5):  # warm: models loaded, shards mapped, availability read once
+                search_and_wait(client, content, "q.wav", timeout_s=120)
+        levels = []
+        for n in clients:
+            level = one_level(stack, content, n, seconds)
+            log(
+                f"{n} clients: {level.throughput_qps} q/s, p50 {level.p50_ms} ms, p95 {level.p95_ms} ms, "
+                f"p99 {level.p99_ms} ms, {level.errors} errors, RSS {level.rss_start_mb} -> {level.rss_end_mb} MB"
+            )
+            levels.append(level)
+    finally:
+        stack.stop()
+    saturated, below = saturation(levels)
+    return LoadReport(
+        clips=built,
+        frames=built * FRAMES_PER_CLIP,
+        shards=shards,
+        build_s=round(build_s, 1),
+        query_s=query_s,
+        levels=levels,
+        saturation_qps=saturated,
+        below_saturation_qps=below,
+    )
+
+
+def table(report: LoadReport) -> str:
+    lines = [
+        "| clients | q/s | p50 ms | p95 ms | p99 ms | errors | stack RSS start -> end MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for lv in report.levels:
+        lines.append(
+            f"| {lv.clients} | {lv.throughput_qps} | {lv.p50_ms} | {lv.p95_ms} | {lv.p99_ms} | {lv.errors} | "
+            f"{lv.rss_start_mb} -> {lv.rss_end_mb} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""`echovids bench load` with tiny numbers: real clients against a real stack, every figure measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.load import LevelReport, run, saturation, table
+
+
+def level(clients: int, qps: float, p95_ms: float) -> LevelReport:
+    return LevelReport(clients, 60.0, int(qps * 60), 0, {}, qps, p95_ms / 2, p95_ms, p95_ms * 1.2, 900.0, 910.0)
+
+
+def test_the_saturation_point_is_where_p95_first_passes_one_second() -> None:
+    assert saturation([level(8, 5.0, 400), level(32, 9.0, 1400), level(64, 9.5, 3000)]) == (9.0, 5.0)
+    assert saturation([level(8, 5.0, 1200)]) == (5.0, None)
+    assert saturation([level(8, 5.0, 400), level(32, 7.0, 900)]) == (None, 7.0)
+
+
+def test_load_runs_levels_of_clients_against_a_stack(tmp_path: Path) -> None:
+    report = run(clips=200, clients=(1, 3), seconds=4.0, query_s=2.0, workdir=tmp_path, log=lambda _: None)
+    assert [lv.clients for lv in report.levels] == [1, 3] and report.clips == 200
+    for lv in report.levels:
+        assert lv.completed >= 1 and lv.errors == 0, lv
+        assert lv.seconds >= 4.0 and abs(lv.throughput_qps - lv.completed / lv.seconds) < 0.05 * lv.throughput_qps
+        assert 0 < lv.p50_ms <= lv.p95_ms <= lv.p99_ms
+        assert lv.rss_start_mb > 100 and lv.rss_end_mb > 100  # Redis, workers with their models, gateway
+    assert "| 3 |" in table(report)
