@@ -6,28 +6,9 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-KEY = "echovids:availability:rate"
+from echovids.token_bucket import SCRIPT
 
-# Takes one token, or reserves the next one (the bucket goes negative, later callers queue behind) when the
-# wait is within max_wait_ms; answers the wait in ms, or -1 without taking anything. Redis's own clock keeps
-# hosts with skewed clocks in step.
-_ACQUIRE = """
-local rate = tonumber(ARGV[1]) / 1000
-local burst = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local wait = 0
-if tokens < 1 then wait = math.ceil((1 - tokens) / rate) end
-if wait > max_wait then return -1 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + wait + 1000)
-return wait
-"""
+KEY = "echovids:availability:rate"
 
 
 class RateLimited(Exception):
@@ -42,7 +23,7 @@ class SharedRateLimiter:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self.key = key
-        self._script = client.register_script(_ACQUIRE)
+        self._script = client.register_script(SCRIPT)
 
     async def acquire(self, max_wait_s: float) -> None:
         """Take a slot, sleeping until it is due; RateLimited when that would be later than max_wait_s."""
