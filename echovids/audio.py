@@ -11,8 +11,11 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import scipy.signal
@@ -144,38 +147,61 @@ def _run_ffmpeg(cmd: list[str], max_samples: int) -> np.ndarray:
     """ffmpeg's output read straight into one array of ``max_samples`` (a lazy allocation: only the pages written
     become memory), so a decode costs the audio once, not the pipe's chunks plus their join plus a copy. ffmpeg is
     stopped as soon as its output passes ``max_samples``: what a container claims is never trusted."""
-    limit_s = _ffmpeg_timeout_s()
     out = np.empty(max_samples + 1, dtype=np.float32)  # one sample more: "longer than the limit" is seen
     buffer = out.data.cast("B")
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
-        assert isinstance(proc.stdout, io.BufferedReader)
-        deadline = threading.Timer(limit_s, proc.kill)
-        deadline.start()
-        filled = 0
-        try:
+    try:
+        with _ffmpeg(cmd) as ffmpeg:
+            stdout = ffmpeg.proc.stdout
+            assert isinstance(stdout, io.BufferedReader)
+            filled = 0
             while filled < len(buffer):
-                got = proc.stdout.readinto(buffer[filled : filled + _READ_BYTES])
+                got = stdout.readinto(buffer[filled : filled + _READ_BYTES])
                 if not got:
                     break
                 filled += got
             if filled >= len(buffer):  # past the limit: ffmpeg need not finish
-                proc.kill()
-                proc.wait()
+                ffmpeg.proc.kill()
+                ffmpeg.proc.wait()
                 return _clean_in_place(out)
-            if proc.wait() != 0 or filled < 4:
-                if not deadline.is_alive():
-                    raise _took_too_long(limit_s)
-                errors.seek(0)
-                raise _undecodable(errors.read())
+            ffmpeg.check(produced=filled >= 4)
+    finally:
+        buffer.release()
+    return _clean_in_place(out[: filled // 4])
+
+
+@dataclass
+class _Ffmpeg:
+    proc: subprocess.Popen[bytes]
+    errors: IO[bytes]
+    deadline: threading.Timer
+    limit_s: float
+
+    def check(self, produced: bool) -> None:
+        """Once its output is read: the coded error when ffmpeg failed, hit its deadline, or gave no audio."""
+        if self.proc.wait() != 0 or not produced:
+            if not self.deadline.is_alive():
+                raise _took_too_long(self.limit_s)
+            self.errors.seek(0)
+            raise _undecodable(self.errors.read())
+
+
+@contextmanager
+def _ffmpeg(cmd: list[str]) -> Iterator[_Ffmpeg]:
+    """ffmpeg decoding to a pipe, killed at the decode deadline and never left running or unreaped."""
+    limit_s = _ffmpeg_timeout_s()
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        deadline = threading.Timer(limit_s, proc.kill)
+        deadline.start()
+        try:
+            yield _Ffmpeg(proc, errors, deadline, limit_s)
         finally:
             deadline.cancel()
             if proc.poll() is None:
                 proc.kill()
             proc.stdout.close()
             proc.wait()
-            buffer.release()
-    return _clean_in_place(out[: filled // 4])
 
 
 def _clean_in_place(samples: np.ndarray) -> np.ndarray:
@@ -216,34 +242,20 @@ def decode_stream(path: Path, max_seconds: float | None = None, chunk_seconds: f
     chunks before it were yielded), ``UndecodableAudio`` at the end when ffmpeg failed or gave no audio.
     """
     chunk_bytes = max(1, int(chunk_seconds * SAMPLE_RATE)) * 4
-    limit_s = _ffmpeg_timeout_s()
     max_seconds = _limit(max_seconds)
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(_ffmpeg_command(path, max_seconds), stdout=subprocess.PIPE, stderr=errors)
-        assert proc.stdout is not None
-        # The deadline covers the whole read, the consumer's time between chunks included (a task's limit).
-        deadline = threading.Timer(limit_s, proc.kill)
-        deadline.start()
+    # The deadline covers the whole read, the consumer's time between chunks included (a task's limit).
+    with _ffmpeg(_ffmpeg_command(path, max_seconds)) as ffmpeg:
+        stdout = ffmpeg.proc.stdout
+        assert stdout is not None
         total = 0
-        try:
-            while buffer := proc.stdout.read(chunk_bytes):
-                samples = np.frombuffer(buffer[: len(buffer) // 4 * 4], dtype=np.float32)
-                total += samples.size
-                if total > max_seconds * SAMPLE_RATE:
-                    raise _too_long(max_seconds)
-                if samples.size:
-                    yield _clean(samples)
-            if proc.wait() != 0 or total == 0:
-                if not deadline.is_alive():
-                    raise _took_too_long(limit_s)
-                errors.seek(0)
-                raise _undecodable(errors.read())
-        finally:
-            deadline.cancel()
-            if proc.poll() is None:
-                proc.kill()
-            proc.stdout.close()
-            proc.wait()
+        while buffer := stdout.read(chunk_bytes):
+            samples = np.frombuffer(buffer[: len(buffer) // 4 * 4], dtype=np.float32)
+            total += samples.size
+            if total > max_seconds * SAMPLE_RATE:
+                raise _too_long(max_seconds)
+            if samples.size:
+                yield _clean(samples)
+        ffmpeg.check(produced=total > 0)
 
 
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
