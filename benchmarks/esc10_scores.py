@@ -2,7 +2,7 @@
 
 The text-search measurement (benchmarks/text.py) ranks clips by these scores; computing them is the slow part
 (400 clips of 5 s through YAMNet, a few minutes on two cores), so it is done once and kept. The frames are the
-embedder's own (echovids.framing), scored by the embedder's YAMNet (services/embedder/models.py), so the
+embedder's own (echovids.framing), scored by the embedder's YAMNet (services/embedder/models/yamnet.py), so the
 figures are those the system would give.
 """
 
