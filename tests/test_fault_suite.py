@@ -31,8 +31,9 @@ SEARCH_TIMEOUT_S = 6.0
 SETTLE_S = 120.0
 FAST = {
     "ECHOVIDS_SEARCH_TIMEOUT_S": str(SEARCH_TIMEOUT_S),
-    "ECHOVIDS_TASK_TIME_LIMIT_S": "20",
-    "ECHOVIDS_BROKER_VISIBILITY_TIMEOUT_S": "25",
+    # Soft limit 30 s: a worker started again under load pays its model's load inside its first task.
+    "ECHOVIDS_TASK_TIME_LIMIT_S": "40",
+    "ECHOVIDS_BROKER_VISIBILITY_TIMEOUT_S": "45",
     "ECHOVIDS_LIBRARY_RECONCILE_INTERVAL_S": "3",
     "ECHOVIDS_LIBRARY_STALE_PENDING_S": "5",
     "ECHOVIDS_EMBEDDER_PROCESSES": "1",
@@ -212,7 +213,9 @@ def test_sigterm_of_the_whole_stack_under_load_then_start_again(stack: Stack) ->
     stack.start(timeout=180)
     jobs, clips = settle(stack, accepted)
     assert len(jobs) == 4 and len(clips) == 4
-    assert all(c["status"] in ("ready", "duplicate") for c in clips.values()), clips
+    assert all(c["status"] in ("ready", "duplicate") for c in clips.values()), {
+        c["clip_id"]: (c["status"], c["error"], c.get("attempts")) for c in clips.values()
+    }
 
 
 def test_a_hung_search_process_never_holds_a_query(stack: Stack) -> None:
