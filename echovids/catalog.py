@@ -193,6 +193,13 @@ def mark_failed(clip_id: str, code: str, message: str) -> None:
             clip.status, clip.error_code, clip.error_message = ClipStatus.failed, code, message[:1024]
 
 
+def is_settled(clip_id: str) -> bool:
+    """Whether the clip is indexed (``ready``) or kept as another's ``duplicate``: its processing is over."""
+    with session() as s:
+        clip = s.get(Clip, clip_id)
+        return clip is not None and clip.status in (ClipStatus.ready, ClipStatus.duplicate)
+
+
 def start_attempt(clip_id: str) -> int | None:
     """Count one more start of the clip's processing; returns the count (None: the clip is gone)."""
     with session() as s:

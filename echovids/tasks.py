@@ -38,6 +38,8 @@ TASK_OPTIONS: dict[str, Any] = {
 # The task that starts a library clip's processing: each delivery counts as an attempt in the catalog, so a clip
 # that kills its worker (redelivered, acks_late) fails after a few tries instead of killing workers for ever.
 _CLIP_ATTEMPT_TASKS = frozenset({TaskName.EMBED_CLIP})
+# The tasks of a library clip's ingest chain: each ends at once when the clip is settled already.
+_CLIP_TASKS = frozenset({TaskName.EMBED_CLIP, TaskName.INDEX_CLIP})
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -48,6 +50,11 @@ class JobTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         clip_id = kwargs.get("clip_id")
+        if clip_id and self.name in _CLIP_TASKS and catalog.is_settled(clip_id):
+            # A message delivered again after its chain finished (a worker stopped before its ack reached the
+            # broker): the clip is indexed and its upload gone, so running it again could only fail it.
+            log.info("%s for clip %s, which is settled already: nothing to do", self.name, clip_id)
+            raise Ignore()
         if clip_id and self.name in _CLIP_ATTEMPT_TASKS:
             attempts = catalog.start_attempt(clip_id)
             limit = get_settings().library_max_attempts

@@ -149,6 +149,33 @@ def test_the_upkeep_never_resends_a_clip_that_failed_durably(env: Path, tmp_path
     assert all(c.error is not None and c.error.code == "processing_failed" for c in failed.items)
 
 
+def test_a_clip_task_delivered_again_after_its_chain_finished_changes_nothing(env: Path) -> None:
+    """A worker stopped between finishing a clip's task and its ack: the broker delivers the message again once
+    the clip is ready and its upload gone. Run again by Celery's own tracer, both tasks of the ingest chain end
+    at once; the clip stays ready and its job done."""
+    from echovids import catalog
+    from echovids.jobs import JobStore
+    from echovids.schemas import ClipStatus, JobStatus
+    from services.embedder.tasks import embed_clip
+    from services.search.tasks import index_clip
+
+    store = JobStore()
+    with catalog.session() as s:
+        s.add(catalog.Clip(id="indexed", title="indexed", source_kind="file", shard=0, status=ClipStatus.ready))
+    job = store.create(kind="library", clip_id="indexed")
+    store.update(job.id, status=JobStatus.done)
+    embedded = {"clip_id": "indexed", "space": {"model": "yamnet", "version": "tflite-1", "dim": 1024}}
+    embedded |= {"n_frames": 6, "duration_s": 3.0, "content_hash": "0" * 64, "labels": []}
+    results = [
+        embed_clip.apply(kwargs={"clip_id": "indexed", "job_id": job.id}),
+        index_clip.apply(args=(embedded,), kwargs={"clip_id": "indexed", "job_id": job.id, "shard": 0}),
+    ]
+    assert [r.state for r in results] == ["IGNORED", "IGNORED"]
+    assert catalog.get_clip("indexed").status == ClipStatus.ready
+    assert store.get(job.id).status == JobStatus.done and store.get(job.id).error is None
+    assert catalog.get_clip("indexed").attempts == 0  # a finished clip's redelivery is no new attempt
+
+
 # -- against a running stack -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

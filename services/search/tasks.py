@@ -22,7 +22,6 @@ from echovids.queues import TaskName
 from echovids.redis_conn import get_redis
 from echovids.schemas import (
     ClipEmbedded,
-    ClipStatus,
     ErrorBody,
     JobStatus,
     QueryEmbedded,
@@ -245,8 +244,7 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
         index = get_index(shard)
         index.write_segment(clip_id, store.get_arrays(clip_id), info.space.key)
     except EchovidsError as error:
-        catalog.set_status(clip_id, ClipStatus.failed)
-        fail_job(job_id, error)
+        fail_job(job_id, error)  # and the catalog's clip, unless it is ready already
     _bump(shard, written=clip_id)
     maybe_compact(index)
     catalog.mark_ready(clip_id, info)
