@@ -155,7 +155,7 @@ def test_a_clip_task_delivered_again_after_its_chain_finished_changes_nothing(en
     at once; the clip stays ready and its job done."""
     from echovids import catalog
     from echovids.jobs import JobStore
-    from echovids.schemas import ClipStatus, JobStatus
+    from echovids.schemas import ClipEmbedded, ClipStatus, EmbeddingSpace, JobStatus
     from services.embedder.tasks import embed_clip
     from services.search.tasks import index_clip
 
@@ -164,8 +164,14 @@ def test_a_clip_task_delivered_again_after_its_chain_finished_changes_nothing(en
         s.add(catalog.Clip(id="indexed", title="indexed", source_kind="file", shard=0, status=ClipStatus.ready))
     job = store.create(kind="library", clip_id="indexed")
     store.update(job.id, status=JobStatus.done)
-    embedded = {"clip_id": "indexed", "space": {"model": "yamnet", "version": "tflite-1", "dim": 1024}}
-    embedded |= {"n_frames": 6, "duration_s": 3.0, "content_hash": "0" * 64, "labels": []}
+    embedded = ClipEmbedded(
+        clip_id="indexed",
+        space=EmbeddingSpace(model="yamnet", version="tflite-1", dim=1024),
+        n_frames=6,
+        duration_s=3.0,
+        content_hash="0" * 64,
+        labels=[],
+    ).model_dump()
     results = [
         embed_clip.apply(kwargs={"clip_id": "indexed", "job_id": job.id}),
         index_clip.apply(args=(embedded,), kwargs={"clip_id": "indexed", "job_id": job.id, "shard": 0}),
