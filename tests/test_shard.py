@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -318,3 +320,30 @@ def test_a_damaged_clip_is_embedded_again_from_its_audio_or_failed_with_a_code(e
     failed = list_clips(status="failed").items
     assert [(c.clip_id, c.error.code if c.error else None) for c in failed] == [("lost", "index_damaged")]
     assert recover_clip("lost") is None and recover_clip("nobody") is None  # settled: nothing more to do
+
+
+def test_a_search_process_never_imports_tensorflow(tmp_path: Path) -> None:
+    """Building, saving, loading and searching a ScaNN snapshot leaves TensorFlow unimported, though it is installed."""
+    script = f"""
+import sys
+from pathlib import Path
+import numpy as np
+from services.search.query import search_shard
+from services.search.shard import ShardIndex
+rng = np.random.default_rng(2)
+vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+index = ShardIndex(Path({str(tmp_path)!r}), 0)
+none = {{"hashes": np.zeros(0, np.uint32), "times": np.zeros(0, np.int32)}}
+for i in range(100):
+    index.write_segment(f"clip{{i}}", {{"vectors": vectors[30 * i : 30 * (i + 1)], **none}}, {SPACE!r})
+index.compact()
+reloaded = ShardIndex(Path({str(tmp_path)!r}), 0)
+assert reloaded.version == 1
+found = search_shard(reloaded, {SPACE!r}, {{"vectors": vectors[35:40], **none}}, limit=3)
+assert found and found[0].clip_id == "clip1", found
+print("tensorflow" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

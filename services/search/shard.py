@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,24 @@ from services.search.class_index import ClassPostings, SortedClassPostings, matc
 from services.search.landmark_index import LandmarkMatch, LandmarkPostings, SortedPostings, match_postings
 
 log = logging.getLogger(__name__)
+
+
+def scann_pybind():  # type: ignore[no-untyped-def]
+    """ScaNN's pybind module, without TensorFlow.
+
+    ``import scann`` also imports ScaNN's TensorFlow ops when TensorFlow is installed (as in the one shared
+    development venv): 3 s and several hundred MB in every search process, for ops the search never calls. A
+    ``None`` in ``sys.modules`` makes that import fail the way it does in the search image, which has no TensorFlow.
+    """
+    if "scann" not in sys.modules and "tensorflow" not in sys.modules:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+        try:
+            import scann  # noqa: F401
+        finally:
+            del sys.modules["tensorflow"]
+    from scann import scann_ops_pybind
+
+    return scann_ops_pybind
 
 
 SCANN_BRUTE_FORCE_BELOW = 20_000
@@ -76,9 +95,7 @@ def scann_searcher(
 
     ``leaves``/``leaves_to_search``/``reorder`` default to the settings ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
     """
-    from scann import scann_ops_pybind
-
-    builder = scann_ops_pybind.builder(data, neighbours, "dot_product")
+    builder = scann_pybind().builder(data, neighbours, "dot_product")
     n = data.shape[0]
     if n < SCANN_BRUTE_FORCE_BELOW:
         return builder.score_brute_force().build()
@@ -374,8 +391,7 @@ class ShardIndex:
 
     def _newest_snapshot(self) -> tuple[int, Path, list[str], object] | None:
         """The newest snapshot that loads; a damaged one is set aside (and the one before it tried)."""
-        from scann import scann_ops_pybind
-
+        scann_ops_pybind = scann_pybind()
         for version, path in self._snapshot_dirs():
             if version <= self.version:
                 return None
