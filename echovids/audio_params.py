@@ -29,7 +29,11 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 PATCH_HOP_ROWS = PATCH_ROWS // 2  # 48: consecutive frames share half a patch, so a sound is never cut in two
 FRAME_HOP_SAMPLES = PATCH_HOP_ROWS * STFT_HOP_SAMPLES  # 7 680 (0.48 s): the search's time base is index * hop
 FRAME_HOP_S = FRAME_HOP_SAMPLES / SAMPLE_RATE
-MIN_AUDIO_SAMPLES = PATCH_SAMPLES  # one 0.96 s patch; shorter audio carries no full frame
+# A click, a shot or a beep is shorter than a frame: it is framed with zeros after it (a frame's padding, as at
+# any recording's end), so the library takes sounds down to 0.1 s and a search takes 0.25 s, the shortest
+# recording a person makes on purpose. Shorter still holds too little to name a sound by.
+MIN_CLIP_SAMPLES = SAMPLE_RATE // 10
+MIN_QUERY_SAMPLES = SAMPLE_RATE // 4
 
 # VGGish (services/embedder/models/vggish.py; AudioSet's released features, echovids/audioset.py).
 VGGISH_EXAMPLE_SAMPLES = PATCH_SAMPLES  # VGGish cuts its waveform into 0.96 s examples without overlap

@@ -6,26 +6,30 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from echovids.audio_params import FRAME_HOP_S, FRAME_HOP_SAMPLES, FRAME_SAMPLES, MIN_AUDIO_SAMPLES, SAMPLE_RATE
+from echovids.audio_params import FRAME_HOP_S, FRAME_HOP_SAMPLES, FRAME_SAMPLES, MIN_CLIP_SAMPLES, SAMPLE_RATE
 from echovids.errors import AudioTooShort
 
 
 def frame_count(n_samples: int) -> int:
-    """Frames for a waveform; the tail frame is zero-padded when at least half a hop remains."""
-    if n_samples < MIN_AUDIO_SAMPLES:
+    """Frames for a waveform; the tail frame (or a sound shorter than one frame) is zero-padded when at least
+    half a hop remains."""
+    if n_samples < MIN_CLIP_SAMPLES:
         return 0
     extra = max(0, n_samples - FRAME_SAMPLES)
     return 1 + (extra + FRAME_HOP_SAMPLES // 2) // FRAME_HOP_SAMPLES
 
 
+def too_short(n_samples: int, minimum: int) -> AudioTooShort:
+    return AudioTooShort(
+        f"The audio lasts {n_samples / SAMPLE_RATE:.2f} s; at least {minimum / SAMPLE_RATE:.2f} s is needed."
+    )
+
+
 def frame_waveform(waveform: np.ndarray) -> np.ndarray:
-    """Return [n, FRAME_SAMPLES] float32 frames; raises AudioTooShort under one frame."""
+    """Return [n, FRAME_SAMPLES] float32 frames; raises AudioTooShort under MIN_CLIP_SAMPLES."""
     n = frame_count(waveform.size)
     if n == 0:
-        raise AudioTooShort(
-            f"The audio lasts {waveform.size / SAMPLE_RATE:.2f} s; at least "
-            f"{MIN_AUDIO_SAMPLES / SAMPLE_RATE:.2f} s is needed."
-        )
+        raise too_short(waveform.size, MIN_CLIP_SAMPLES)
     needed = (n - 1) * FRAME_HOP_SAMPLES + FRAME_SAMPLES
     padded = np.zeros(needed, dtype=np.float32)
     padded[: min(needed, waveform.size)] = waveform[:needed]
@@ -58,9 +62,7 @@ def frame_blocks(chunks: Iterable[np.ndarray], block_frames: int = 256) -> Itera
             emitted += block_frames
     remaining = frame_count(total) - emitted
     if frame_count(total) == 0:
-        raise AudioTooShort(
-            f"The audio lasts {total / SAMPLE_RATE:.2f} s; at least {MIN_AUDIO_SAMPLES / SAMPLE_RATE:.2f} s is needed."
-        )
+        raise too_short(total, MIN_CLIP_SAMPLES)
     while remaining > 0:
         count = min(remaining, block_frames)
         needed = (count - 1) * FRAME_HOP_SAMPLES + FRAME_SAMPLES

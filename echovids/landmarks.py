@@ -3,6 +3,12 @@
 A recording played back through a speaker, under noise or a codec, keeps most of its strongest
 spectral peaks; pairs of them, hashed as (f1, f2 - f1, dt), find the very recording and the offset
 inside it to within one 16 ms hop.
+
+A steady sound (a tone, a hum, a slow sweep) has no such peaks: its strongest bins are as loud from one hop to
+the next, so which hop is a local maximum is left to noise. Its *steady peaks* are read instead from the mean
+spectrum of each 128 ms cell and paired a few cells apart, in the same hash layout with a ``dt`` beyond
+``MAX_DT``. They say which clip holds the sound, not where (a steady sound is alike everywhere): the search
+passes such clips on for their audio to decide (services/search/verify.py).
 """
 
 from __future__ import annotations
@@ -28,6 +34,17 @@ QUERY_SHIFTS = (0, 64, 128, 192)  # sub-hop shifts of the query, so its frames m
 # From this length on, every other shift: a long query has votes to spare, and halves its extraction and match
 # (6 s and 10 s excerpts, ESC-10 recordings: the right recording among the exact matches as often; docs/quality.md).
 LONG_QUERY_S = 6.0
+# Steady peaks: local maxima (+-4 bins) of a cell's mean log spectrum that stand 12 dB above its median (white
+# noise at 10 dB under a tone leaves the tone's bin some 30 dB above it), the 3 strongest per cell, each paired
+# with the peaks 2, 4 and 8 cells later (0.26-1 s: a 2 s query holds several of each).
+STEADY_CELL = 8  # hops (128 ms)
+STEADY_RISE = float(np.log(4.0))
+STEADY_PEAKS = 3
+STEADY_LAGS = (2, 4, 8)  # cells
+STEADY_DT = MAX_DT + 1  # the dt field of a steady pair is STEADY_DT + its lag's index: never a peak pair's
+# A steady hash is kept once per second it recurs in: an hour of mains hum must not fill a posting list, and
+# one a second still names the clip.
+STEADY_ONCE_FRAMES = STEADY_CELL * 8
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
 DYNAMIC_RANGE = np.log(10**3)  # 60 dB, in the natural-log magnitude units of the spectrogram
 ABSOLUTE_FLOOR = np.log(N_FFT / 4 * 10**-4)  # -80 dB below a full-scale sine's peak bin (about N/4)
@@ -150,9 +167,59 @@ def pair_peaks(t: np.ndarray, f: np.ndarray, values: np.ndarray, firsts: int | N
     return Landmarks(hashes=hashes, times=t[ii].astype(np.int32), weights=weights)
 
 
+def steady_peaks(spec: np.ndarray, first_frame: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, bin, log magnitude) of the steady peaks of whole cells of ``spec`` (a last partial cell is left
+    out); ``first_frame``, a multiple of STEADY_CELL, is its first row's place in the recording."""
+    cells = spec.shape[0] // STEADY_CELL
+    if cells == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float32)
+    mean = spec[: cells * STEADY_CELL].reshape(cells, STEADY_CELL, -1).mean(axis=1)
+    median = np.median(mean, axis=1, keepdims=True)
+    is_peak = (mean == _running_max(mean, PEAK_FREQ_RADIUS, 1)) & (mean > median + STEADY_RISE)
+    is_peak[:, 0] = False
+    rank = np.argsort(np.argsort(-np.where(is_peak, mean, -np.inf), axis=1), axis=1)
+    cell, f = np.nonzero(is_peak & (rank < STEADY_PEAKS))
+    return first_frame + cell * STEADY_CELL, f, mean[cell, f].astype(np.float32)
+
+
+def pair_steady(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
+    """Each steady peak hashed with every steady peak STEADY_LAGS cells later (within MAX_DF bins)."""
+    hashes, times, weights = [], [], []
+    cell = t // STEADY_CELL
+    for code, lag in enumerate(STEADY_LAGS):
+        later = np.searchsorted(cell, cell + lag, side="left")
+        ends = np.searchsorted(cell, cell + lag, side="right")
+        counts = ends - later
+        i = np.repeat(np.arange(t.size), counts)
+        j = (np.arange(i.size) - np.repeat(np.cumsum(counts) - counts, counts)) + np.repeat(later, counts)
+        df = f[j] - f[i]
+        keep = np.abs(df) <= MAX_DF
+        i, j, df = i[keep], j[keep], df[keep]
+        hashes.append(
+            (f[i].astype(np.uint32) << 13) | ((df + MAX_DF).astype(np.uint32) << 6) | np.uint32(STEADY_DT + code)
+        )
+        times.append(t[i].astype(np.int32))
+        weights.append(np.exp(np.minimum(values[i], values[j])).astype(np.float32))
+    marks = Landmarks(np.concatenate(hashes), np.concatenate(times), np.concatenate(weights))
+    bucket = (marks.hashes.astype(np.uint64) << 32) | (marks.times // STEADY_ONCE_FRAMES).astype(np.uint64)
+    _, first = np.unique(bucket, return_index=True)
+    first.sort()
+    return Landmarks(marks.hashes[first], marks.times[first], marks.weights[first])
+
+
+def _joined(parts: list[Landmarks]) -> Landmarks:
+    return Landmarks(
+        hashes=np.concatenate([p.hashes for p in parts]),
+        times=np.concatenate([p.times for p in parts]),
+        weights=np.concatenate([p.weights for p in parts]),
+    )
+
+
 def extract(waveform: np.ndarray, whole: bool = False) -> Landmarks:
-    """Landmarks of a library recording (or, with ``whole``, of a query excerpt)."""
-    return pair_peaks(*find_peaks(log_spectrogram(waveform), whole=whole))
+    """Landmarks of a library recording (or, with ``whole``, of a query excerpt): peak pairs, then steady pairs."""
+    spec = log_spectrogram(waveform)
+    return _joined([pair_peaks(*find_peaks(spec, whole=whole)), pair_steady(*steady_peaks(spec))])
 
 
 # A long recording's landmarks are taken a block at a time: 60 s of spectrogram (4 MB), whole seconds.
@@ -177,6 +244,9 @@ class LandmarkStream:
         self._next = 0  # the first frame not yet searched for peaks
         self._held: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the last block's peaks
         self._parts: list[Landmarks] = []
+        self._steady_rows = np.zeros((0, N_FFT // 2 + 1), dtype=np.float32)  # a cell begun, from _steady_frame on
+        self._steady_frame = 0
+        self._steady: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def feed(self, chunk: np.ndarray) -> None:
         self._samples = np.concatenate([self._samples, np.asarray(chunk, dtype=np.float32)])
@@ -193,11 +263,9 @@ class LandmarkStream:
         if available > self._next or self._held is not None:
             self._block(max(available, self._next), final=True)
         parts = self._parts or [Landmarks(np.empty(0, np.uint32), np.empty(0, np.int32), np.empty(0, np.float32))]
-        return Landmarks(
-            hashes=np.concatenate([p.hashes for p in parts]),
-            times=np.concatenate([p.times for p in parts]),
-            weights=np.concatenate([p.weights for p in parts]),
-        )
+        if self._steady:
+            self._keep(pair_steady(*(np.concatenate(column) for column in zip(*self._steady, strict=True))))
+        return _joined(parts)
 
     def _keep(self, part: Landmarks) -> None:
         self._parts.append(part if self.weights else Landmarks(part.hashes, part.times, np.empty(0, np.float32)))
@@ -217,6 +285,7 @@ class LandmarkStream:
         spec = log_spectrogram(self._samples[offset : offset + (hi - lo - 1) * HOP + N_FFT]) if hi > lo else None
         if spec is not None and spec.shape[0]:
             peaks = find_peaks(spec, context=(start - lo, spec.shape[0] - (end - lo)), first_frame=start)
+            self._steady_block(spec[start - lo : end - lo])
         else:
             peaks = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
         if self._held is not None:
@@ -232,6 +301,12 @@ class LandmarkStream:
         self._samples = self._samples[(keep_from - self._buffer_frame) * HOP :]
         self._buffer_frame = keep_from
 
+    def _steady_block(self, rows: np.ndarray) -> None:
+        rows = np.concatenate([self._steady_rows, rows])
+        whole = rows.shape[0] // STEADY_CELL * STEADY_CELL
+        self._steady.append(steady_peaks(rows[:whole], first_frame=self._steady_frame))
+        self._steady_rows, self._steady_frame = rows[whole:], self._steady_frame + whole
+
 
 def extract_stream(chunks: Iterable[np.ndarray], block_frames: int = STREAM_BLOCK_FRAMES) -> Landmarks:
     stream = LandmarkStream(block_frames)
@@ -243,10 +318,8 @@ def extract_stream(chunks: Iterable[np.ndarray], block_frames: int = STREAM_BLOC
 def extract_query(waveform: np.ndarray) -> Landmarks:
     """Landmarks of a query at several sub-hop shifts (union; a repeated one keeps its largest weight)."""
     shifts = QUERY_SHIFTS if waveform.size < LONG_QUERY_S * SAMPLE_RATE else QUERY_SHIFTS[::2]
-    parts = [extract(waveform[shift:], whole=True) for shift in shifts if waveform.size > shift]
-    hashes = np.concatenate([p.hashes for p in parts])
-    times = np.concatenate([p.times for p in parts])
-    weights = np.concatenate([p.weights for p in parts])
+    joined = _joined([extract(waveform[shift:], whole=True) for shift in shifts if waveform.size > shift])
+    hashes, times, weights = joined.hashes, joined.times, joined.weights
     packed = (hashes.astype(np.uint64) << 32) | times.astype(np.uint64)
     order = np.lexsort((-weights, packed))
     first = np.ones(order.size, dtype=bool)

@@ -62,6 +62,11 @@ class SearchResult(BaseModel):
         "Results are ordered exact matches first (this very recording), then by score."
     )
     match: MatchKind = MatchKind.similar
+    period_s: float | None = Field(
+        default=None,
+        description="For an exact match that repeats (a beep pattern, a click train, an engine's cycle): the "
+        "spacing of the moments that match alike; match_start_s is the best of them",
+    )
     labels: list[str] = Field(default=[], description="AudioSet class names of what the matched moment holds")
     label_ids: list[str] = Field(default=[], description="The same classes as AudioSet ontology ids (/m/...)")
     available: bool | None = None
@@ -148,6 +153,9 @@ class ShardCandidate(BaseModel):
     votes: float = Field(
         description="Aligned landmark hashes weighted by loudness for exact matches; summed similarity otherwise"
     )
+    correlation: float | None = Field(default=None, description="Waveform correlation, when verified exact")
+    period_s: float | None = None
+    recheck: bool = Field(default=False, description="The fingerprint aligned it without a clear offset: verify it")
 
 
 class ShardAnswer(BaseModel):

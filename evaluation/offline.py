@@ -69,14 +69,14 @@ class OfflineClient:
         from echovids.errors import EchovidsError
         from services.embedder.tasks import query_arrays
         from services.search.query import rank_answers, search_shard
-        from services.search.verify import audio_under
+        from services.search.verify import file_window
 
         started = time.perf_counter()
         try:
             waveform = decode_bytes(data)
             arrays = query_arrays(self.model, waveform)
             found = search_shard(self.index, self.model.space.key, arrays, limit=max(k * 2, 100), k=k)
-            ranked = rank_answers(found, k, lambda: waveform, lambda c, s: audio_under(self.paths[c.clip_id], c, s))
+            ranked = rank_answers(found, k, lambda: waveform, lambda clip, t, s: file_window(self.paths[clip], t, s))
         except EchovidsError as error:
             return SearchAnswer("failed", [], time.perf_counter() - started, error.message)
         results = [
@@ -86,6 +86,7 @@ class OfflineClient:
                 "query_start_s": round(c.query_start_s, 3),
                 "score": round(c.score, 4),
                 "match": c.match.value,
+                "period_s": c.period_s,
             }
             for c in ranked
             if c.clip_id in self.paths

@@ -106,7 +106,7 @@ def test_undecodable_audio_fails_the_job_and_the_worker_lives_on(fresh: Stack, t
 
 
 def test_audio_too_short(fresh: Stack, tmp_path: Path) -> None:
-    job = upload_and_wait(fresh, tmp_path, wav_bytes(tmp_path, np.zeros(int(0.3 * SR))), "short.wav")
+    job = upload_and_wait(fresh, tmp_path, wav_bytes(tmp_path, np.zeros(int(0.05 * SR))), "short.wav")
     assert job["status"] == "failed"
     assert job["error"]["code"] == "audio_too_short"
 

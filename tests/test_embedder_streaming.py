@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from echovids.audio import decode_bytes_stream, decode_file, decode_stream
-from echovids.audio_params import FRAME_HOP_SAMPLES, FRAME_SAMPLES, MIN_AUDIO_SAMPLES
+from echovids.audio_params import FRAME_HOP_SAMPLES, FRAME_SAMPLES, MIN_CLIP_SAMPLES
 from echovids.errors import AudioTooShort
 from echovids.framing import frame_blocks, frame_count, frame_waveform
 from echovids.harness import write_wav
@@ -48,7 +48,7 @@ class FakeModel:
 @pytest.mark.parametrize(
     "n_samples",
     [
-        MIN_AUDIO_SAMPLES,
+        MIN_CLIP_SAMPLES,
         FRAME_SAMPLES,
         FRAME_SAMPLES + FRAME_HOP_SAMPLES // 2,
         FRAME_SAMPLES + FRAME_HOP_SAMPLES,
@@ -68,7 +68,7 @@ def test_frame_blocks_equal_frame_waveform(n_samples: int, chunk: int, block: in
 
 def test_frame_blocks_too_short() -> None:
     with pytest.raises(AudioTooShort):
-        list(frame_blocks([np.zeros(MIN_AUDIO_SAMPLES - 1, np.float32)]))
+        list(frame_blocks([np.zeros(MIN_CLIP_SAMPLES - 1, np.float32)]))
 
 
 def test_decode_stream_equals_decode_file(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_stream_errors_reach_the_caller_through_the_read_ahead(tmp_path: Path) -
     with pytest.raises(UndecodableAudio):
         embed_stream(FakeModel(), decode_bytes_stream(b"\x01" * 5000))
     with pytest.raises(AudioTooShort):
-        embed_stream(FakeModel(), decode_bytes_stream(write_wav(tmp_path / "s.wav", np.zeros(SR // 2)).read_bytes()))
+        embed_stream(FakeModel(), decode_bytes_stream(write_wav(tmp_path / "s.wav", np.zeros(SR // 20)).read_bytes()))
     with pytest.raises(RuntimeError, match="model broke"):  # a model failure mid-stream stops the decoder too
         embed_stream(FakeModel(fail=True), decode_stream(path, chunk_seconds=1.0), block_frames=2)
 

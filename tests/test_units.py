@@ -96,7 +96,8 @@ def test_non_audio_magic() -> None:
 
 
 def test_framing_counts_and_hop() -> None:
-    assert framing.frame_count(audio_params.MIN_AUDIO_SAMPLES - 1) == 0
+    assert framing.frame_count(audio_params.MIN_CLIP_SAMPLES - 1) == 0
+    assert framing.frame_count(audio_params.MIN_CLIP_SAMPLES) == 1  # a click: one frame, padded with silence
     assert framing.frame_count(audio_params.FRAME_SAMPLES) == 1
     assert framing.frame_count(audio_params.FRAME_SAMPLES + audio_params.FRAME_HOP_SAMPLES) == 2
     x = np.arange(5 * SR, dtype=np.float32)
@@ -105,7 +106,7 @@ def test_framing_counts_and_hop() -> None:
     assert frames[3, 0] == 3 * audio_params.FRAME_HOP_SAMPLES
     assert pytest.approx(0.48) == audio_params.FRAME_HOP_S
     with pytest.raises(AudioTooShort):
-        framing.frame_waveform(np.zeros(int(0.3 * SR), dtype=np.float32))
+        framing.frame_waveform(np.zeros(int(0.05 * SR), dtype=np.float32))
 
 
 def test_vote_prefers_the_consistent_offset() -> None:

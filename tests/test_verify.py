@@ -15,7 +15,8 @@ from echovids.harness import write_wav
 from echovids.schemas import MatchKind, ShardCandidate
 from evaluation.dataset import DEFAULT_ESC10
 from services.search.landmark_index import LandmarkPostings
-from services.search.verify import demote_chance_exact, settle_exact, spectral_fit
+from services.search.query import rank_answers
+from services.search.verify import demote_chance_exact, settle_exact, spectral_fit, waveform_fit
 from tests.sounds import mix_at_snr
 
 # A ticking clock with a rooster 10 dB under it: the rooster's harmonics are peakier, so the landmark votes,
@@ -65,7 +66,7 @@ def test_clips_without_audio_keep_their_places() -> None:
     query = rng.standard_normal(SAMPLE_RATE).astype(np.float32)
     audio = {"b": np.zeros(SAMPLE_RATE, np.float32), "c": query}
     ranked = [candidate(x, MatchKind.exact) for x in ("a", "b", "c")] + [candidate("d", MatchKind.similar)]
-    settled = settle_exact(ranked, lambda: query, lambda c, _s: audio.get(c.clip_id))
+    settled = settle_exact(ranked, lambda: query, lambda clip, _t, _s: audio.get(clip))
     assert [c.clip_id for c in settled] == ["a", "c", "b", "d"]
 
 
@@ -108,3 +109,83 @@ def test_exact_matches_far_weaker_than_the_strongest_rank_as_similar() -> None:
     # The leader stays exact even when weaker than one behind it (the spectral check put it first).
     leader_weak = [candidate("loud", MatchKind.exact, votes=5.0), candidate("peaky", MatchKind.exact, votes=100.0)]
     assert [c.match for c in demote_chance_exact(leader_weak)] == [MatchKind.exact, MatchKind.exact]
+
+
+def _tone_with_drift(seconds: float, freq: float, seed: int) -> np.ndarray:
+    from echovids import synthetic
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.5 * np.sin(2 * np.pi * freq * t) * synthetic._drift(rng, t)).astype(np.float32)
+
+
+def test_a_tone_under_noise_is_found_by_its_waveform_at_its_moment_and_another_tone_is_not() -> None:
+    rng = np.random.default_rng(8)
+    clip = _tone_with_drift(8.0, 523.0, seed=1)
+    start = 2 * SAMPLE_RATE + 1234
+    query = mix_at_snr(clip[start : start + 3 * SAMPLE_RATE], rng.standard_normal(3 * SAMPLE_RATE), 10).astype(
+        np.float32
+    )
+    fit = waveform_fit(query, clip)
+    assert fit is not None and fit.correlation > 0.9  # sqrt(10 / 11) = 0.95 for a copy under 10 dB of noise
+    assert fit.start_s == pytest.approx(start / SAMPLE_RATE, abs=0.01)
+    other = waveform_fit(query, _tone_with_drift(8.0, 530.0, seed=2))
+    assert other is not None and other.correlation < 0.3
+    # A query longer than the clip (a short sound inside it) scores what they share, at a negative start.
+    click = clip[:1600]
+    inside = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), click, np.zeros(SAMPLE_RATE // 2, np.float32)])
+    placed = waveform_fit(inside, click)
+    assert placed is not None and placed.correlation > 0.99 and placed.start_s == pytest.approx(-1.0, abs=1e-3)
+
+
+def test_a_click_train_match_says_its_period() -> None:
+    rng = np.random.default_rng(4)
+    clip = np.zeros(6 * SAMPLE_RATE, np.float32)
+    click = rng.standard_normal(160).astype(np.float32) * np.exp(-np.arange(160) / 30).astype(np.float32)
+    for at in range(0, clip.size - 160, SAMPLE_RATE // 4):  # every 0.25 s
+        clip[at : at + 160] += click
+    query = mix_at_snr(clip[SAMPLE_RATE : 3 * SAMPLE_RATE], rng.standard_normal(2 * SAMPLE_RATE), 10)
+    fit = waveform_fit(query.astype(np.float32), clip)
+    assert fit is not None and fit.correlation > 0.75
+    assert fit.period_s == pytest.approx(0.25, abs=0.02)
+    assert waveform_fit(query.astype(np.float32), _tone_with_drift(6.0, 440.0, 3)).period_s is None
+
+
+def test_the_merge_names_the_clip_that_holds_the_waveform_exact_and_demotes_a_checked_landmark_match() -> None:
+    rng = np.random.default_rng(6)
+    clips = {
+        "tone": _tone_with_drift(8.0, 700.0, 5),
+        "noise": (0.1 * rng.standard_normal(8 * SAMPLE_RATE)).astype(np.float32),
+    }
+    start = 3 * SAMPLE_RATE
+    query = mix_at_snr(clips["tone"][start : start + 2 * SAMPLE_RATE], rng.standard_normal(2 * SAMPLE_RATE), 10)
+
+    def window_of(clip: str, start_s: float, seconds: float) -> np.ndarray | None:
+        a = max(0, round(start_s * SAMPLE_RATE))
+        return clips[clip][a : a + round(seconds * SAMPLE_RATE)] if clip in clips else None
+
+    ranked = [
+        candidate("noise", MatchKind.exact, votes=50.0),  # a chance landmark alignment
+        candidate("elsewhere", MatchKind.similar).model_copy(update={"score": 0.6}),  # no stored audio
+        candidate("tone", MatchKind.similar, offset_s=0.0).model_copy(update={"recheck": True, "votes": 9.0}),
+    ]
+    settled = rank_answers(ranked, 10, lambda: query.astype(np.float32), window_of)
+    assert [(c.clip_id, c.match) for c in settled] == [
+        ("tone", MatchKind.exact),
+        ("elsewhere", MatchKind.similar),
+        ("noise", MatchKind.similar),
+    ]
+    assert settled[0].match_start_s - settled[0].query_start_s == pytest.approx(3.0, abs=0.01)
+    assert not any(c.recheck for c in settled)
+
+
+def test_steady_tones_leave_steady_landmarks_that_survive_noise() -> None:
+    rng = np.random.default_rng(2)
+    clip = _tone_with_drift(6.0, 1000.0, 7)
+    peaks = landmarks.extract(clip)
+    steady = peaks.hashes[(peaks.hashes & 63) >= landmarks.STEADY_DT]
+    assert steady.size > 0
+    assert np.count_nonzero((peaks.hashes & 63) < landmarks.STEADY_DT) < steady.size  # few peak pairs: it is steady
+    query = mix_at_snr(clip[SAMPLE_RATE : 4 * SAMPLE_RATE], rng.standard_normal(3 * SAMPLE_RATE), 10).astype(np.float32)
+    noisy = landmarks.extract_query(query).hashes
+    assert np.isin(np.unique(steady), noisy).all()

@@ -285,7 +285,7 @@ def test_a_text_file_gets_the_unsupported_media_type_message(page, tmp_path: Pat
 
 
 def test_a_too_short_sound_fails_with_a_clear_message(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    blip = write_wav(tmp_path / "blip.wav", sounds()[1][: int(0.3 * SR)])
+    blip = write_wav(tmp_path / "blip.wav", sounds()[1][: int(0.2 * SR)])
     page.set_input_files("#file-input", str(blip))
     alert = page.locator("#search-error")
     alert.wait_for(state="visible", timeout=WAIT_MS)

@@ -11,8 +11,9 @@ from celery.worker.control import inspect_command
 
 from echovids import class_scores, clip_audio, landmarks
 from echovids.audio import decode_bytes, decode_bytes_stream
+from echovids.audio_params import MIN_QUERY_SAMPLES
 from echovids.errors import EchovidsError, NotFound, TextSearchUnavailable
-from echovids.framing import frame_waveform
+from echovids.framing import frame_waveform, too_short
 from echovids.jobs import JobStore
 from echovids.queues import TaskName
 from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded, SearchFilters, TextClass
@@ -42,6 +43,8 @@ def embed_batches(state: Any) -> dict[str, Any]:
 
 def query_arrays(model: AudioModel, waveform: np.ndarray) -> dict[str, np.ndarray]:
     """What a search needs of a query: its frame vectors (silence muted) and its landmarks."""
+    if waveform.size < MIN_QUERY_SAMPLES:
+        raise too_short(waveform.size, MIN_QUERY_SAMPLES)
     # The landmarks need only the waveform: they are taken on a side thread while the model runs.
     marks_later = _side.submit(landmarks.extract_query, waveform)
     embedded = model.embed(frame_waveform(waveform))

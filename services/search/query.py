@@ -19,11 +19,17 @@ from echovids.labels import label_ids
 from echovids.schemas import MatchKind, SearchFilters, SearchResult, ShardAnswer, ShardCandidate
 from echovids.settings import get_settings
 from services.search.class_index import ranked
+from services.search.landmark_index import LandmarkMatch
 from services.search.matching import RESCORING, Rescoring, aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex, ShardView
-from services.search.verify import aligned_audio, demote_chance_exact, settle_exact
+from services.search.verify import WindowOf, demote_chance_exact, settle_exact, stored_window, verify_waveforms
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
+# Landmark matches with no clear offset passed on per shard for the merge to verify, and the votes they need: a
+# steady or periodic sound's own clip leads its landmark matches with a few to a few hundred votes, chance
+# alignments with other clips have 2-8 (docs/quality.md).
+RECHECKS = 6
+RECHECK_MIN_VOTES = 3
 
 
 def allowed_clips(view: ShardView, filters: SearchFilters | None, allowed_ids: set[str] | None) -> np.ndarray | None:
@@ -109,9 +115,15 @@ def search_shard(
         for mt in matches
     }
     needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
-    for lm in landmark_matches.result():
+    rechecks = 0
+    for lm in landmark_matches.result():  # most votes first
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
+            # Not the evidence of a copy, but the fingerprint's best guesses at *which* clip: a steady or
+            # periodic sound's own clip is among them when the embedding does not rank it (its audio decides).
+            if rechecks < RECHECKS and lm.votes >= RECHECK_MIN_VOTES:
+                rechecks += 1
+                _recheck(candidates, view, lm, vectors)
             continue
         offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
         score = aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score
@@ -131,6 +143,29 @@ def search_shard(
         )
     passing = [c for c in candidates.values() if _moment_passes(filters, c.labels)]
     return sorted(passing, key=rank_key)
+
+
+def _recheck(candidates: dict[str, ShardCandidate], view: ShardView, lm: LandmarkMatch, vectors: np.ndarray) -> None:
+    """Flag a clip the fingerprint aligns without a clear offset, for the merge to verify against its audio."""
+    clip_id = view.clip_ids[lm.clip]
+    if clip_id in candidates:
+        candidates[clip_id] = candidates[clip_id].model_copy(update={"recheck": True})
+        return
+    offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
+    match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
+    query_start_s = lm.query_start * landmarks.HOP_S
+    candidates[clip_id] = ShardCandidate(
+        clip_id=clip_id,
+        match=MatchKind.similar,
+        score=aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score,
+        votes=lm.weight,
+        match_start_s=match_start_s,
+        query_start_s=query_start_s,
+        labels=view.clip_labels(
+            lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
+        ),
+        recheck=True,
+    )
 
 
 def search_text_shard(
@@ -186,15 +221,23 @@ def rank_answers(
     candidates: list[ShardCandidate],
     k: int,
     query_audio: Callable[[], np.ndarray | None],
-    audio_of: Callable[[ShardCandidate, float], np.ndarray | None] = aligned_audio,
+    window_of: WindowOf = stored_window,
 ) -> list[ShardCandidate]:
     """The shards' candidates as one ranked list of ``forwarded(k)``.
 
-    Several recordings hold the query (one playing over another): the one it mostly is goes first; exact matches
-    far weaker than it are chance alignments and rank as similar ones.
+    The head is verified against the clips' audio (services/search/verify.py): what holds the query's very
+    waveform is exact, at that moment. Where nothing verifies (no query audio, a text search, a query too
+    altered to keep its waveform), the landmark matches decide: of several recordings that hold the query, the
+    one it mostly is goes first, and exact matches far weaker than it are chance alignments, ranked as similar.
     """
-    ranked = sorted(candidates, key=rank_key)[: forwarded(k)]
-    return demote_chance_exact(settle_exact(ranked, query_audio, audio_of))
+    ranked = sorted(candidates, key=rank_key)
+    query = query_audio()
+    if query is not None and query.size:
+        verified = verify_waveforms(ranked, query, window_of)
+        if verified is not None:
+            return verified[: forwarded(k)]
+    ranked = [c.model_copy(update={"recheck": False}) if c.recheck else c for c in ranked[: forwarded(k)]]
+    return demote_chance_exact(settle_exact(ranked, lambda: query, window_of))
 
 
 def forwarded(k: int) -> int:
@@ -215,6 +258,7 @@ def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
         query_start_s=round(candidate.query_start_s, 3),
         score=round(candidate.score, 4),
         match=candidate.match,
+        period_s=candidate.period_s,
         labels=labels,
         label_ids=label_ids(labels),
         available=True if clip.source_kind == "file" else None,

@@ -1,23 +1,35 @@
-"""Fine alignment of exact matches: of several recordings that all hold the query, the one it mostly is.
+"""The last word on exact matches, from the audio itself: which candidates hold the query, where, and how often.
 
-A query recorded with a second library recording playing in the room aligns with both, and landmark votes
-follow how peaky a sound is, not how loud. The query's magnitude spectrum, set against each recording's at the
-aligned moment, says which of them carries most of its energy (docs/quality.md: a 5 s excerpt with another
-recording 10 dB under it, top-1 0.86 -> 0.98 measured outside the system).
+- **Waveform verification** (:func:`verify_waveforms`): the leading candidates of both indexes, exact or similar,
+  are set against their stored audio by normalised cross-correlation. A copy of the query, even under noise or
+  another recording 10 dB down, keeps most of its correlation wherever the fingerprint fails it (a steady tone
+  hashes alike at every moment; a periodic sound aligns at many offsets); an unrelated sound keeps almost none.
+  The peak names the clip as exact and gives the moment to the sample; a match that repeats (several peaks alike)
+  gives its ``period_s``.
+- **Spectral fit** (:func:`settle_exact`), when no candidate's audio verifies (a reverberant or re-encoded query
+  keeps its landmarks but not its waveform): of several recordings that all hold the query, the one it mostly is.
+  Landmark votes follow how peaky a sound is, not how loud; the magnitude spectrum at the aligned moment says
+  which recording carries most of the query's energy (docs/quality.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.signal
 
 from echovids import clip_audio, landmarks
 from echovids.audio import decode_window
 from echovids.audio_params import SAMPLE_RATE
 from echovids.errors import EchovidsError
 from echovids.schemas import MatchKind, ShardCandidate
+
+# (clip id, start s, seconds) -> that stretch of the clip's stored audio (from max(0, start); shorter at its end),
+# or None when the clip has no stored audio.
+WindowOf = Callable[[str, float, float], "np.ndarray | None"]
 
 # Exact matches weighed against each other: the interferer of a noisy query is nearly always in the top 3.
 DEPTH = 3
@@ -41,28 +53,147 @@ def spectral_fit(query: np.ndarray, library: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", q, lib) / norm) if norm > 0 else 0.0
 
 
-def aligned_audio(candidate: ShardCandidate, seconds: float) -> np.ndarray | None:
-    """The stored audio of a candidate's clip under the query (zeros where the query overhangs its start)."""
-    path = clip_audio.find(candidate.clip_id)
-    if path is None:
-        return None  # features imported without audio: nothing to compare
-    return audio_under(path, candidate, seconds)
-
-
-def audio_under(path: Path, candidate: ShardCandidate, seconds: float) -> np.ndarray | None:
-    """The audio file's ``seconds`` under the query as the candidate aligns it (zeros before the file's start)."""
-    start = candidate.match_start_s - candidate.query_start_s  # where the query's first sample sits in the clip
+def file_window(path: Path, start_s: float, seconds: float) -> np.ndarray | None:
+    """``seconds`` of an audio file from ``max(0, start_s)`` on; None when it cannot be read."""
     try:
-        samples = decode_window(path, max(0.0, start), seconds + min(0.0, start))
+        return decode_window(path, max(0.0, start_s), seconds + min(0.0, start_s))
     except EchovidsError:
         return None
+
+
+def stored_window(clip_id: str, start_s: float, seconds: float) -> np.ndarray | None:
+    """A stretch of a clip's stored audio (the library's :data:`WindowOf`)."""
+    path = clip_audio.find(clip_id)
+    return None if path is None else file_window(path, start_s, seconds)  # None: features imported without audio
+
+
+def aligned_audio(window_of: WindowOf, candidate: ShardCandidate, seconds: float) -> np.ndarray | None:
+    """A candidate's clip audio under the query as it aligns them (zeros where the query overhangs its start)."""
+    start = candidate.match_start_s - candidate.query_start_s  # where the query's first sample sits in the clip
+    samples = window_of(candidate.clip_id, start, seconds)
+    if samples is None:
+        return None
     return np.concatenate([np.zeros(round(max(0.0, -start) * SAMPLE_RATE), np.float32), samples])
+
+
+# -- waveform verification ----------------------------------------------------------------------------------------
+# Candidates verified per query: the ranked list's head (an exact landmark match, or the most similar clips),
+# and the fingerprint's best guesses among the rest (``recheck``, most votes first).
+VERIFY_DEPTH = 2
+VERIFY_RECHECKS = 6
+# Seconds of a candidate's audio searched on each side of where it aligns the query: an embedding match places the
+# query to a frame or two (0.48 s each), a steady sound's anywhere along its stretch of alike frames.
+VERIFY_WINDOW_S = 10.0
+# The peak correlation of an exact copy: a copy under noise at S dB keeps sqrt(1 / (1 + 10^(-S/10))), 0.95 at
+# 10 dB and 0.71 at 3 dB; a sound that is not the query keeps little (docs/quality.md gives the measured spread).
+EXACT_CORRELATION = 0.75
+# A match repeats when other peaks, this close to the best and standing out of the curve, lie at least
+# MIN_PERIOD_S away (a tone's cycles are one sound, not a repeat).
+REPEAT_SHARE = 0.9
+REPEAT_PROMINENCE = 0.1
+MIN_PERIOD_S = 0.05
+PROFILE_BIN_S = 0.01  # the correlation curve is read in 10 ms bins for repeats (its finer ripple is a tone's cycle)
+
+
+@dataclass(frozen=True)
+class WaveformFit:
+    correlation: float  # the peak normalised cross-correlation, in [-1, 1]
+    start_s: float  # where the query's first sample lies, from the window's start (may be negative)
+    period_s: float | None  # the spacing of the match's repeats, when it repeats
+
+
+def waveform_fit(query: np.ndarray, audio: np.ndarray) -> WaveformFit | None:
+    """The query's best alignment against ``audio`` by normalised cross-correlation, overhangs allowed.
+
+    Every placement is scored, from the query ending at the audio's first sample to starting at its last; each
+    by the cosine of the query and the audio under it (zeros beyond the audio), so a short sound inside a long
+    query, or a short query inside a long clip, both score as what they share.
+    """
+    n = query.size
+    q = query.astype(np.float32)
+    q_norm = float(np.linalg.norm(q))
+    if n == 0 or audio.size == 0 or q_norm == 0.0:
+        return None
+    padded = np.pad(audio.astype(np.float32), (n - 1, n - 1))
+    dots = scipy.signal.fftconvolve(padded, q[::-1], mode="valid")
+    energy = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
+    norms = np.sqrt(np.maximum(energy[n:] - energy[:-n], 0.0))
+    ncc = np.divide(dots, q_norm * norms, out=np.zeros_like(dots, dtype=np.float64), where=norms > 1e-6 * q_norm)
+    best = int(np.argmax(ncc))
+    return WaveformFit(float(ncc[best]), (best - (n - 1)) / SAMPLE_RATE, _period(ncc, float(ncc[best])))
+
+
+def _period(ncc: np.ndarray, peak: float) -> float | None:
+    bin_ = max(1, round(PROFILE_BIN_S * SAMPLE_RATE))
+    profile = ncc[: ncc.size // bin_ * bin_].reshape(-1, bin_).max(axis=1)
+    peaks, _ = scipy.signal.find_peaks(
+        profile,
+        height=REPEAT_SHARE * peak,
+        prominence=REPEAT_PROMINENCE * peak,
+        distance=max(1, round(MIN_PERIOD_S / PROFILE_BIN_S)),
+    )
+    if peaks.size < 2:
+        return None
+    return round(float(np.median(np.diff(peaks))) * PROFILE_BIN_S, 3)
+
+
+def to_verify(candidates: list[ShardCandidate]) -> list[int]:
+    """The positions of the candidates worth their audio's decoding: the head, then the best rechecks."""
+    head = list(range(min(VERIFY_DEPTH, len(candidates))))
+    rechecks = sorted(
+        (i for i, c in enumerate(candidates) if c.recheck and i >= VERIFY_DEPTH), key=lambda i: -candidates[i].votes
+    )
+    return head + rechecks[:VERIFY_RECHECKS]
+
+
+def verify_waveforms(
+    candidates: list[ShardCandidate], query: np.ndarray, window_of: WindowOf
+) -> list[ShardCandidate] | None:
+    """The ranked list with its head (and the candidates flagged ``recheck``) verified against the audio; None
+    when no candidate verified.
+
+    Verified candidates are exact, placed where the waveform puts them, ranked first by correlation; an exact
+    landmark match whose audio was checked and is not the query becomes similar; the rest keep their order.
+    """
+    seconds = query.size / SAMPLE_RATE
+    fits: dict[int, WaveformFit | None] = {}
+    for i in to_verify(candidates):
+        candidate = candidates[i]
+        lead = max(0.0, candidate.match_start_s - candidate.query_start_s - VERIFY_WINDOW_S)
+        audio = window_of(candidate.clip_id, lead, seconds + 2 * VERIFY_WINDOW_S)
+        if audio is None:
+            continue  # no stored audio: this candidate keeps its place and kind
+        fit = waveform_fit(query, audio)
+        fits[i] = None if fit is None else WaveformFit(fit.correlation, lead + fit.start_s, fit.period_s)
+    verified = {i: fit for i, fit in fits.items() if fit is not None and fit.correlation >= EXACT_CORRELATION}
+    if not verified:
+        return None
+    exact = [
+        candidates[i].model_copy(
+            update={
+                "match": MatchKind.exact,
+                "match_start_s": max(0.0, fit.start_s),
+                "query_start_s": max(0.0, -fit.start_s),
+                "correlation": round(fit.correlation, 4),
+                "period_s": fit.period_s,
+                "recheck": False,
+            }
+        )
+        for i, fit in sorted(verified.items(), key=lambda item: -item[1].correlation)
+    ]
+    rest = [
+        c.model_copy(update={"match": MatchKind.similar if i in fits else c.match, "recheck": False})
+        for i, c in enumerate(candidates)
+        if i not in verified
+    ]
+    unchecked_exact = [c for c in rest if c.match == MatchKind.exact]
+    return exact + unchecked_exact + sorted((c for c in rest if c.match != MatchKind.exact), key=lambda c: -c.score)
 
 
 def settle_exact(
     candidates: list[ShardCandidate],
     query_audio: Callable[[], np.ndarray | None],
-    audio_of: Callable[[ShardCandidate, float], np.ndarray | None] = aligned_audio,
+    window_of: WindowOf = stored_window,
 ) -> list[ShardCandidate]:
     """Reorder the leading exact matches by spectral fit when there are several (ranked list in, ranked list out).
 
@@ -77,7 +208,7 @@ def settle_exact(
     seconds = query.size / SAMPLE_RATE
     fits = {}
     for i in slots:
-        audio = audio_of(candidates[i], seconds)
+        audio = aligned_audio(window_of, candidates[i], seconds)
         if audio is not None:
             fits[i] = spectral_fit(query, audio)
     if len(fits) < 2:

@@ -14,7 +14,7 @@ export function explain(code, config = {}) {
     case "undecodable_audio":
       return "The file looks like audio but could not be decoded. It may be damaged, empty or use an unusual codec: try exporting it again as WAV or MP3.";
     case "audio_too_short":
-      return "That sound is too short to search. Record or choose at least one second of audio.";
+      return "That sound is too short to search. Record or choose at least a quarter of a second of audio (a library clip needs a tenth).";
     case "silent_audio":
       return "That recording is silent: nothing in it is loud enough to search for. Check the microphone, or choose another file.";
     case "audio_too_long":
