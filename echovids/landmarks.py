@@ -176,7 +176,10 @@ def steady_peaks(spec: np.ndarray, first_frame: int = 0) -> tuple[np.ndarray, np
         return empty, empty, np.empty(0, dtype=np.float32)
     mean = spec[: cells * STEADY_CELL].reshape(cells, STEADY_CELL, -1).mean(axis=1)
     median = np.median(mean, axis=1, keepdims=True)
-    is_peak = (mean == _running_max(mean, PEAK_FREQ_RADIUS, 1)) & (mean > median + STEADY_RISE)
+    # Above -80 dBFS, as a peak pair's peaks: a room's hiss at -80 dB is silence, not a steady sound.
+    is_peak = (mean == _running_max(mean, PEAK_FREQ_RADIUS, 1)) & (
+        mean > np.maximum(median + STEADY_RISE, ABSOLUTE_FLOOR)
+    )
     is_peak[:, 0] = False
     rank = np.argsort(np.argsort(-np.where(is_peak, mean, -np.inf), axis=1), axis=1)
     cell, f = np.nonzero(is_peak & (rank < STEADY_PEAKS))
