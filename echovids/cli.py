@@ -277,8 +277,9 @@ def evaluate(
     suite: Annotated[
         list[str] | None,
         typer.Option(
-            help="exact | similar | clips | text, repeated (default exact and similar). clips and text need an "
-            "Echovids of their own for the 400 single clips: --clips-url"
+            help="exact | similar | clips | text | folds | synthetic, repeated (default exact and similar). clips "
+            "and text need an Echovids of their own for the 400 single clips: --clips-url; synthetic builds its "
+            "library at --url"
         ),
     ] = None,
     clips_url: Annotated[
@@ -307,8 +308,21 @@ def evaluate(
             "(to try a change in a minute; publish figures measured through the system)"
         ),
     ] = False,
+    synthetic_seed: Annotated[
+        int | None, typer.Option(help="synthetic: seed of the sounds and queries (default --seed)")
+    ] = None,
+    fresh_synthetic_seed: Annotated[
+        bool, typer.Option(help="synthetic: a new seed this run (printed and in the report, to repeat the run)")
+    ] = False,
+    synthetic_per_kind: Annotated[int, typer.Option(min=1, help="synthetic: sounds per kind")] = 4,
+    synthetic_queries: Annotated[int, typer.Option(min=1, help="synthetic: excerpts per long sound")] = 3,
+    synthetic_distractors: Annotated[
+        bool, typer.Option(help="synthetic: the 400 ESC-10 clips in its library as distractors")
+    ] = True,
 ) -> None:
     """Measure search quality through the HTTP API on ESC-10 (issue 7): writes report.json and report.md."""
+    from echovids.synthetic import fresh_seed
+
     ev = _layer_above("evaluation.suites")
     settings = get_settings()
     suites = tuple(suite or ("exact", "similar"))
@@ -330,8 +344,14 @@ def evaluate(
         allow_foreign=allow_foreign,
         offline=offline,
         api_key=api_key,
+        synthetic_seed=fresh_seed() if fresh_synthetic_seed else synthetic_seed,
+        synthetic_per_kind=synthetic_per_kind,
+        synthetic_queries=synthetic_queries,
+        synthetic_distractors=synthetic_distractors,
         log=lambda line: typer.echo(line, err=True),
     )
+    if "synthetic" in suites:
+        typer.echo(f"synthetic seed: {seed if cfg.synthetic_seed is None else cfg.synthetic_seed}", err=True)
     if esc10 is not None:
         cfg.esc10 = esc10
     try:

@@ -211,6 +211,11 @@ def pair_steady(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
     return Landmarks(marks.hashes[first], marks.times[first], marks.weights[first])
 
 
+def is_steady(hashes: np.ndarray) -> np.ndarray:
+    """Which hashes are steady pairs (their dt field beyond MAX_DT)."""
+    return (hashes & np.uint32(63)) >= STEADY_DT
+
+
 def _joined(parts: list[Landmarks]) -> Landmarks:
     return Landmarks(
         hashes=np.concatenate([p.hashes for p in parts]),

@@ -108,8 +108,13 @@ class Side:
 
     def rank(self, data: bytes, k: int) -> dict[str, list[Ranked]]:
         """Both references' lists for one query (its bytes, as uploaded)."""
+        return self.rank_timed(data, k)[0]
+
+    def rank_timed(self, data: bytes, k: int) -> tuple[dict[str, list[Ranked]], float]:
+        """Both references' lists, and the query time their ``match_start_s`` stand for: the start of the query's
+        middle frame (a result's offset error is ``|match_start_s - that - true offset|``)."""
         from echovids.audio import decode_bytes
         from services.embedder.tasks import query_arrays
 
         vectors = query_arrays(self.model, decode_bytes(data))["vectors"]
-        return {method: rank(method, self.view, vectors, k) for method in REFERENCES}
+        return {method: rank(method, self.view, vectors, k) for method in REFERENCES}, (len(vectors) // 2) * FRAME_HOP_S

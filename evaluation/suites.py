@@ -6,6 +6,9 @@
   ``match_start_s`` fall inside a segment of the query's class?
 - clips: each ESC-10 clip against the other 399 as separate clips; precision@k and mAP.
 
+(Further suites live in modules of their own: text in evaluation/text_suite.py, folds in evaluation/folds.py,
+synthetic, per kind of synthetic sound, in evaluation/synthetic_suite.py.)
+
 exact and similar share one library: the recordings joined from folds 2-5 (every exact-suite excerpt comes from a
 recording in it; no fold-1 audio is in it). clips needs a library of the 400 single clips and nothing else, so it
 runs against a second Echovids (``--clips-url``). Each suite adds to the library what it needs and is missing, and
@@ -41,7 +44,7 @@ from evaluation.dataset import (
 )
 from evaluation.references import REFERENCES, Side
 
-SUITES = ("exact", "similar", "clips", "folds", "text")
+SUITES = ("exact", "similar", "clips", "folds", "text", "synthetic")
 LENGTHS_S = (2.0, 3.0, 5.0)
 OFFSET_TOLERANCE_S = 0.5
 SILENT_PEAK = 10 ** (-50 / 20)  # an excerpt with no sample above -50 dBFS is silence, not a query
@@ -94,6 +97,10 @@ class EvalConfig:
     allow_foreign: bool = False
     offline: bool = False  # the service's code in this process instead of a running Echovids (offline.py)
     timeout_s: float = 60.0
+    synthetic_seed: int | None = None  # the synthetic suite's sounds and queries (None: seed)
+    synthetic_per_kind: int = 4  # long sounds per kind (and as many short ones bare, as many in context)
+    synthetic_queries: int = 3  # excerpts per long sound
+    synthetic_distractors: bool = True  # the 400 ESC-10 clips in the synthetic library too
     log: Callable[[str], None] = print
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -653,6 +660,15 @@ def run(cfg: EvalConfig) -> dict:
             report["suites"]["clips"] = run_clips(cfg, client, clips, side)
             report["suites"]["clips"]["same_sounds"] = run_same_sounds(cfg, client, clips)
         client.close()
+    if "synthetic" in cfg.suites:
+        from evaluation import synthetic_suite
+
+        client = _client(cfg, cfg.url, "synthetic")
+        report.setdefault("service", client.config())
+        seed = cfg.seed if cfg.synthetic_seed is None else cfg.synthetic_seed
+        report["settings"]["synthetic_seed"] = seed
+        report["suites"]["synthetic"] = synthetic_suite.run_synthetic(cfg, client, clips, seed)
+        client.close()
     if "folds" in cfg.suites:
         from evaluation import folds
 
@@ -822,6 +838,10 @@ def markdown(report: dict) -> str:
         lines += folds_markdown(suites["folds"])
     if "text" in suites:
         lines += text_suite.markdown(suites["text"])
+    if "synthetic" in suites:
+        from evaluation import synthetic_suite
+
+        lines += synthetic_suite.markdown(suites["synthetic"])
     return "\n".join(lines)
 
 

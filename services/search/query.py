@@ -80,12 +80,19 @@ def search_shard(
         return []
     settings = get_settings()
     allowed = allowed_clips(view, filters, allowed_ids)
-    hashes = arrays["hashes"]
+    # Peak pairs are evidence of a copy; steady pairs only of which clips hold the sound (echovids/landmarks.py).
+    steady = landmarks.is_steady(arrays["hashes"])
+    weights = arrays.get("weights")
+    hashes = arrays["hashes"][~steady]
+
+    def match(part: np.ndarray) -> list[LandmarkMatch]:
+        return view.match_landmarks(
+            arrays["hashes"][part], arrays["times"][part], limit, None if weights is None else weights[part], allowed
+        )
+
     # The landmark match shares nothing with the embedding search until the end: it runs beside it (both
     # spend their time in numpy and ScaNN, which release the GIL).
-    landmark_matches = _side.submit(
-        view.match_landmarks, hashes, arrays["times"], limit, arrays.get("weights"), allowed
-    )
+    landmark_matches = _side.submit(lambda: (match(~steady), match(steady)[:RECHECKS]))
     vectors = arrays["vectors"].astype(np.float32)
     # Silent frames are zero vectors that cast no vote: the audible ones alone must reach ``limit`` clips
     # (ESC-10 similar-moment timestamped P@10 0.949 -> 0.951 through the system, docs/quality.md).
@@ -115,8 +122,9 @@ def search_shard(
         for mt in matches
     }
     needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
+    peak_matches, steady_matches = landmark_matches.result()
     rechecks = 0
-    for lm in landmark_matches.result():  # most votes first
+    for lm in peak_matches:  # most votes first
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             # Not the evidence of a copy, but the fingerprint's best guesses at *which* clip: a steady or
@@ -141,6 +149,9 @@ def search_shard(
                 lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
             ),
         )
+    for lm in steady_matches:
+        if lm.votes >= RECHECK_MIN_VOTES:
+            _recheck(candidates, view, lm, vectors)
     passing = [c for c in candidates.values() if _moment_passes(filters, c.labels)]
     return sorted(passing, key=rank_key)
 
@@ -233,9 +244,10 @@ def rank_answers(
     ranked = sorted(candidates, key=rank_key)
     query = query_audio()
     if query is not None and query.size:
-        verified = verify_waveforms(ranked, query, window_of)
-        if verified is not None:
-            return verified[: forwarded(k)]
+        settled, checked = verify_waveforms(ranked, query, window_of)
+        if settled:
+            return checked[: forwarded(k)]
+        ranked = sorted(checked, key=rank_key)
     ranked = [c.model_copy(update={"recheck": False}) if c.recheck else c for c in ranked[: forwarded(k)]]
     return demote_chance_exact(settle_exact(ranked, lambda: query, window_of))
 

@@ -87,11 +87,15 @@ VERIFY_WINDOW_S = 10.0
 # The peak correlation of an exact copy: a copy under noise at S dB keeps sqrt(1 / (1 + 10^(-S/10))), 0.95 at
 # 10 dB and 0.71 at 3 dB; a sound that is not the query keeps little (docs/quality.md gives the measured spread).
 EXACT_CORRELATION = 0.75
+# Under this, an exact landmark match is chance: an unrelated recording keeps 0.02-0.22, a copy band-limited to
+# 300-3400 Hz 0.2-1.0 and one under 0.4 s of reverb 0.24-0.86 (ESC-10 excerpts; docs/quality.md).
+CHANCE_CORRELATION = 0.15
 # A match repeats when other peaks, this close to the best and standing out of the curve, lie at least
 # MIN_PERIOD_S away (a tone's cycles are one sound, not a repeat).
 REPEAT_SHARE = 0.9
 REPEAT_PROMINENCE = 0.1
 MIN_PERIOD_S = 0.05
+SILENT_RMS = 10 ** (-60 / 20)  # -60 dB full scale, the level under which the embedder mutes a frame
 PROFILE_BIN_S = 0.01  # the correlation curve is read in 10 ms bins for repeats (its finer ripple is a tone's cycle)
 
 
@@ -118,7 +122,10 @@ def waveform_fit(query: np.ndarray, audio: np.ndarray) -> WaveformFit | None:
     dots = scipy.signal.fftconvolve(padded, q[::-1], mode="valid")
     energy = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
     norms = np.sqrt(np.maximum(energy[n:] - energy[:-n], 0.0))
-    ncc = np.divide(dots, q_norm * norms, out=np.zeros_like(dots, dtype=np.float64), where=norms > 1e-6 * q_norm)
+    # Only audio that sounds counts: under the silence level a window's few bits of dither divide the FFT's
+    # rounding into anything, and a placement that is mostly overhang is no evidence.
+    audible = norms > np.sqrt(n) * SILENT_RMS
+    ncc = np.divide(dots, q_norm * norms, out=np.zeros_like(dots, dtype=np.float64), where=audible)
     best = int(np.argmax(ncc))
     return WaveformFit(float(ncc[best]), (best - (n - 1)) / SAMPLE_RATE, _period(ncc, float(ncc[best])))
 
@@ -148,9 +155,9 @@ def to_verify(candidates: list[ShardCandidate]) -> list[int]:
 
 def verify_waveforms(
     candidates: list[ShardCandidate], query: np.ndarray, window_of: WindowOf
-) -> list[ShardCandidate] | None:
-    """The ranked list with its head (and the candidates flagged ``recheck``) verified against the audio; None
-    when no candidate verified.
+) -> tuple[bool, list[ShardCandidate]]:
+    """The ranked list with its head (and the candidates flagged ``recheck``) verified against the audio, and
+    whether any verified (when none did, the landmark matches decide, less those the audio showed to be chance).
 
     Verified candidates are exact, placed where the waveform puts them, ranked first by correlation; an exact
     landmark match whose audio was checked and is not the query becomes similar; the rest keep their order.
@@ -167,7 +174,17 @@ def verify_waveforms(
         fits[i] = None if fit is None else WaveformFit(fit.correlation, lead + fit.start_s, fit.period_s)
     verified = {i: fit for i, fit in fits.items() if fit is not None and fit.correlation >= EXACT_CORRELATION}
     if not verified:
-        return None
+        # A landmark alignment whose audio shares next to nothing with the query is chance (an engine's
+        # harmonics line up with a hum's); one that shares some may be a copy band-limited or reverberant.
+        chance = {
+            i
+            for i, fit in fits.items()
+            if candidates[i].match == MatchKind.exact and (fit is None or fit.correlation < CHANCE_CORRELATION)
+        }
+        demoted = [
+            c.model_copy(update={"match": MatchKind.similar}) if i in chance else c for i, c in enumerate(candidates)
+        ]
+        return False, demoted  # the caller ranks them again
     exact = [
         candidates[i].model_copy(
             update={
@@ -187,7 +204,9 @@ def verify_waveforms(
         if i not in verified
     ]
     unchecked_exact = [c for c in rest if c.match == MatchKind.exact]
-    return exact + unchecked_exact + sorted((c for c in rest if c.match != MatchKind.exact), key=lambda c: -c.score)
+    return True, exact + unchecked_exact + sorted(
+        (c for c in rest if c.match != MatchKind.exact), key=lambda c: -c.score
+    )
 
 
 def settle_exact(
