@@ -155,7 +155,11 @@ class ShardCandidate(BaseModel):
     )
     correlation: float | None = Field(default=None, description="Waveform correlation, when verified exact")
     period_s: float | None = None
-    recheck: bool = Field(default=False, description="The fingerprint aligned it without a clear offset: verify it")
+    recheck: int | None = Field(
+        default=None,
+        description="The fingerprint holds it but gives no clear offset: its place among its shard's clips to "
+        "verify against their audio (0 first)",
+    )
 
 
 class ShardAnswer(BaseModel):

@@ -167,7 +167,7 @@ def test_the_merge_names_the_clip_that_holds_the_waveform_exact_and_demotes_a_ch
     ranked = [
         candidate("noise", MatchKind.exact, votes=50.0),  # a chance landmark alignment
         candidate("elsewhere", MatchKind.similar).model_copy(update={"score": 0.6}),  # no stored audio
-        candidate("tone", MatchKind.similar, offset_s=0.0).model_copy(update={"recheck": True, "votes": 9.0}),
+        candidate("tone", MatchKind.similar, offset_s=0.0).model_copy(update={"recheck": 0, "votes": 9.0}),
     ]
     settled = rank_answers(ranked, 10, lambda: query.astype(np.float32), window_of)
     assert [(c.clip_id, c.match) for c in settled] == [
@@ -176,7 +176,7 @@ def test_the_merge_names_the_clip_that_holds_the_waveform_exact_and_demotes_a_ch
         ("noise", MatchKind.similar),
     ]
     assert settled[0].match_start_s - settled[0].query_start_s == pytest.approx(3.0, abs=0.01)
-    assert not any(c.recheck for c in settled)
+    assert all(c.recheck is None for c in settled)
 
 
 def test_steady_tones_leave_steady_landmarks_that_survive_noise() -> None:

@@ -156,3 +156,62 @@ def match_postings(
             )
         )
     return matches
+
+
+def steady_clips(
+    postings: SortedPostings,
+    hashes: np.ndarray,
+    times: np.ndarray,
+    live: np.ndarray,
+    seconds: np.ndarray,
+    limit: int,
+) -> list[LandmarkMatch]:
+    """The clips made most of a query's distinct steady hashes, each hash weighed by how rare it is.
+
+    A steady sound is alike at every moment, so its hashes say which clip, not where. A clip scores, for each
+    query hash it holds, the share of its ``seconds`` that hold it (a library clip keeps a steady hash once a
+    second): a tone's own clip holds its hash throughout, an engine that passes through the same pitch for a
+    moment holds it for a moment. A hash held by many clips (a mains hum's) counts for little. ``offset`` is
+    one held hash's (the merge's verification searches around it); ``votes``, the hashes held.
+    """
+    distinct, first = np.unique(hashes, return_index=True)
+    if distinct.size == 0 or postings.hashes.size == 0:
+        return []
+    lo = np.searchsorted(postings.hashes, distinct, side="left")
+    counts = np.searchsorted(postings.hashes, distinct, side="right") - lo
+    counts[counts > MAX_POSTINGS_PER_HASH] = 0
+    total = int(counts.sum())
+    if total == 0:
+        return []
+    owner = np.repeat(np.arange(distinct.size), counts)
+    rows = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+    clips = postings.clips[rows]
+    keep = live[clips]
+    clips, rows, owner = clips[keep], rows[keep], owner[keep]
+    # One (clip, hash) pair per hash a clip holds, however often it holds it.
+    pairs, where, occurrences = np.unique(
+        clips.astype(np.int64) * distinct.size + owner, return_index=True, return_counts=True
+    )
+    pair_clip, pair_hash = pairs // distinct.size, pairs % distinct.size
+    holders = np.bincount(pair_hash, minlength=distinct.size)
+    idf = np.log1p(live.sum() / np.maximum(holders, 1))
+    share = np.minimum(1.0, occurrences / np.maximum(seconds[pair_clip], 1.0))
+    scores = np.bincount(pair_clip, weights=idf[pair_hash] * share, minlength=live.size)
+    held = np.bincount(pair_clip, minlength=live.size)
+    best = [int(c) for c in np.argsort(-scores, kind="stable")[:limit] if scores[c] > 0]
+    # The first held hash of each chosen clip gives its offset (the pairs are sorted by clip).
+    first_pair = np.searchsorted(pair_clip, best)
+    matches = []
+    for clip, p in zip(best, first_pair, strict=True):
+        row, q = rows[where[p]], first[pair_hash[p]]
+        matches.append(
+            LandmarkMatch(
+                clip=clip,
+                offset=int(postings.times[row]) - int(times[q]),
+                votes=int(held[clip]),
+                weight=float(scores[clip]),
+                runner_up=0,
+                query_start=int(times[q]),
+            )
+        )
+    return matches

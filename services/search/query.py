@@ -30,6 +30,8 @@ _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
 # alignments with other clips have 2-8 (docs/quality.md).
 RECHECKS = 6
 RECHECK_MIN_VOTES = 3
+STEADY_RECHECKS = 3  # of each of the two readings of steady pairs
+STEADY_MIN_HELD = 2  # of a query's distinct steady hashes (a pure tone has one per lag: three)
 
 
 def allowed_clips(view: ShardView, filters: SearchFilters | None, allowed_ids: set[str] | None) -> np.ndarray | None:
@@ -92,7 +94,14 @@ def search_shard(
 
     # The landmark match shares nothing with the embedding search until the end: it runs beside it (both
     # spend their time in numpy and ScaNN, which release the GIL).
-    landmark_matches = _side.submit(lambda: (match(~steady), match(steady)[:RECHECKS]))
+    landmark_matches = _side.submit(
+        lambda: (
+            match(~steady),
+            # A sweep's steady pairs change as it goes, and align in time like peak pairs; a tone's do not.
+            match(steady)[:STEADY_RECHECKS],
+            view.match_steady(arrays["hashes"][steady], arrays["times"][steady], STEADY_RECHECKS, allowed),
+        )
+    )
     vectors = arrays["vectors"].astype(np.float32)
     # Silent frames are zero vectors that cast no vote: the audible ones alone must reach ``limit`` clips
     # (ESC-10 similar-moment timestamped P@10 0.949 -> 0.951 through the system, docs/quality.md).
@@ -122,16 +131,16 @@ def search_shard(
         for mt in matches
     }
     needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
-    peak_matches, steady_matches = landmark_matches.result()
-    rechecks = 0
+    peak_matches, sweep_matches, steady_matches = landmark_matches.result()
+    rechecks = 0  # places given to peak matches without a clear offset
     for lm in peak_matches:  # most votes first
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             # Not the evidence of a copy, but the fingerprint's best guesses at *which* clip: a steady or
             # periodic sound's own clip is among them when the embedding does not rank it (its audio decides).
             if rechecks < RECHECKS and lm.votes >= RECHECK_MIN_VOTES:
+                _recheck(candidates, view, lm, vectors, rechecks)
                 rechecks += 1
-                _recheck(candidates, view, lm, vectors)
             continue
         offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
         score = aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score
@@ -149,18 +158,26 @@ def search_shard(
                 lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
             ),
         )
-    for lm in steady_matches:
+    for place, lm in enumerate(sweep_matches):
         if lm.votes >= RECHECK_MIN_VOTES:
-            _recheck(candidates, view, lm, vectors)
+            _recheck(candidates, view, lm, vectors, place)
+    for place, lm in enumerate(steady_matches):
+        if lm.votes >= STEADY_MIN_HELD:
+            _recheck(candidates, view, lm, vectors, place)
     passing = [c for c in candidates.values() if _moment_passes(filters, c.labels)]
     return sorted(passing, key=rank_key)
 
 
-def _recheck(candidates: dict[str, ShardCandidate], view: ShardView, lm: LandmarkMatch, vectors: np.ndarray) -> None:
-    """Flag a clip the fingerprint aligns without a clear offset, for the merge to verify against its audio."""
+def _recheck(
+    candidates: dict[str, ShardCandidate], view: ShardView, lm: LandmarkMatch, vectors: np.ndarray, place: int
+) -> None:
+    """Flag a clip the fingerprint holds without a clear offset, for the merge to verify against its audio."""
     clip_id = view.clip_ids[lm.clip]
     if clip_id in candidates:
-        candidates[clip_id] = candidates[clip_id].model_copy(update={"recheck": True})
+        held = candidates[clip_id].recheck
+        candidates[clip_id] = candidates[clip_id].model_copy(
+            update={"recheck": place if held is None else min(held, place)}
+        )
         return
     offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
     match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
@@ -175,7 +192,7 @@ def _recheck(candidates: dict[str, ShardCandidate], view: ShardView, lm: Landmar
         labels=view.clip_labels(
             lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
         ),
-        recheck=True,
+        recheck=place,
     )
 
 
@@ -248,7 +265,7 @@ def rank_answers(
         if settled:
             return checked[: forwarded(k)]
         ranked = sorted(checked, key=rank_key)
-    ranked = [c.model_copy(update={"recheck": False}) if c.recheck else c for c in ranked[: forwarded(k)]]
+    ranked = [c.model_copy(update={"recheck": None}) if c.recheck is not None else c for c in ranked[: forwarded(k)]]
     return demote_chance_exact(settle_exact(ranked, lambda: query, window_of))
 
 

@@ -33,9 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
+from echovids.audio_params import FRAME_HOP_S
 from echovids.errors import SpaceMismatch
 from services.search.class_index import ClassPostings, SortedClassPostings, match_classes
-from services.search.landmark_index import LandmarkMatch, LandmarkPostings, SortedPostings, match_postings
+from services.search.landmark_index import (
+    LandmarkMatch,
+    LandmarkPostings,
+    SortedPostings,
+    match_postings,
+    steady_clips,
+)
 
 log = logging.getLogger(__name__)
 
@@ -669,6 +676,15 @@ class ShardView:
     ) -> list[LandmarkMatch]:
         live = self.live if allowed is None else self.live & allowed
         return match_postings(self.postings, hashes, times, live, limit, weights)
+
+    def match_steady(
+        self, hashes: np.ndarray, times: np.ndarray, limit: int, allowed: np.ndarray | None = None
+    ) -> list[LandmarkMatch]:
+        live = self.live if allowed is None else self.live & allowed
+        seconds = np.zeros(live.size)
+        frames = np.diff(self.clip_offsets)[: live.size]
+        seconds[: frames.size] = frames * FRAME_HOP_S
+        return steady_clips(self.postings, hashes, times, live, seconds, limit)
 
     def search(
         self, queries: np.ndarray, neighbours: int, allowed: np.ndarray | None = None

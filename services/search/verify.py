@@ -78,7 +78,7 @@ def aligned_audio(window_of: WindowOf, candidate: ShardCandidate, seconds: float
 
 # -- waveform verification ----------------------------------------------------------------------------------------
 # Candidates verified per query: the ranked list's head (an exact landmark match, or the most similar clips),
-# and the fingerprint's best guesses among the rest (``recheck``, most votes first).
+# and the fingerprint's best guesses among the rest (``recheck``: each shard's first, then its second, ...).
 VERIFY_DEPTH = 2
 VERIFY_RECHECKS = 6
 # Seconds of a candidate's audio searched on each side of where it aligns the query: an embedding match places the
@@ -148,7 +148,8 @@ def to_verify(candidates: list[ShardCandidate]) -> list[int]:
     """The positions of the candidates worth their audio's decoding: the head, then the best rechecks."""
     head = list(range(min(VERIFY_DEPTH, len(candidates))))
     rechecks = sorted(
-        (i for i, c in enumerate(candidates) if c.recheck and i >= VERIFY_DEPTH), key=lambda i: -candidates[i].votes
+        (i for i, c in enumerate(candidates) if c.recheck is not None and i >= VERIFY_DEPTH),
+        key=lambda i: (candidates[i].recheck, -candidates[i].votes),
     )
     return head + rechecks[:VERIFY_RECHECKS]
 
@@ -193,13 +194,13 @@ def verify_waveforms(
                 "query_start_s": max(0.0, -fit.start_s),
                 "correlation": round(fit.correlation, 4),
                 "period_s": fit.period_s,
-                "recheck": False,
+                "recheck": None,
             }
         )
         for i, fit in sorted(verified.items(), key=lambda item: -item[1].correlation)
     ]
     rest = [
-        c.model_copy(update={"match": MatchKind.similar if i in fits else c.match, "recheck": False})
+        c.model_copy(update={"match": MatchKind.similar if i in fits else c.match, "recheck": None})
         for i, c in enumerate(candidates)
         if i not in verified
     ]
