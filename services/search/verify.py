@@ -77,10 +77,15 @@ def aligned_audio(window_of: WindowOf, candidate: ShardCandidate, seconds: float
 
 
 # -- waveform verification ----------------------------------------------------------------------------------------
-# Candidates verified per query: the ranked list's head (an exact landmark match, or the most similar clips),
-# and the fingerprint's best guesses among the rest (``recheck``: each shard's first, then its second, ...).
+# Candidates verified first, per query: the ranked list's head (an exact landmark match, or the most similar
+# clips), the other exact landmark matches, and the fingerprint's best guesses among the rest (``recheck``:
+# each shard's first, then its second, ...).
 VERIFY_DEPTH = 2
+VERIFY_EXACT = 4  # exact landmark matches beyond the head (several recordings hold the query: rarely more)
 VERIFY_RECHECKS = 6
+# Then the rest in rank order, until this much of their audio has been read: a short query among short clips
+# (a click among clicks, all alike to the embedding) reaches dozens, a long one a few (its windows are long).
+VERIFY_BUDGET_S = 40.0
 # Seconds of a candidate's audio searched on each side of where it aligns the query: an embedding match places the
 # query to a frame or two (0.48 s each), a steady sound's anywhere along its stretch of alike frames.
 VERIFY_WINDOW_S = 10.0
@@ -147,11 +152,14 @@ def _period(ncc: np.ndarray, peak: float) -> float | None:
 def to_verify(candidates: list[ShardCandidate]) -> list[int]:
     """The positions of the candidates worth their audio's decoding: the head, then the best rechecks."""
     head = list(range(min(VERIFY_DEPTH, len(candidates))))
+    # The exact landmark matches are checked: one left unchecked would lead the list once those above it
+    # were shown to be chance.
+    exact = [i for i, c in enumerate(candidates) if c.match == MatchKind.exact and i >= VERIFY_DEPTH]
     rechecks = sorted(
         (i for i, c in enumerate(candidates) if c.recheck is not None and i >= VERIFY_DEPTH),
         key=lambda i: (candidates[i].recheck, -candidates[i].votes),
     )
-    return head + rechecks[:VERIFY_RECHECKS]
+    return head + exact[:VERIFY_EXACT] + [i for i in rechecks if i not in exact][:VERIFY_RECHECKS]
 
 
 def verify_waveforms(
@@ -165,12 +173,17 @@ def verify_waveforms(
     """
     seconds = query.size / SAMPLE_RATE
     fits: dict[int, WaveformFit | None] = {}
-    for i in to_verify(candidates):
+    first = to_verify(candidates)
+    budget = VERIFY_BUDGET_S * SAMPLE_RATE
+    for i in first + [i for i in range(len(candidates)) if i not in first]:
+        if budget <= 0 and i not in first:
+            break
         candidate = candidates[i]
         lead = max(0.0, candidate.match_start_s - candidate.query_start_s - VERIFY_WINDOW_S)
         audio = window_of(candidate.clip_id, lead, seconds + 2 * VERIFY_WINDOW_S)
         if audio is None:
             continue  # no stored audio: this candidate keeps its place and kind
+        budget -= audio.size
         fit = waveform_fit(query, audio)
         fits[i] = None if fit is None else WaveformFit(fit.correlation, lead + fit.start_s, fit.period_s)
     verified = {i: fit for i, fit in fits.items() if fit is not None and fit.correlation >= EXACT_CORRELATION}
