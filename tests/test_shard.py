@@ -22,7 +22,8 @@ SWAPS = 5
 def random_clip(rng: np.random.Generator, frames: int = 12, dim: int = 32) -> dict[str, np.ndarray]:
     vectors = rng.standard_normal((frames, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    hashes = rng.integers(0, 2**22, size=frames * 40).astype(np.uint32)
+    # Peak pairs only (dt field under 49: echovids/landmarks.py): steady pairs would make extra candidates.
+    hashes = (rng.integers(0, 2**16, size=frames * 40) << 6 | rng.integers(0, 49, size=frames * 40)).astype(np.uint32)
     times = np.sort(rng.integers(0, frames * 30, size=hashes.size)).astype(np.int32)
     return {"vectors": vectors, "hashes": hashes, "times": times}
 

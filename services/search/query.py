@@ -22,7 +22,14 @@ from services.search.class_index import ranked
 from services.search.landmark_index import LandmarkMatch
 from services.search.matching import RESCORING, Rescoring, aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex, ShardView
-from services.search.verify import WindowOf, demote_chance_exact, settle_exact, stored_window, verify_waveforms
+from services.search.verify import (
+    WindowOf,
+    apply_fits,
+    check_waveforms,
+    demote_chance_exact,
+    settle_exact,
+    stored_window,
+)
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
 # Landmark matches with no clear offset passed on per shard for the merge to verify, and the votes they need: a
@@ -31,7 +38,7 @@ _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
 RECHECKS = 6
 RECHECK_MIN_VOTES = 3
 STEADY_RECHECKS = 3  # of each of the two readings of steady pairs
-STEADY_MIN_HELD = 2  # of a query's distinct steady hashes (a pure tone has one per lag: three)
+STEADY_MIN_HELD = 1  # of a query's distinct steady hashes (a short tone has one; each weighs by its rarity)
 
 
 def allowed_clips(view: ShardView, filters: SearchFilters | None, allowed_ids: set[str] | None) -> np.ndarray | None:
@@ -253,20 +260,31 @@ def rank_answers(
 ) -> list[ShardCandidate]:
     """The shards' candidates as one ranked list of ``forwarded(k)``.
 
-    The head is verified against the clips' audio (services/search/verify.py): what holds the query's very
-    waveform is exact, at that moment. Where nothing verifies (no query audio, a text search, a query too
-    altered to keep its waveform), the landmark matches decide: of several recordings that hold the query, the
-    one it mostly is goes first, and exact matches far weaker than it are chance alignments, ranked as similar.
+    The leading candidates are checked against the clips' audio (services/search/verify.py): what holds the
+    query's very waveform is exact, at that moment, and first; what holds much of it under other sound leads
+    the similar ones. Where nothing verifies (no query audio, a text search, a query too altered to keep its
+    waveform), the landmark matches decide: of several recordings that hold the query, the one it mostly is
+    goes first, and exact matches far weaker than it are chance alignments, ranked as similar.
     """
     ranked = sorted(candidates, key=rank_key)
     query = query_audio()
-    if query is not None and query.size:
-        settled, checked = verify_waveforms(ranked, query, window_of)
-        if settled:
-            return checked[: forwarded(k)]
-        ranked = sorted(checked, key=rank_key)
-    ranked = [c.model_copy(update={"recheck": None}) if c.recheck is not None else c for c in ranked[: forwarded(k)]]
-    return demote_chance_exact(settle_exact(ranked, lambda: query, window_of))
+    if query is None or not query.size:
+        return _by_landmarks(
+            [c.model_copy(update={"recheck": None}) for c in ranked[: forwarded(k)]], query_audio, window_of
+        )
+    verified, partial, rest = apply_fits(ranked, check_waveforms(ranked, query, window_of))
+    if not verified:
+        # Nothing holds the query's very waveform: the landmarks decide, less the matches shown to be chance.
+        rest = _by_landmarks(sorted(rest, key=rank_key), lambda: query, window_of)
+    exact = [c for c in rest if c.match == MatchKind.exact]
+    similar = sorted((c for c in rest if c.match != MatchKind.exact), key=rank_key)  # the demoted among them
+    return (verified + exact + partial + similar)[: forwarded(k)]
+
+
+def _by_landmarks(
+    ranked: list[ShardCandidate], query_audio: Callable[[], np.ndarray | None], window_of: WindowOf
+) -> list[ShardCandidate]:
+    return demote_chance_exact(settle_exact(ranked, query_audio, window_of))
 
 
 def forwarded(k: int) -> int:

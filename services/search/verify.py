@@ -1,11 +1,12 @@
 """The last word on exact matches, from the audio itself: which candidates hold the query, where, and how often.
 
-- **Waveform verification** (:func:`verify_waveforms`): the leading candidates of both indexes, exact or similar,
-  are set against their stored audio by normalised cross-correlation. A copy of the query, even under noise or
-  another recording 10 dB down, keeps most of its correlation wherever the fingerprint fails it (a steady tone
-  hashes alike at every moment; a periodic sound aligns at many offsets); an unrelated sound keeps almost none.
-  The peak names the clip as exact and gives the moment to the sample; a match that repeats (several peaks alike)
-  gives its ``period_s``.
+- **Waveform verification** (:func:`check_waveforms`, :func:`apply_fits`): the leading candidates of both
+  indexes, exact or similar, are set against their stored audio by normalised cross-correlation. A copy of the
+  query, even under noise or another recording 10 dB down, keeps most of its correlation wherever the fingerprint
+  fails it (a steady tone hashes alike at every moment; a periodic sound aligns at many offsets); an unrelated
+  sound keeps almost none. The peak names the clip as exact and gives the moment to the sample; a match that
+  repeats (several peaks alike) gives its ``period_s``; a clip that holds the query under other sound leads the
+  similar ones, at that moment.
 - **Spectral fit** (:func:`settle_exact`), when no candidate's audio verifies (a reverberant or re-encoded query
   keeps its landmarks but not its waveform): of several recordings that all hold the query, the one it mostly is.
   Landmark votes follow how peaky a sound is, not how loud; the magnitude spectrum at the aligned moment says
@@ -86,12 +87,18 @@ VERIFY_RECHECKS = 6
 # Then the rest in rank order, until this much of their audio has been read: a short query among short clips
 # (a click among clicks, all alike to the embedding) reaches dozens, a long one a few (its windows are long).
 VERIFY_BUDGET_S = 40.0
-# Seconds of a candidate's audio searched on each side of where it aligns the query: an embedding match places the
-# query to a frame or two (0.48 s each), a steady sound's anywhere along its stretch of alike frames.
-VERIFY_WINDOW_S = 10.0
+# Seconds of a candidate's audio searched on each side of where it aligns the query (the cost of a check grows
+# with it): an exact landmark match places the query to a hop (16 ms), an embedding match to a frame or two (0.48 s
+# each), and a fingerprint match without a clear offset (a steady or periodic sound) anywhere along the sound.
+WINDOW_EXACT_S = 0.25
+WINDOW_SIMILAR_S = 2.0
+WINDOW_RECHECK_S = 10.0
 # The peak correlation of an exact copy: a copy under noise at S dB keeps sqrt(1 / (1 + 10^(-S/10))), 0.95 at
 # 10 dB and 0.71 at 3 dB; a sound that is not the query keeps little (docs/quality.md gives the measured spread).
 EXACT_CORRELATION = 0.75
+# From this on, a candidate holds the query in part (under other sound at about 0 dB or louder); unrelated sounds
+# keep at most 0.22 (docs/quality.md).
+PARTIAL_CORRELATION = 0.35
 # Under this, an exact landmark match is chance: an unrelated recording keeps 0.02-0.22, a copy band-limited to
 # 300-3400 Hz 0.2-1.0 and one under 0.4 s of reverb 0.24-0.86 (ESC-10 excerpts; docs/quality.md).
 CHANCE_CORRELATION = 0.15
@@ -162,14 +169,20 @@ def to_verify(candidates: list[ShardCandidate]) -> list[int]:
     return head + exact[:VERIFY_EXACT] + [i for i in rechecks if i not in exact][:VERIFY_RECHECKS]
 
 
-def verify_waveforms(
-    candidates: list[ShardCandidate], query: np.ndarray, window_of: WindowOf
-) -> tuple[bool, list[ShardCandidate]]:
-    """The ranked list with its head (and the candidates flagged ``recheck``) verified against the audio, and
-    whether any verified (when none did, the landmark matches decide, less those the audio showed to be chance).
+def window_s(candidate: ShardCandidate) -> float:
+    """How far from where it aligns the query a candidate's audio is searched (by what aligned it)."""
+    if candidate.recheck is not None:
+        return WINDOW_RECHECK_S
+    return WINDOW_EXACT_S if candidate.match == MatchKind.exact else WINDOW_SIMILAR_S
 
-    Verified candidates are exact, placed where the waveform puts them, ranked first by correlation; an exact
-    landmark match whose audio was checked and is not the query becomes similar; the rest keep their order.
+
+def check_waveforms(
+    candidates: list[ShardCandidate], query: np.ndarray, window_of: WindowOf
+) -> dict[int, WaveformFit | None]:
+    """Each checked candidate's best fit with the query (by position; None: its audio is silent there).
+
+    The candidates of :func:`to_verify` first, then the rest in rank order until VERIFY_BUDGET_S of audio has
+    been read; a candidate without stored audio is left out.
     """
     seconds = query.size / SAMPLE_RATE
     fits: dict[int, WaveformFit | None] = {}
@@ -179,48 +192,56 @@ def verify_waveforms(
         if budget <= 0 and i not in first:
             break
         candidate = candidates[i]
-        lead = max(0.0, candidate.match_start_s - candidate.query_start_s - VERIFY_WINDOW_S)
-        audio = window_of(candidate.clip_id, lead, seconds + 2 * VERIFY_WINDOW_S)
+        around = window_s(candidate)
+        lead = max(0.0, candidate.match_start_s - candidate.query_start_s - around)
+        audio = window_of(candidate.clip_id, lead, seconds + 2 * around)
         if audio is None:
-            continue  # no stored audio: this candidate keeps its place and kind
+            continue
         budget -= audio.size
         fit = waveform_fit(query, audio)
         fits[i] = None if fit is None else WaveformFit(fit.correlation, lead + fit.start_s, fit.period_s)
-    verified = {i: fit for i, fit in fits.items() if fit is not None and fit.correlation >= EXACT_CORRELATION}
-    if not verified:
-        # A landmark alignment whose audio shares next to nothing with the query is chance (an engine's
-        # harmonics line up with a hum's); one that shares some may be a copy band-limited or reverberant.
-        chance = {
-            i
-            for i, fit in fits.items()
-            if candidates[i].match == MatchKind.exact and (fit is None or fit.correlation < CHANCE_CORRELATION)
+    return fits
+
+
+def _placed(candidate: ShardCandidate, fit: WaveformFit, match: MatchKind) -> ShardCandidate:
+    """The candidate at the moment its waveform fits the query."""
+    return candidate.model_copy(
+        update={
+            "match": match,
+            "match_start_s": max(0.0, fit.start_s),
+            "query_start_s": max(0.0, -fit.start_s),
+            "correlation": round(fit.correlation, 4),
+            "period_s": fit.period_s if match == MatchKind.exact else None,
+            "recheck": None,
         }
-        demoted = [
-            c.model_copy(update={"match": MatchKind.similar}) if i in chance else c for i, c in enumerate(candidates)
-        ]
-        return False, demoted  # the caller ranks them again
-    exact = [
-        candidates[i].model_copy(
-            update={
-                "match": MatchKind.exact,
-                "match_start_s": max(0.0, fit.start_s),
-                "query_start_s": max(0.0, -fit.start_s),
-                "correlation": round(fit.correlation, 4),
-                "period_s": fit.period_s,
-                "recheck": None,
-            }
-        )
-        for i, fit in sorted(verified.items(), key=lambda item: -item[1].correlation)
-    ]
-    rest = [
-        c.model_copy(update={"match": MatchKind.similar if i in fits else c.match, "recheck": None})
-        for i, c in enumerate(candidates)
-        if i not in verified
-    ]
-    unchecked_exact = [c for c in rest if c.match == MatchKind.exact]
-    return True, exact + unchecked_exact + sorted(
-        (c for c in rest if c.match != MatchKind.exact), key=lambda c: -c.score
     )
+
+
+def apply_fits(
+    candidates: list[ShardCandidate], fits: dict[int, WaveformFit | None]
+) -> tuple[list[ShardCandidate], list[ShardCandidate], list[ShardCandidate]]:
+    """The candidates as (verified exact, best-correlated first; held in part, likewise; the rest, in order).
+
+    Verified: the query's waveform is in the clip. Held in part: much of it is, under other sound (a short sound
+    mixed into a longer recording), so it goes first among the similar ones, at that moment. Of the rest, an
+    exact landmark match whose audio shares next to nothing with the query is chance, and becomes similar (an
+    engine's harmonics line up with a hum's); one that shares some may be a copy band-limited or reverberant, and
+    stays exact.
+    """
+    verified, partial, rest = [], [], []
+    for i, candidate in enumerate(candidates):
+        fit = fits.get(i)
+        if fit is not None and fit.correlation >= EXACT_CORRELATION:
+            verified.append(_placed(candidate, fit, MatchKind.exact))
+        elif fit is not None and fit.correlation >= PARTIAL_CORRELATION:
+            partial.append(_placed(candidate, fit, MatchKind.similar))
+        else:
+            chance = i in fits and candidate.match == MatchKind.exact
+            chance = chance and (fit is None or fit.correlation < CHANCE_CORRELATION)
+            update = {"recheck": None, **({"match": MatchKind.similar} if chance else {})}
+            rest.append(candidate.model_copy(update=update))
+    by_fit = lambda c: -(c.correlation or 0.0)  # noqa: E731
+    return sorted(verified, key=by_fit), sorted(partial, key=by_fit), rest
 
 
 def settle_exact(
