@@ -160,6 +160,7 @@ class ShardCandidate(BaseModel):
         description="The fingerprint holds it but gives no clear offset: its place among its shard's clips to "
         "verify against their audio (0 first)",
     )
+    anywhere: bool = Field(default=False, description="The fingerprint says which clip holds it, not where")
 
 
 class ShardAnswer(BaseModel):

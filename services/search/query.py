@@ -33,11 +33,11 @@ from services.search.verify import (
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
 # Landmark matches with no clear offset passed on per shard for the merge to verify, and the votes they need: a
-# steady or periodic sound's own clip leads its landmark matches with a few to a few hundred votes, chance
-# alignments with other clips have 2-8 (docs/quality.md).
-RECHECKS = 6
+# steady or periodic sound's own clip is nearly always the first of its list, with 3 to a few hundred votes,
+# where a new sound's chance alignments have as many (docs/quality.md): the place says more than the votes.
+RECHECKS = 2
 RECHECK_MIN_VOTES = 3
-STEADY_RECHECKS = 3  # of each of the two readings of steady pairs
+STEADY_RECHECKS = 2  # of each of the two readings of steady pairs
 STEADY_MIN_HELD = 1  # of a query's distinct steady hashes (a short tone has one; each weighs by its rarity)
 
 
@@ -170,20 +170,29 @@ def search_shard(
             _recheck(candidates, view, lm, vectors, place)
     for place, lm in enumerate(steady_matches):
         if lm.votes >= STEADY_MIN_HELD:
-            _recheck(candidates, view, lm, vectors, place)
+            _recheck(candidates, view, lm, vectors, place, anywhere=True)
     passing = [c for c in candidates.values() if _moment_passes(filters, c.labels)]
     return sorted(passing, key=rank_key)
 
 
 def _recheck(
-    candidates: dict[str, ShardCandidate], view: ShardView, lm: LandmarkMatch, vectors: np.ndarray, place: int
+    candidates: dict[str, ShardCandidate],
+    view: ShardView,
+    lm: LandmarkMatch,
+    vectors: np.ndarray,
+    place: int,
+    anywhere: bool = False,
 ) -> None:
-    """Flag a clip the fingerprint holds without a clear offset, for the merge to verify against its audio."""
+    """Flag a clip the fingerprint holds without a clear offset, for the merge to verify against its audio
+    (``anywhere``: the fingerprint says which clip, not where in it)."""
     clip_id = view.clip_ids[lm.clip]
     if clip_id in candidates:
-        held = candidates[clip_id].recheck
-        candidates[clip_id] = candidates[clip_id].model_copy(
-            update={"recheck": place if held is None else min(held, place)}
+        held = candidates[clip_id]
+        candidates[clip_id] = held.model_copy(
+            update={
+                "recheck": place if held.recheck is None else min(held.recheck, place),
+                "anywhere": held.anywhere or anywhere,
+            }
         )
         return
     offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
@@ -200,6 +209,7 @@ def _recheck(
             lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
         ),
         recheck=place,
+        anywhere=anywhere,
     )
 
 
@@ -270,7 +280,9 @@ def rank_answers(
     query = query_audio()
     if query is None or not query.size:
         return _by_landmarks(
-            [c.model_copy(update={"recheck": None}) for c in ranked[: forwarded(k)]], query_audio, window_of
+            [c.model_copy(update={"recheck": None, "anywhere": False}) for c in ranked[: forwarded(k)]],
+            query_audio,
+            window_of,
         )
     verified, partial, rest = apply_fits(ranked, check_waveforms(ranked, query, window_of))
     if not verified:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 import scipy.signal
 
 from echovids import clip_audio, landmarks
@@ -83,19 +84,20 @@ def aligned_audio(window_of: WindowOf, candidate: ShardCandidate, seconds: float
 # each shard's first, then its second, ...).
 VERIFY_DEPTH = 2
 VERIFY_EXACT = 4  # exact landmark matches beyond the head (several recordings hold the query: rarely more)
-VERIFY_RECHECKS = 6
+VERIFY_RECHECKS = 3
 # Then the rest in rank order, until this much of their audio has been read: a short query among short clips
 # (a click among clicks, all alike to the embedding) reaches dozens, a long one a few (its windows are long).
 VERIFY_BUDGET_S = 40.0
 # Seconds of a candidate's audio searched on each side of where it aligns the query (the cost of a check grows
 # with it): an exact landmark match places the query to a hop (16 ms), an embedding match to a frame or two (0.48 s
-# each), and a fingerprint match without a clear offset (a steady or periodic sound) anywhere along the sound.
+# each) or a periodic sound's landmarks to one of its repeats, and a steady sound's share of a clip not at all.
 WINDOW_EXACT_S = 0.25
 WINDOW_SIMILAR_S = 2.0
-WINDOW_RECHECK_S = 10.0
+WINDOW_ANYWHERE_S = 10.0
 # The peak correlation of an exact copy: a copy under noise at S dB keeps sqrt(1 / (1 + 10^(-S/10))), 0.95 at
 # 10 dB and 0.71 at 3 dB; a sound that is not the query keeps little (docs/quality.md gives the measured spread).
 EXACT_CORRELATION = 0.75
+UNMISTAKABLE = 0.9  # a copy under 10 dB of noise or less: once one is found, only the exact matches are checked
 # From this on, a candidate holds the query in part (under other sound at about 0 dB or louder); unrelated sounds
 # keep at most 0.22 (docs/quality.md).
 PARTIAL_CORRELATION = 0.35
@@ -118,28 +120,57 @@ class WaveformFit:
     period_s: float | None  # the spacing of the match's repeats, when it repeats
 
 
-def waveform_fit(query: np.ndarray, audio: np.ndarray) -> WaveformFit | None:
+class QuerySpectra:
+    """A query, reversed, and its spectra at the FFT lengths used so far: one query meets many windows."""
+
+    def __init__(self, query: np.ndarray) -> None:
+        self.size = query.size
+        self.reversed = np.ascontiguousarray(query[::-1], dtype=np.float32)
+        self.norm = float(np.linalg.norm(self.reversed))
+        self._spectra: dict[int, np.ndarray] = {}
+
+    def spectrum(self, length: int) -> np.ndarray:
+        if length not in self._spectra:
+            self._spectra[length] = scipy.fft.rfft(self.reversed, length)
+        return self._spectra[length]
+
+
+def _fft_length(size: int) -> int:
+    """The least of 2^k, 1.25 * 2^k and 1.5 * 2^k at or above ``size``: few lengths, so windows of about one
+    size share the query's spectrum (at most a quarter more work per transform)."""
+    octave = 1 << max(0, (size - 1).bit_length() - 1)
+    return next(length for length in (octave, octave * 5 // 4, octave * 3 // 2, octave * 2) if length >= size)
+
+
+def waveform_fit(query: np.ndarray | QuerySpectra, audio: np.ndarray) -> WaveformFit | None:
     """The query's best alignment against ``audio`` by normalised cross-correlation, overhangs allowed.
 
     Every placement is scored, from the query ending at the audio's first sample to starting at its last; each
     by the cosine of the query and the audio under it (zeros beyond the audio), so a short sound inside a long
     query, or a short query inside a long clip, both score as what they share.
     """
-    n = query.size
-    q = query.astype(np.float32)
-    q_norm = float(np.linalg.norm(q))
-    if n == 0 or audio.size == 0 or q_norm == 0.0:
+    spectra = query if isinstance(query, QuerySpectra) else QuerySpectra(query)
+    n, m = spectra.size, audio.size
+    if n == 0 or m == 0 or spectra.norm == 0.0:
         return None
-    padded = np.pad(audio.astype(np.float32), (n - 1, n - 1))
-    dots = scipy.signal.fftconvolve(padded, q[::-1], mode="valid")
-    energy = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
-    norms = np.sqrt(np.maximum(energy[n:] - energy[:-n], 0.0))
+    samples = np.asarray(audio, dtype=np.float32)
+    length = _fft_length(m + n - 1)
+    # The full convolution with the reversed query: placement p (the query's first sample at audio sample p,
+    # from -(n - 1) to m - 1) is its entry p + n - 1.
+    dots = scipy.fft.irfft(scipy.fft.rfft(samples, length) * spectra.spectrum(length), length)[: m + n - 1]
+    energy = np.concatenate([[0.0], np.cumsum(np.square(samples, dtype=np.float64))])
+    # The energy under placement p, energy[min(m, p + n)] - energy[max(0, p)], from slices (float64: a quiet
+    # window is a small difference of large sums).
+    under = np.concatenate([energy[1:], np.full(n - 1, energy[m])]) - np.concatenate([np.zeros(n - 1), energy[:m]])
+    norms = np.sqrt(np.maximum(under, 0.0)).astype(np.float32)
     # Only audio that sounds counts: under the silence level a window's few bits of dither divide the FFT's
     # rounding into anything, and a placement that is mostly overhang is no evidence.
-    audible = norms > np.sqrt(n) * SILENT_RMS
-    ncc = np.divide(dots, q_norm * norms, out=np.zeros_like(dots, dtype=np.float64), where=audible)
+    norms[norms <= np.sqrt(n) * SILENT_RMS] = np.inf
+    ncc = dots / (norms * np.float32(spectra.norm))
     best = int(np.argmax(ncc))
-    return WaveformFit(float(ncc[best]), (best - (n - 1)) / SAMPLE_RATE, _period(ncc, float(ncc[best])))
+    peak = float(ncc[best])
+    period = _period(ncc, peak) if peak >= EXACT_CORRELATION else None  # only an exact match says it
+    return WaveformFit(peak, (best - (n - 1)) / SAMPLE_RATE, period)
 
 
 def _period(ncc: np.ndarray, peak: float) -> float | None:
@@ -171,8 +202,8 @@ def to_verify(candidates: list[ShardCandidate]) -> list[int]:
 
 def window_s(candidate: ShardCandidate) -> float:
     """How far from where it aligns the query a candidate's audio is searched (by what aligned it)."""
-    if candidate.recheck is not None:
-        return WINDOW_RECHECK_S
+    if candidate.anywhere:
+        return WINDOW_ANYWHERE_S
     return WINDOW_EXACT_S if candidate.match == MatchKind.exact else WINDOW_SIMILAR_S
 
 
@@ -181,26 +212,44 @@ def check_waveforms(
 ) -> dict[int, WaveformFit | None]:
     """Each checked candidate's best fit with the query (by position; None: its audio is silent there).
 
-    The candidates of :func:`to_verify` first, then the rest in rank order until VERIFY_BUDGET_S of audio has
-    been read; a candidate without stored audio is left out.
+    In three rounds: the exact landmark matches (the cheap ones: a hop tells where); the head's similar ones
+    and the rechecks, unless the first round found the copy unmistakably; then (a short query's case) the
+    rest in rank order until VERIFY_BUDGET_S of audio has been read. A clip without stored audio is left out.
     """
-    seconds = query.size / SAMPLE_RATE
-    fits: dict[int, WaveformFit | None] = {}
+    spectra = QuerySpectra(query)
     first = to_verify(candidates)
-    budget = VERIFY_BUDGET_S * SAMPLE_RATE
-    for i in first + [i for i in range(len(candidates)) if i not in first]:
-        if budget <= 0 and i not in first:
+    exact = [i for i in first if candidates[i].match == MatchKind.exact]
+    fits = _fit_all(candidates, exact, spectra, window_of)
+    if any(f is not None and f.correlation >= UNMISTAKABLE for f, _ in fits.values()):
+        return {i: f for i, (f, _) in fits.items()}  # the rest could only add chance
+    fits |= _fit_all(candidates, [i for i in first if i not in fits], spectra, window_of)
+    budget = VERIFY_BUDGET_S * SAMPLE_RATE - sum(size for _, size in fits.values())
+    for i in range(len(candidates)):
+        if budget <= 0:
             break
+        if i not in fits and i not in first:
+            fits |= _fit_all(candidates, [i], spectra, window_of)
+            budget -= fits[i][1] if i in fits else 0
+    return {i: f for i, (f, _) in fits.items()}
+
+
+def _fit_all(
+    candidates: list[ShardCandidate], positions: list[int], spectra: QuerySpectra, window_of: WindowOf
+) -> dict[int, tuple[WaveformFit | None, int]]:
+    """(fit, samples read) of the candidates at ``positions`` that have stored audio."""
+
+    def fit(i: int) -> tuple[int, tuple[WaveformFit | None, int] | None]:
         candidate = candidates[i]
         around = window_s(candidate)
         lead = max(0.0, candidate.match_start_s - candidate.query_start_s - around)
-        audio = window_of(candidate.clip_id, lead, seconds + 2 * around)
+        audio = window_of(candidate.clip_id, lead, spectra.size / SAMPLE_RATE + 2 * around)
         if audio is None:
-            continue
-        budget -= audio.size
-        fit = waveform_fit(query, audio)
-        fits[i] = None if fit is None else WaveformFit(fit.correlation, lead + fit.start_s, fit.period_s)
-    return fits
+            return i, None
+        found = waveform_fit(spectra, audio)
+        placed = None if found is None else WaveformFit(found.correlation, lead + found.start_s, found.period_s)
+        return i, (placed, audio.size)
+
+    return {i: result for i, result in map(fit, positions) if result is not None}
 
 
 def _placed(candidate: ShardCandidate, fit: WaveformFit, match: MatchKind) -> ShardCandidate:
@@ -213,6 +262,7 @@ def _placed(candidate: ShardCandidate, fit: WaveformFit, match: MatchKind) -> Sh
             "correlation": round(fit.correlation, 4),
             "period_s": fit.period_s if match == MatchKind.exact else None,
             "recheck": None,
+            "anywhere": False,
         }
     )
 
@@ -238,7 +288,7 @@ def apply_fits(
         else:
             chance = i in fits and candidate.match == MatchKind.exact
             chance = chance and (fit is None or fit.correlation < CHANCE_CORRELATION)
-            update = {"recheck": None, **({"match": MatchKind.similar} if chance else {})}
+            update = {"recheck": None, "anywhere": False, **({"match": MatchKind.similar} if chance else {})}
             rest.append(candidate.model_copy(update=update))
     by_fit = lambda c: -(c.correlation or 0.0)  # noqa: E731
     return sorted(verified, key=by_fit), sorted(partial, key=by_fit), rest

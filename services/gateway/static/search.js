@@ -330,10 +330,12 @@ export class SearchPanel {
     badge.classList.add(result.match === "exact" ? "badge-exact" : "badge-similar");
     badge.title =
       result.match === "exact"
-        ? "This very recording was found (fingerprint match)"
+        ? "This very recording was found (checked against the clip's audio, or by its fingerprint)"
         : "Sounds alike (embedding match)";
 
-    node.querySelector(".timecode").textContent = `match at ${timecode(start)}${src.youtube_id ? " in the video" : ""}`;
+    const repeats = result.period_s ? `, repeats every ${result.period_s.toFixed(2)} s` : "";
+    node.querySelector(".timecode").textContent =
+      `match at ${timecode(start)}${src.youtube_id ? " in the video" : ""}${repeats}`;
 
     const avail = node.querySelector(".availability");
     const state = result.available === true ? "yes" : result.available === false ? "no" : "unknown";
