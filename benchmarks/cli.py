@@ -156,6 +156,23 @@ def bench_latency(
     )
 
 
+@bench_app.command("verify")
+def bench_verify(
+    queries: Annotated[int, typer.Option(min=5, help="queries of each kind (copies, new sounds)")] = 30,
+    repeats: Annotated[int, typer.Option(min=1, help="rounds of on/off (each figure's median per round)")] = 3,
+    stored: Annotated[str, typer.Option(help="how the library's audio is stored: wav | ogg")] = "wav",
+) -> None:
+    """What the waveform verification of the merge costs a query (in-process, on against off, ESC-10 library)."""
+    import json
+
+    if stored not in ("wav", "ogg"):
+        raise typer.BadParameter("wav or ogg", param_hint="--stored")
+    require("verify", STACK_NEEDS)
+    from benchmarks.verify import run
+
+    typer.echo(json.dumps(run(queries=queries, repeats=repeats, stored=stored), indent=2))
+
+
 @bench_app.command("load")
 def bench_load(
     clips: Annotated[int, typer.Option(min=100, help="synthetic library clips (10 s, 20 frames each)")] = 50_000,

@@ -101,9 +101,10 @@ UNMISTAKABLE = 0.9  # a copy under 10 dB of noise or less: once one is found, on
 # From this on, a candidate holds the query in part (under other sound at about 0 dB or louder); unrelated sounds
 # keep at most 0.22 (docs/quality.md).
 PARTIAL_CORRELATION = 0.35
-# Under this, an exact landmark match is chance: an unrelated recording keeps 0.02-0.22, a copy band-limited to
-# 300-3400 Hz 0.2-1.0 and one under 0.4 s of reverb 0.24-0.86 (ESC-10 excerpts; docs/quality.md).
-CHANCE_CORRELATION = 0.15
+# Under this, an exact landmark match is chance: unrelated sounds keep up to 0.22 (two sweeps through the same
+# pitches align their landmarks and not their waveforms), a copy band-limited to 300-3400 Hz 0.2-1.0 and one
+# under 0.4 s of reverb 0.24-0.86 (ESC-10 excerpts): the few copies below it still rank by score (docs/quality.md).
+CHANCE_CORRELATION = 0.25
 # A match repeats when other peaks, this close to the best and standing out of the curve, lie at least
 # MIN_PERIOD_S away (a tone's cycles are one sound, not a repeat).
 REPEAT_SHARE = 0.9
