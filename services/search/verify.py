@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from echovids.audio import decode_window
 from echovids.audio_params import SAMPLE_RATE
 from echovids.errors import EchovidsError
 from echovids.schemas import MatchKind, ShardCandidate
+from echovids.settings import get_settings
+
+_readers = ThreadPoolExecutor(4, thread_name_prefix="verify-read")
 
 # (clip id, start s, seconds) -> that stretch of the clip's stored audio (from max(0, start); shorter at its end),
 # or None when the clip has no stored audio.
@@ -85,8 +89,9 @@ def aligned_audio(window_of: WindowOf, candidate: ShardCandidate, seconds: float
 VERIFY_DEPTH = 2
 VERIFY_EXACT = 4  # exact landmark matches beyond the head (several recordings hold the query: rarely more)
 VERIFY_RECHECKS = 3
-# Then the rest in rank order, until this much of their audio has been read: a short query among short clips
-# (a click among clicks, all alike to the embedding) reaches dozens, a long one a few (its windows are long).
+# Then, for a query of a frame or two (a click among clicks: all alike to the embedding), the rest in rank order
+# until this much of their audio has been read. A longer query's embedding ranks well enough without.
+SHORT_QUERY_S = 1.5
 VERIFY_BUDGET_S = 40.0
 # Seconds of a candidate's audio searched on each side of where it aligns the query (the cost of a check grows
 # with it): an exact landmark match places the query to a hop (16 ms), an embedding match to a frame or two (0.48 s
@@ -110,7 +115,6 @@ CHANCE_CORRELATION = 0.25
 REPEAT_SHARE = 0.9
 REPEAT_PROMINENCE = 0.1
 MIN_PERIOD_S = 0.05
-SILENT_RMS = 10 ** (-60 / 20)  # -60 dB full scale, the level under which the embedder mutes a frame
 PROFILE_BIN_S = 0.01  # the correlation curve is read in 10 ms bins for repeats (its finer ripple is a tone's cycle)
 
 
@@ -166,7 +170,8 @@ def waveform_fit(query: np.ndarray | QuerySpectra, audio: np.ndarray) -> Wavefor
     norms = np.sqrt(np.maximum(under, 0.0)).astype(np.float32)
     # Only audio that sounds counts: under the silence level a window's few bits of dither divide the FFT's
     # rounding into anything, and a placement that is mostly overhang is no evidence.
-    norms[norms <= np.sqrt(n) * SILENT_RMS] = np.inf
+    silent_rms = 10 ** (get_settings().silence_dbfs / 20)  # the level under which the embedder mutes a frame
+    norms[norms <= np.sqrt(n) * silent_rms] = np.inf
     ncc = dots / (norms * np.float32(spectra.norm))
     best = int(np.argmax(ncc))
     peak = float(ncc[best])
@@ -214,7 +219,7 @@ def check_waveforms(
     """Each checked candidate's best fit with the query (by position; None: its audio is silent there).
 
     In three rounds: the exact landmark matches (the cheap ones: a hop tells where); the head's similar ones
-    and the rechecks, unless the first round found the copy unmistakably; then (a short query's case) the
+    and the rechecks, unless the first round found the copy unmistakably; then, for a short query, the
     rest in rank order until VERIFY_BUDGET_S of audio has been read. A clip without stored audio is left out.
     """
     spectra = QuerySpectra(query)
@@ -224,6 +229,8 @@ def check_waveforms(
     if any(f is not None and f.correlation >= UNMISTAKABLE for f, _ in fits.values()):
         return {i: f for i, (f, _) in fits.items()}  # the rest could only add chance
     fits |= _fit_all(candidates, [i for i in first if i not in fits], spectra, window_of)
+    if spectra.size > SHORT_QUERY_S * SAMPLE_RATE:
+        return {i: f for i, (f, _) in fits.items()}
     budget = VERIFY_BUDGET_S * SAMPLE_RATE - sum(size for _, size in fits.values())
     for i in range(len(candidates)):
         if budget <= 0:
@@ -239,18 +246,21 @@ def _fit_all(
 ) -> dict[int, tuple[WaveformFit | None, int]]:
     """(fit, samples read) of the candidates at ``positions`` that have stored audio."""
 
-    def fit(i: int) -> tuple[int, tuple[WaveformFit | None, int] | None]:
+    def read(i: int) -> tuple[float, np.ndarray | None]:
         candidate = candidates[i]
         around = window_s(candidate)
         lead = max(0.0, candidate.match_start_s - candidate.query_start_s - around)
-        audio = window_of(candidate.clip_id, lead, spectra.size / SAMPLE_RATE + 2 * around)
+        return lead, window_of(candidate.clip_id, lead, spectra.size / SAMPLE_RATE + 2 * around)
+
+    fits = {}
+    # The windows are read side by side: a stored file other than WAV is read by an ffmpeg process each.
+    for i, (lead, audio) in zip(positions, _readers.map(read, positions), strict=True):
         if audio is None:
-            return i, None
+            continue
         found = waveform_fit(spectra, audio)
         placed = None if found is None else WaveformFit(found.correlation, lead + found.start_s, found.period_s)
-        return i, (placed, audio.size)
-
-    return {i: result for i, result in map(fit, positions) if result is not None}
+        fits[i] = (placed, audio.size)
+    return fits
 
 
 def _placed(candidate: ShardCandidate, fit: WaveformFit, match: MatchKind) -> ShardCandidate:
