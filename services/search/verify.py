@@ -264,12 +264,14 @@ def _fit_all(
 
 
 def _placed(candidate: ShardCandidate, fit: WaveformFit, match: MatchKind) -> ShardCandidate:
-    """The candidate at the moment its waveform fits the query."""
+    """The candidate at the offset its waveform fits the query, at the query moment the index matched (where
+    the query holds two sounds, the one this clip holds), never before the clip's start."""
+    query_start = max(candidate.query_start_s, -fit.start_s, 0.0)
     return candidate.model_copy(
         update={
             "match": match,
-            "match_start_s": max(0.0, fit.start_s),
-            "query_start_s": max(0.0, -fit.start_s),
+            "match_start_s": fit.start_s + query_start,
+            "query_start_s": query_start,
             "correlation": round(fit.correlation, 4),
             "period_s": fit.period_s if match == MatchKind.exact else None,
             "recheck": None,
