@@ -92,7 +92,6 @@ def search_shard(
     # Peak pairs are evidence of a copy; steady pairs only of which clips hold the sound (echovids/landmarks.py).
     steady = landmarks.is_steady(arrays["hashes"])
     weights = arrays.get("weights")
-    hashes = arrays["hashes"][~steady]
 
     def match(part: np.ndarray) -> list[LandmarkMatch]:
         return view.match_landmarks(
@@ -137,7 +136,7 @@ def search_shard(
         )
         for mt in matches
     }
-    needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * hashes.size)
+    needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * np.count_nonzero(~steady))
     peak_matches, sweep_matches, steady_matches = landmark_matches.result()
     rechecks = 0  # places given to peak matches without a clear offset
     for lm in peak_matches:  # most votes first
@@ -149,22 +148,7 @@ def search_shard(
                 _recheck(candidates, view, lm, vectors, rechecks)
                 rechecks += 1
             continue
-        offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
-        score = aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score
-        clip_id = view.clip_ids[lm.clip]
-        match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
-        query_start_s = lm.query_start * landmarks.HOP_S
-        candidates[clip_id] = ShardCandidate(
-            clip_id=clip_id,
-            match=MatchKind.exact,
-            score=score,
-            votes=lm.weight,
-            match_start_s=match_start_s,
-            query_start_s=query_start_s,
-            labels=view.clip_labels(
-                lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
-            ),
-        )
+        candidates[view.clip_ids[lm.clip]] = _landmark_candidate(view, lm, vectors, MatchKind.exact)
     for place, lm in enumerate(sweep_matches):
         if lm.votes >= RECHECK_MIN_VOTES:
             _recheck(candidates, view, lm, vectors, place)
@@ -195,12 +179,19 @@ def _recheck(
             }
         )
         return
+    candidates[clip_id] = _landmark_candidate(view, lm, vectors, MatchKind.similar, recheck=place, anywhere=anywhere)
+
+
+def _landmark_candidate(
+    view: ShardView, lm: LandmarkMatch, vectors: np.ndarray, match: MatchKind, **flags: int | bool
+) -> ShardCandidate:
+    """A landmark match as a candidate: at its aligned moment, scored by the embedding there."""
     offset = round(lm.offset * landmarks.HOP_S / FRAME_HOP_S)
     match_start_s = (lm.query_start + lm.offset) * landmarks.HOP_S
     query_start_s = lm.query_start * landmarks.HOP_S
-    candidates[clip_id] = ShardCandidate(
-        clip_id=clip_id,
-        match=MatchKind.similar,
+    return ShardCandidate(
+        clip_id=view.clip_ids[lm.clip],
+        match=match,
         score=aligned_score(vectors, view.clip_frames(lm.clip), offset, view.centre).score,
         votes=lm.weight,
         match_start_s=match_start_s,
@@ -208,8 +199,7 @@ def _recheck(
         labels=view.clip_labels(
             lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
         ),
-        recheck=place,
-        anywhere=anywhere,
+        **flags,
     )
 
 
@@ -277,26 +267,23 @@ def rank_answers(
     goes first, and exact matches far weaker than it are chance alignments, ranked as similar.
     """
     ranked = sorted(candidates, key=rank_key)
-    query = query_audio()
+    query = query_audio()  # once: in the merge it is a read from Redis
     if query is None or not query.size:
-        return _by_landmarks(
-            [c.model_copy(update={"recheck": None, "anywhere": False}) for c in ranked[: forwarded(k)]],
-            query_audio,
-            window_of,
-        )
-    verified, partial, rest = apply_fits(ranked, check_waveforms(ranked, query, window_of))
-    if not verified:
-        # Nothing holds the query's very waveform: the landmarks decide, less the matches shown to be chance.
-        rest = _by_landmarks(sorted(rest, key=rank_key), lambda: query, window_of)
-    exact = [c for c in rest if c.match == MatchKind.exact]
-    similar = sorted((c for c in rest if c.match != MatchKind.exact), key=rank_key)  # the demoted among them
-    return (verified + exact + partial + similar)[: forwarded(k)]
+        settled = _by_landmarks(ranked[: forwarded(k)], query, window_of)
+    else:
+        verified, partial, rest = apply_fits(ranked, check_waveforms(ranked, query, window_of))
+        if not verified:
+            # Nothing holds the query's very waveform: the landmarks decide, less the matches shown to be chance.
+            rest = _by_landmarks(sorted(rest, key=rank_key), query, window_of)
+        exact = [c for c in rest if c.match == MatchKind.exact]
+        similar = sorted((c for c in rest if c.match != MatchKind.exact), key=rank_key)  # the demoted among them
+        settled = (verified + exact + partial + similar)[: forwarded(k)]
+    # What a shard asked the merge to verify means nothing past it.
+    return [c.model_copy(update={"recheck": None, "anywhere": False}) for c in settled]
 
 
-def _by_landmarks(
-    ranked: list[ShardCandidate], query_audio: Callable[[], np.ndarray | None], window_of: WindowOf
-) -> list[ShardCandidate]:
-    return demote_chance_exact(settle_exact(ranked, query_audio, window_of))
+def _by_landmarks(ranked: list[ShardCandidate], query: np.ndarray | None, window_of: WindowOf) -> list[ShardCandidate]:
+    return demote_chance_exact(settle_exact(ranked, lambda: query, window_of))
 
 
 def forwarded(k: int) -> int:

@@ -194,7 +194,8 @@ def _period(ncc: np.ndarray, peak: float) -> float | None:
 
 
 def to_verify(candidates: list[ShardCandidate]) -> list[int]:
-    """The positions of the candidates worth their audio's decoding: the head, then the best rechecks."""
+    """The positions of the candidates worth their audio's decoding: the head, the other exact landmark matches,
+    then the best rechecks."""
     head = list(range(min(VERIFY_DEPTH, len(candidates))))
     # The exact landmark matches are checked: one left unchecked would lead the list once those above it
     # were shown to be chance.
@@ -274,8 +275,6 @@ def _placed(candidate: ShardCandidate, fit: WaveformFit, match: MatchKind) -> Sh
             "query_start_s": query_start,
             "correlation": round(fit.correlation, 4),
             "period_s": fit.period_s if match == MatchKind.exact else None,
-            "recheck": None,
-            "anywhere": False,
         }
     )
 
@@ -301,8 +300,7 @@ def apply_fits(
         else:
             chance = i in fits and candidate.match == MatchKind.exact
             chance = chance and (fit is None or fit.correlation < CHANCE_CORRELATION)
-            update = {"recheck": None, "anywhere": False, **({"match": MatchKind.similar} if chance else {})}
-            rest.append(candidate.model_copy(update=update))
+            rest.append(candidate.model_copy(update={"match": MatchKind.similar}) if chance else candidate)
     by_fit = lambda c: -(c.correlation or 0.0)  # noqa: E731
     return sorted(verified, key=by_fit), sorted(partial, key=by_fit), rest
 
