@@ -76,41 +76,78 @@ def frame_scores(compact: CompactScores, weights: np.ndarray) -> np.ndarray:
 def best_stretches(scores: np.ndarray, offsets: np.ndarray, stretch: int) -> tuple[np.ndarray, np.ndarray]:
     """Per clip, the best mean of ``stretch`` consecutive frame scores and the frame it starts at.
 
-    ``scores`` holds the clips' frames one clip after another, clip i's being ``offsets[i]:offsets[i + 1]``.
-    A clip shorter than ``stretch`` is scored by the mean of all its frames, from frame 0; a clip without
-    frames scores -inf. Equal windows: the earliest wins. Linear in the frames (a shard's text query runs it
-    over every row it holds).
+    ``scores`` holds the clips' frames one clip after another, clip i's being ``offsets[i]:offsets[i + 1]``; they
+    are weighted sums of sigmoid scores, so never negative (a ValueError otherwise). A clip shorter than
+    ``stretch`` is scored by the mean of all its frames, from frame 0; a clip without frames scores -inf; a clip
+    where nothing scores, 0 from frame 0. Equal windows: the earliest wins.
+
+    Only a window that holds a scoring frame can beat a clip's 0, so only those are summed: a shard's text query
+    runs this over every row it holds, and most rows hear none of the text's classes.
     """
     scores = np.asarray(scores, dtype=np.float64)
     offsets = np.asarray(offsets, dtype=np.intp)
     if stretch < 1:
         raise ValueError("stretch must be at least one frame")
-    clips = offsets.size - 1
+    if scores.size and scores.min() < 0:
+        raise ValueError("frame scores must not be negative")
     lengths = np.diff(offsets)
-    n = scores.size
-    cumsum = np.concatenate([[0.0], np.cumsum(scores)])
-    windows = np.full(n, -np.inf)
-    if n >= stretch:
-        starts = np.arange(n - stretch + 1)
-        windows[: starts.size] = (cumsum[starts + stretch] - cumsum[starts]) / stretch
-    owner = np.repeat(np.arange(clips), lengths)
-    frame = np.arange(n) - offsets[:-1][owner]
-    windows[frame + stretch > lengths[owner]] = -np.inf  # a window must end inside its clip
-    short = (lengths > 0) & (lengths < stretch)
-    firsts = offsets[:-1][short]
-    windows[firsts] = (cumsum[offsets[1:][short]] - cumsum[firsts]) / lengths[short]
-    clip_score = np.full(clips, -np.inf)
-    best_start = np.zeros(clips, dtype=np.intp)
-    filled = lengths > 0
-    if n and filled.any():
-        # Non-empty clips' starts rise strictly, so each reduceat segment is exactly one clip.
-        clip_score[filled] = np.maximum.reduceat(windows, offsets[:-1][filled])
-        hit = np.flatnonzero((windows == clip_score[owner]) & np.isfinite(windows))
-        # Hits come in row order, so a clip's first hit (its earliest best window) is where the owner changes.
-        hit_owner = owner[hit]
-        first = hit[np.flatnonzero(np.diff(hit_owner, prepend=-1) != 0)]
-        best_start[owner[first]] = frame[first]
+    clip_score = np.where(lengths > 0, 0.0, -np.inf)
+    best_start = np.zeros(lengths.size, dtype=np.intp)
+    scoring = scores > 0
+    holds = scoring.copy()  # a window start whose window holds a scoring frame
+    for back in range(1, min(stretch, scores.size)):
+        holds[:-back] |= scoring[back:]
+    starts = np.flatnonzero(holds)
+    if starts.size == 0:
+        return clip_score, best_start
+    owner = np.searchsorted(offsets, starts, side="right") - 1
+    frame = starts - offsets[owner]
+    span = np.minimum(stretch, lengths[owner])
+    inside = frame + span <= lengths[owner]  # a window must end inside its clip
+    starts, owner, frame, span = starts[inside], owner[inside], frame[inside], span[inside]
+    sums = scores[starts]
+    for ahead in range(1, stretch):
+        sums += np.where(ahead < span, scores[np.minimum(starts + ahead, scores.size - 1)], 0.0)
+    means = sums / span
+    # Starts rise, so each clip's windows are one run, and a run's first best window is its earliest.
+    runs = np.flatnonzero(np.diff(owner, prepend=-1))
+    best = np.maximum.reduceat(means, runs)
+    clip_score[owner[runs]] = best
+    hit = np.flatnonzero(means == np.repeat(best, np.diff(np.append(runs, means.size))))
+    first = hit[np.flatnonzero(np.diff(owner[hit], prepend=-1))]
+    best_start[owner[first]] = frame[first]
     return clip_score, best_start
+
+
+def top_stretches(
+    scores: np.ndarray, offsets: np.ndarray, stretch: int, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` clips with the best stretches, best first (equal scores: the lower index first), with their scores
+    and the frames they start at: ``best_stretches`` then ``rank``, over the clips ``allowed`` (all if None) whose
+    best stretch scores above zero, at a fraction of the work.
+
+    A clip's best stretch is at most its best frame and at least that frame / ``stretch`` (the other frames are
+    never negative), so a clip whose best frame is under the k-th largest of those lower bounds is not among the k:
+    only the others are scored in full (a handful of a shard's clips for a text that names a few classes).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.intp)
+    clips = np.flatnonzero(np.diff(offsets) > 0)
+    if k < 1 or clips.size == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0, dtype=np.intp)
+    # Non-empty clips' first rows rise strictly, so each reduceat segment is exactly one clip.
+    peak = np.maximum.reduceat(scores, offsets[clips])
+    keep = peak > 0 if allowed is None else (peak > 0) & allowed[clips]
+    clips, peak = clips[keep], peak[keep]
+    if clips.size > k:
+        floor = np.partition(peak, clips.size - k)[clips.size - k] / stretch
+        clips = clips[peak >= floor]
+    lengths = offsets[clips + 1] - offsets[clips]
+    sub_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    rows = np.repeat(offsets[clips] - sub_offsets[:-1], lengths) + np.arange(sub_offsets[-1])
+    clip_score, start = best_stretches(scores[rows], sub_offsets, stretch)
+    chosen = rank(clip_score, k)  # clips rise, so the lower index of a tie is the lower clip
+    return clips[chosen], clip_score[chosen], start[chosen]
 
 
 def rank(clip_score: np.ndarray, k: int) -> np.ndarray:
@@ -118,5 +155,6 @@ def rank(clip_score: np.ndarray, k: int) -> np.ndarray:
     k = max(0, min(k, clip_score.size))
     if k == 0:
         return np.zeros(0, dtype=np.intp)
-    candidates = np.argpartition(-clip_score, k - 1)[:k]
-    return candidates[np.lexsort((candidates, -clip_score[candidates]))]
+    kth = -np.partition(-clip_score, k - 1)[k - 1]
+    candidates = np.flatnonzero(clip_score >= kth)  # every clip tied with the k-th, so the lower index wins
+    return candidates[np.lexsort((candidates, -clip_score[candidates]))][:k]

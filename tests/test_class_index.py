@@ -12,7 +12,7 @@ import pytest
 from echovids import class_scores
 from echovids.errors import TextSearchUnavailable
 from echovids.schemas import SearchFilters
-from services.search.class_index import ClassPostings, ranked, row_scores
+from services.search.class_index import ClassPostings, row_scores
 from services.search.query import search_text_shard
 from services.search.shard import ShardIndex
 
@@ -68,12 +68,6 @@ def test_postings_score_every_row_like_the_dense_scores() -> None:
     got = row_scores(postings.sorted_view(), np.array([3, 7, 11]), weights[[3, 7, 11]], 50)
     np.testing.assert_allclose(got, class_scores.frame_scores(compact, weights), rtol=1e-5, atol=1e-7)
     assert row_scores(postings.sorted_view(), np.array([39]), np.array([1.0]), 50).shape == (50,)
-
-
-def test_ranked_is_best_first_and_partial_sort_keeps_the_best() -> None:
-    score = np.array([0.2, 0.0, 0.9, -np.inf, 0.5, 0.9])
-    assert ranked(score).tolist() == [2, 5, 4, 0]
-    assert ranked(score, 2).tolist() == [2, 5]
 
 
 def test_text_search_finds_the_clip_and_the_moment(tmp_path: Path, library) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -90,6 +92,9 @@ def test_rank_orders_best_first_with_the_lower_index_on_ties() -> None:
     assert class_scores.rank(np.array([0.2, 0.9, 0.5, 0.9, -np.inf]), 3).tolist() == [1, 3, 2]
     assert class_scores.rank(np.array([0.1]), 5).tolist() == [0]
     assert class_scores.rank(np.array([0.1, 0.2]), 0).tolist() == []
+    ties = np.full(200, 0.5)  # ties at the k-th place: the lowest indices, not any of them
+    ties[7] = 0.9
+    assert class_scores.rank(ties, 3).tolist() == [7, 0, 1]
 
 
 def test_a_mixture_finds_the_clip_and_the_moment_that_carry_its_classes() -> None:
@@ -107,3 +112,54 @@ def test_a_mixture_finds_the_clip_and_the_moment_that_carry_its_classes() -> Non
     clip_score, start = class_scores.best_stretches(class_scores.frame_scores(compact, weights), offsets, stretch=3)
     assert class_scores.rank(clip_score, 1).tolist() == [2]
     assert start[2] == 6
+
+
+def brute_best_stretches(scores: np.ndarray, offsets: np.ndarray, stretch: int) -> tuple[list[float], list[int]]:
+    """The definition, window by window: each clip's best mean of ``stretch`` frames (all, if shorter), earliest."""
+    best, starts = [], []
+    for lo, hi in itertools.pairwise(offsets):
+        span = min(stretch, hi - lo)
+        windows = [float(np.mean(scores[s : s + span])) for s in range(lo, hi - span + 1)] if span else []
+        best.append(max(windows) if windows else -np.inf)
+        top = best[-1]
+        starts.append(next((i for i, w in enumerate(windows) if w >= top - 1e-12), 0))
+    return best, starts
+
+
+def test_best_stretch_agrees_with_the_definition_on_random_sparse_clips() -> None:
+    """Clips of 0-6 frames, most frames silent, ties made likely by rounding; stretches 1-3."""
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        lengths = rng.integers(0, 7, size=rng.integers(1, 12))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        scores = np.round(rng.random(offsets[-1]), 1) * (rng.random(offsets[-1]) < 0.3)
+        stretch = int(rng.integers(1, 4))
+        clip_score, start = class_scores.best_stretches(scores, offsets, stretch)
+        expected, expected_start = brute_best_stretches(scores, offsets, stretch)
+        np.testing.assert_allclose(clip_score, expected)
+        assert start.tolist() == expected_start
+
+
+def test_best_stretch_refuses_negative_scores() -> None:
+    with pytest.raises(ValueError):
+        class_scores.best_stretches(np.array([0.2, -0.1]), np.array([0, 2]), stretch=1)
+
+
+def test_top_stretches_are_the_full_ranking_s_head() -> None:
+    """Pruned by each clip's best frame, the top k are still exactly best_stretches then rank: same clips, order,
+    scores and starts, ties and excluded clips included."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        lengths = rng.integers(0, 8, size=rng.integers(1, 40))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        scores = np.round(rng.random(offsets[-1]) ** 3, 1) * (rng.random(offsets[-1]) < 0.3)
+        stretch, k = int(rng.integers(1, 4)), int(rng.integers(1, 12))
+        allowed = rng.random(lengths.size) < 0.8
+        clip_score, start = class_scores.best_stretches(scores, offsets, stretch)
+        clip_score[~allowed | (clip_score <= 0)] = -np.inf
+        expected = class_scores.rank(clip_score, k)
+        expected = expected[np.isfinite(clip_score[expected])]
+        clips, top_score, top_start = class_scores.top_stretches(scores, offsets, stretch, k, allowed)
+        assert clips.tolist() == expected.tolist()
+        np.testing.assert_allclose(top_score, clip_score[expected])
+        assert top_start.tolist() == start[expected].tolist()

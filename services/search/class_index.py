@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from echovids.class_scores import SCORE_SCALE, best_stretches
+from echovids.class_scores import SCORE_SCALE, top_stretches
 
 
 class ClassPostings:
@@ -57,12 +57,6 @@ class SortedClassPostings(NamedTuple):
     levels: np.ndarray  # uint8, the class's score there, times SCORE_SCALE
 
 
-class ClassMatch(NamedTuple):
-    clip: int  # clip position in the shard's layout
-    start: int  # first frame of the clip's best stretch
-    score: float  # the stretch's mean weighted class score, in [0, 1]
-
-
 def row_scores(postings: SortedClassPostings, class_ids: np.ndarray, weights: np.ndarray, rows: int) -> np.ndarray:
     """Every row's score for a class mixture: the weighted sum of its stored class scores (zero if none)."""
     lo = np.searchsorted(postings.classes, class_ids.astype(np.uint16), side="left")
@@ -83,21 +77,12 @@ def match_classes(
     clip_offsets: np.ndarray,
     allowed: np.ndarray,
     stretch: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per clip position, its best stretch's score (-inf where not ``allowed``) and the frame it starts at.
+    first: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``allowed`` clip positions whose best stretch scores above zero, best first (equal scores: the lower
+    position first), with that score and the frame the stretch starts at; with ``first``, only that many.
 
     ``clip_offsets[p]:clip_offsets[p + 1]`` are clip p's rows.
     """
     scores = row_scores(postings, class_ids, weights, int(clip_offsets[-1]))
-    clip_score, start = best_stretches(scores, clip_offsets, stretch)
-    clip_score[~allowed] = -np.inf
-    return clip_score, start
-
-
-def ranked(clip_score: np.ndarray, first: int | None = None) -> np.ndarray:
-    """Clip positions that scored above zero, best first (equal scores: the lower position first); with
-    ``first``, only that many (a partial sort: a shard holds many clips, a query wants a few)."""
-    found = np.flatnonzero(clip_score > 0)
-    if first is not None and found.size > first:
-        found = found[np.argpartition(-clip_score[found], first - 1)[:first]]
-    return found[np.lexsort((found, -clip_score[found]))]
+    return top_stretches(scores, clip_offsets, stretch, len(clip_offsets) - 1 if first is None else first, allowed)

@@ -18,7 +18,6 @@ from echovids.errors import TextSearchUnavailable
 from echovids.labels import label_ids
 from echovids.schemas import MatchKind, SearchFilters, SearchResult, ShardAnswer, ShardCandidate
 from echovids.settings import get_settings
-from services.search.class_index import ranked
 from services.search.landmark_index import LandmarkMatch
 from services.search.matching import RESCORING, Rescoring, aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex, ShardView
@@ -218,20 +217,20 @@ def search_text_shard(
         return []
     allowed = allowed_clips(view, filters, allowed_ids)
     mask = np.ones(view.live.size, dtype=bool) if allowed is None else allowed
-    clip_score, start = view.match_classes(arrays["class_ids"], arrays["class_weights"], mask, stretch)
+    first = None if filters is not None and filters.labels else limit  # the labels are judged at each moment
+    positions, scores, starts = view.match_classes(arrays["class_ids"], arrays["class_weights"], mask, stretch, first)
     found: list[ShardCandidate] = []
-    for position in ranked(clip_score, None if filters is not None and filters.labels else limit):
-        labels = view.clip_labels(int(position), int(start[position]), stretch)
+    for position, score, start in zip(positions.tolist(), scores.tolist(), starts.tolist(), strict=True):
+        labels = view.clip_labels(position, start, stretch)
         if not _moment_passes(filters, labels):
             continue
-        score = float(clip_score[position])
         found.append(
             ShardCandidate(
                 clip_id=view.clip_ids[position],
                 match=MatchKind.similar,
                 score=score,
                 votes=score,
-                match_start_s=float(start[position]) * FRAME_HOP_S,
+                match_start_s=start * FRAME_HOP_S,
                 query_start_s=0.0,
                 labels=labels,
             )

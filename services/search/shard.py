@@ -550,6 +550,7 @@ class ShardIndex:
         self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
         self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
         self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
+        self._clip_offsets = np.array([*self._row_starts, self._rows], dtype=np.int64)  # once, not per query
         self._delta: np.ndarray | None = None  # built on the next search: a bulk load never holds two copies
 
     def _append(self, clip_ids: list[str]) -> None:
@@ -611,7 +612,7 @@ class ShardIndex:
                 live=self.live_mask(),
                 centre=self.centre(),
                 class_postings=self.classes.sorted_view(),
-                clip_offsets=np.array([*self._row_starts, self._rows], dtype=np.int64),
+                clip_offsets=self._clip_offsets,
             )
 
 
@@ -647,12 +648,19 @@ class ShardView:
         return sum(1 for p in np.flatnonzero(self.live[: len(self.clip_offsets) - 1]) if self.clip_data[p].has_classes)
 
     def match_classes(
-        self, class_ids: np.ndarray, weights: np.ndarray, allowed: np.ndarray, stretch: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per clip position: the best stretch's score for the class mixture (-inf unless allowed and live)."""
+        self, class_ids: np.ndarray, weights: np.ndarray, allowed: np.ndarray, stretch: int, first: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The allowed live clip positions that the class mixture finds, best first, with each best stretch's
+        score and first frame; with ``first``, only that many."""
         clips = len(self.clip_offsets) - 1
         return match_classes(
-            self.class_postings, class_ids, weights, self.clip_offsets, allowed[:clips] & self.live[:clips], stretch
+            self.class_postings,
+            class_ids,
+            weights,
+            self.clip_offsets,
+            allowed[:clips] & self.live[:clips],
+            stretch,
+            first,
         )
 
     def live_clips(self, allowed: np.ndarray | None = None) -> int:
