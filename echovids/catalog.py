@@ -14,6 +14,7 @@ from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, ev
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from echovids import clip_audio
 from echovids.errors import NotFound
 from echovids.schemas import ClipEmbedded, ClipStatus, Source
 from echovids.settings import get_settings
@@ -186,11 +187,15 @@ def set_status(clip_id: str, status: ClipStatus) -> None:
 
 
 def mark_failed(clip_id: str, code: str, message: str) -> None:
-    """A clip that will not be indexed, and why; the upkeep never sends a failed clip again."""
+    """A clip that will not be indexed, and why; the upkeep never sends a failed clip again, so its stored audio
+    (kept to index it again) goes: what is left is the listing's row and its error."""
     with session() as s:
         clip = s.get(Clip, clip_id)
-        if clip is not None and clip.status in (ClipStatus.pending, ClipStatus.failed):
+        failed = clip is not None and clip.status in (ClipStatus.pending, ClipStatus.failed)
+        if clip is not None and failed:
             clip.status, clip.error_code, clip.error_message = ClipStatus.failed, code, message[:1024]
+    if failed:
+        clip_audio.delete(clip_id)
 
 
 def is_settled(clip_id: str) -> bool:

@@ -81,8 +81,14 @@ class TextSearchUnavailable(EchovidsError):
 
 
 class ServiceUnavailable(EchovidsError):
+    """Redis (queue and job store) down or full; ``retry_after_s`` says when to try again."""
+
     code = "service_unavailable"
     status = 503
+
+    def __init__(self, message: str, retry_after_s: float = 2.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class RequestTimeout(EchovidsError):

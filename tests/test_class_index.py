@@ -124,6 +124,35 @@ def test_a_clip_indexed_without_class_scores_gets_them_by_a_class_segment(tmp_pa
     assert search_text_shard(ShardIndex(tmp_path, 0), text(9), limit=5)[0].clip_id == "old"
 
 
+@pytest.mark.parametrize("damage", ["random bytes", "rewritten"])
+def test_a_damaged_class_segment_is_set_aside_and_written_again(tmp_path: Path, damage: str) -> None:
+    """Random bytes (the zip's CRC sees them) or a member rewritten whole (only the checksum does): the shard loads
+    without the clip's class scores instead of failing, and the next re-index writes them again."""
+    rng = np.random.default_rng(6)
+    arrays = clip_with(rng, 20, {9: [3, 4]})
+    old = {name: arrays[name] for name in ("vectors", "hashes", "times", "frame_labels", "label_names")}
+    index = ShardIndex(tmp_path, 0)
+    index.write_segment("old", old, SPACE)
+    assert index.write_class_scores("old", arrays)
+    path = index.class_segments / "old.npz"
+    if damage == "random bytes":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(data))
+    else:
+        with np.load(path) as stored:
+            columns = {name: stored[name] for name in stored.files}
+        columns["class_levels"] = columns["class_levels"][::-1].copy()
+        np.savez(path, **columns)
+    restarted = ShardIndex(tmp_path, 0)
+    assert restarted.clip_ids == ["old"] and not path.exists()
+    assert any(p.name.startswith("classes-old.npz") for p in restarted.quarantine.iterdir())
+    with pytest.raises(TextSearchUnavailable):
+        search_text_shard(restarted, text(9), limit=5)
+    assert restarted.write_class_scores("old", arrays)
+    assert search_text_shard(restarted, text(9), limit=5)[0].clip_id == "old"
+
+
 def test_audio_search_filters_inside_the_neighbour_search(tmp_path: Path, library) -> None:
     from services.search.query import search_shard
 

@@ -141,6 +141,9 @@ def test_the_upkeep_never_resends_a_clip_that_failed_durably(env: Path, tmp_path
         clip_audio.save(clip_id, path.read_bytes(), "p.wav")
     settled = reconcile_pending(older_than_s=0)
     assert sorted(settled.failed) == ["poison", "resent"] and settled.resubmitted == ["fresh"]
+    # Failed for good, their stored audio is gone; the clip sent again keeps its own.
+    assert clip_audio.find("poison") is None and clip_audio.find("resent") is None
+    assert clip_audio.find("fresh") is not None
     redis.Redis.from_url(EXTERNAL_REDIS).flushdb()  # every Redis trace of those decisions is gone
     again = reconcile_pending(older_than_s=0)
     assert again.resubmitted == [] and "poison" not in again.failed
@@ -286,6 +289,49 @@ def test_while_redis_is_down_the_gateway_answers_a_coded_503(monkeypatch: pytest
             assert answer.status_code == 503, answer.text
             assert answer.json()["code"] == "service_unavailable" and answer.headers["Retry-After"] == "2"
     finally:
+        get_settings.cache_clear()
+
+
+def test_a_full_redis_is_a_coded_503_and_reads_still_answer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Redis at its maxmemory (noeviction) refuses the upload's write: the client is told to come back later."""
+    import subprocess
+
+    from fastapi.testclient import TestClient
+
+    from echovids.harness import free_port
+    from echovids.settings import get_settings
+    from services.gateway.app import create_app
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        direct = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                direct.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        direct.config_set("maxmemory-policy", "noeviction")
+        direct.config_set("maxmemory", 1)  # every write that needs memory is refused from here on
+        monkeypatch.setenv("ECHOVIDS_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+        monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path / "data"))
+        get_settings.cache_clear()
+        client = TestClient(create_app(), raise_server_exceptions=False)
+        query = write_wav(tmp_path / "q.wav", synthetic_library(1, seconds=2.0, seed=3)[0]).read_bytes()
+        answer = client.post("/v1/searches", files={"file": ("q.wav", query, "audio/wav")})
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "service_unavailable" and answer.headers["Retry-After"] == "30"
+        unknown = client.get("/v1/searches/0123456789abcdef0123456789abcdef")
+        assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    finally:
+        server.kill()
+        server.wait()
         get_settings.cache_clear()
 
 

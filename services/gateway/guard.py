@@ -31,12 +31,12 @@ from echovids.errors import (
     PayloadTooLarge,
     RateLimited,
     RequestTimeout,
-    ServiceUnavailable,
 )
 from echovids.redis_conn import get_redis
 from echovids.settings import Settings, get_settings
 from services.gateway import ratelimit
 from services.gateway.deps import api_key_error
+from services.gateway.errors import backend_unavailable, domain_response
 
 MB = 1024 * 1024
 # Multipart framing and the small form fields (k, title, labels) on top of the file itself.
@@ -76,15 +76,9 @@ def _rate(settings: Settings, kind: str) -> tuple[float, int]:
 
 def refusal(error: EchovidsError, close: bool = False) -> JSONResponse:
     headers = {"Connection": "close"} if close else {}
-    if isinstance(error, RateLimited):
-        headers["Retry-After"] = ratelimit.retry_after(error.retry_after_s)
-    elif isinstance(error, ServiceUnavailable):
-        headers["Retry-After"] = "2"
-    elif error.status == 401:
+    if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(
-        status_code=error.status, content={"code": error.code, "message": error.message}, headers=headers
-    )
+    return domain_response(error, headers)
 
 
 def header_error(scope: Scope, rule: Rule, headers: Headers, settings: Settings) -> EchovidsError | None:
@@ -176,8 +170,8 @@ class RequestGuard:
         if error is None:
             try:
                 error = await run_in_threadpool(rate_error, scope, rule, settings)
-            except redis.RedisError:
-                error = ServiceUnavailable("The service's queue is unavailable for a moment; try again shortly.")
+            except redis.RedisError as exc:
+                error = backend_unavailable(exc)
         if error is not None:
             # Connection: close when a body may follow that nobody will read.
             has_body = "content-length" in headers or "transfer-encoding" in headers

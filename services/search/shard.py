@@ -139,21 +139,37 @@ def _write_npz(path: Path, columns: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def _attach_classes(clip: ClipData, path: Path) -> bool:
-    """Fill a clip's class scores (and labels, if it had none) from its class segment, when there is one."""
-    if not path.exists():
-        return False
+def _attach_classes(clip: ClipData, path: Path, quarantine: Path) -> bool:
+    """Fill a clip's class scores (and labels, if it had none) from its class segment, when there is one.
+
+    A damaged one is set aside into ``quarantine``: the clip is searched without class scores until the next
+    `echovids reindex-classes` writes them again.
+    """
     try:
         with np.load(path) as data:
-            if data["class_ids"].shape[0] != clip.vectors.shape[0]:
-                raise ValueError("frame count differs from the segment's")
-            clip.class_ids, clip.class_levels = data["class_ids"], data["class_levels"]
-            if clip.frame_labels is None and all(name in data.files for name in LABEL_COLUMNS):
-                clip.frame_labels, clip.label_names = data["frame_labels"], data["label_names"]
-    except (OSError, ValueError, KeyError) as exc:
-        log.error("unreadable class segment %s skipped: %s", path, exc)
+            columns = {name: data[name] for name in data.files}
+    except FileNotFoundError:
         return False
+    except Exception as exc:  # a damaged zip raises anything from BadZipFile to EOFError
+        return _set_aside_class_segment(path, quarantine, f"unreadable: {exc}")
+    stored = columns.pop(CHECKSUM_COLUMN, None)
+    if stored is not None and str(stored) != columns_digest(columns):
+        return _set_aside_class_segment(path, quarantine, "its checksum does not match its contents")
+    if not all(name in columns for name in CLASS_COLUMNS):
+        return _set_aside_class_segment(path, quarantine, "columns missing")
+    if columns["class_ids"].shape[0] != clip.vectors.shape[0]:
+        return _set_aside_class_segment(path, quarantine, "its frame count differs from the segment's")
+    clip.class_ids, clip.class_levels = columns["class_ids"], columns["class_levels"]
+    if clip.frame_labels is None and all(name in columns for name in LABEL_COLUMNS):
+        clip.frame_labels, clip.label_names = columns["frame_labels"], columns["label_names"]
     return True
+
+
+def _set_aside_class_segment(path: Path, quarantine: Path, why: str) -> bool:
+    log.error("damaged class segment %s set aside (%s)", path, why)
+    with contextlib.suppress(FileNotFoundError):  # another replica set it aside first
+        os.replace(path, quarantine / f"classes-{path.name}.{os.getpid()}.bad")
+    return False
 
 
 CHECKSUM_COLUMN = "sha256"
@@ -276,7 +292,7 @@ class ShardIndex:
         try:
             with np.load(self.segments / f"{clip_id}.npz") as data:
                 return all(name in data.files for name in CLASS_COLUMNS)
-        except (OSError, ValueError):
+        except Exception:  # missing, or damaged (BadZipFile to EOFError): the search process sets it aside
             return False
 
     def write_class_scores(self, clip_id: str, arrays: dict[str, np.ndarray]) -> bool:
@@ -284,6 +300,7 @@ class ShardIndex:
         if not (self.segments / f"{clip_id}.npz").exists() or self.has_class_scores(clip_id):
             return False
         columns = {name: arrays[name] for name in (*LABEL_COLUMNS, *CLASS_COLUMNS) if name in arrays}
+        columns[CHECKSUM_COLUMN] = np.array(columns_digest(columns))
         _write_npz(self.class_segments / f"{clip_id}.npz", columns)
         with self._lock:
             self._take_class_segment(clip_id)
@@ -294,7 +311,7 @@ class ShardIndex:
         data = self._clips.get(clip_id)
         if data is None or data.has_classes:
             return
-        if not _attach_classes(data, self.class_segments / f"{clip_id}.npz"):
+        if not _attach_classes(data, self.class_segments / f"{clip_id}.npz", self.quarantine):
             return
         position = self.clip_pos.get(clip_id)
         if position is not None and self._clip_data[position] is data:
@@ -353,7 +370,7 @@ class ShardIndex:
             columns["class_levels"] if scored else None,
         )
         if not clip.has_classes:
-            _attach_classes(clip, self.class_segments / path.name)
+            _attach_classes(clip, self.class_segments / path.name, self.quarantine)
         return clip
 
     def _set_aside_segment(self, path: Path, why: str) -> None:
