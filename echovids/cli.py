@@ -168,10 +168,11 @@ def search(
     from echovids.retry import with_backoff
 
     class Unavailable(Exception):
-        """The gateway's 503 (its Redis restarting): waited out like a refused connection."""
+        """The gateway's 503 (its Redis restarting) or 429 (this client's rate): waited out like a refused
+        connection."""
 
     def available(response: httpx.Response) -> httpx.Response:
-        if response.status_code == 503:
+        if response.status_code in (429, 503):
             raise Unavailable(response.text[:200])
         return response
 

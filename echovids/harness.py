@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -172,9 +173,7 @@ def text_search_and_wait(
     filters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Submit a search by description and wait for its job; raises if it is not accepted."""
-    answer = submit_text_search(client, text, k, filters)
-    if answer.status_code != 202:
-        raise RuntimeError(f"search refused: {answer.status_code} {answer.text[:300]}")
+    answer = accepted(lambda: submit_text_search(client, text, k, filters), timeout_s)
     return wait_for_job(client, answer.headers["Location"], timeout_s)
 
 
@@ -187,10 +186,21 @@ def search_and_wait(
     media_type: str | None = "audio/wav",
 ) -> dict[str, Any]:
     """Submit a search and wait for its job (as it stands after ``timeout_s``); raises if it is not accepted."""
-    answer = submit_search(client, content, file_name, k, media_type)
+    answer = accepted(lambda: submit_search(client, content, file_name, k, media_type), timeout_s)
+    return wait_for_job(client, answer.headers["Location"], timeout_s)
+
+
+def accepted(submit: Callable[[], httpx.Response], timeout_s: float) -> httpx.Response:
+    """``submit()``'s 202, waiting out the per-client rate limit (a 429's Retry-After) for up to ``timeout_s``, as
+    a polite client does; raises on any other refusal."""
+    deadline = time.monotonic() + timeout_s
+    answer = submit()
+    while answer.status_code == 429 and time.monotonic() < deadline:
+        time.sleep(min(float(answer.headers.get("Retry-After", "1")), max(0.0, deadline - time.monotonic())))
+        answer = submit()
     if answer.status_code != 202:
         raise RuntimeError(f"search refused: {answer.status_code} {answer.text[:300]}")
-    return wait_for_job(client, answer.headers["Location"], timeout_s)
+    return answer
 
 
 # -- a deployment -----------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # Per client (address), shared by every gateway process through Redis: a token bucket of this many per
     # second with this burst; 0 turns a limit off. The web page and a CLI user stay far below them.
     rate_limit_searches_per_s: float = Field(default=10.0, ge=0)
-    rate_limit_searches_burst: int = Field(default=60, ge=1)
+    rate_limit_searches_burst: int = Field(default=20, ge=1)
     rate_limit_writes_per_s: float = Field(default=10.0, ge=0)
     rate_limit_writes_burst: int = Field(default=100, ge=1)
     # Library metadata: how many labels a clip may carry, and how long a label and a title may be.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from echovids.harness import wav_bytes
+from echovids.harness import accepted, submit_search, wav_bytes
 from tests.conftest import EXTERNAL_REDIS, external_redis, external_redis_available
 from tests.gateway_proc import gateway, raw_request, read_response
 
@@ -147,6 +147,11 @@ def test_searches_are_rate_limited_per_client_across_gateway_processes(gateways:
     assert 1 <= int(refused.headers["Retry-After"]) <= 5
     # Reads are never limited: polling the accepted jobs goes on.
     assert httpx.get(f"{gateways[1]}{answers[0].headers['Location']}").status_code == 200
+    # A polite client (the harness, the CLI) waits as told and is let in.
+    with httpx.Client(base_url=gateways[0], timeout=30) as client:
+        started = time.monotonic()
+        assert accepted(lambda: submit_search(client, wav, "q.wav"), timeout_s=15).status_code == 202
+        assert time.monotonic() - started >= 1.0
 
 
 def test_labels_and_titles_have_limits(url: str) -> None:

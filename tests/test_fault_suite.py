@@ -231,7 +231,12 @@ def test_a_hung_search_process_never_holds_a_query(stack: Stack) -> None:
         submit(stack, accepted, 0, 4, query_of(fresh_audio()))
         jobs, _ = settle(stack, accepted, timeout=SEARCH_TIMEOUT_S + 40)
         assert len(jobs) == 4
-        assert time.monotonic() - started < SEARCH_TIMEOUT_S + 40
+        assert time.monotonic() - started < SEARCH_TIMEOUT_S + 40  # the embedder's part, on a loaded machine
+        for job in jobs.values():
+            # Once embedded, the shards' wait bounds the rest: timeout + 1 s, + 0.5 s for settle()'s polling.
+            stages = job["stage_ms"]
+            ended_ms = stages.get("done", stages.get("failed"))
+            assert ended_ms - stages["searching"] <= (SEARCH_TIMEOUT_S + 1.5) * 1000, stages
     finally:
         os.kill(hung, signal.SIGCONT)
     wait_ready(stack)
