@@ -348,3 +348,20 @@ print("tensorflow" in sys.modules)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+
+
+def test_a_pool_process_sorts_its_shards_postings_before_its_first_task(env: Path, monkeypatch) -> None:
+    """After a load every posting sits in the unsorted tail; the preload merges it, not the first query."""
+    from services.search import tasks, worker
+
+    index = ShardIndex(env, 0)
+    rng = np.random.default_rng(4)
+    for i in range(5):
+        index.write_segment(f"clip{i}", random_clip(rng), SPACE)
+    monkeypatch.setattr(tasks, "_indexes", {})
+    monkeypatch.setattr(tasks, "_generations", {})
+    monkeypatch.setattr(worker, "PRELOAD_SHARDS", [0])
+    worker._preload()
+    loaded = tasks._indexes[0]
+    assert loaded.rows == 5 * 12
+    assert not loaded.landmarks._tail and not loaded.classes._tail
