@@ -102,10 +102,16 @@ def ingest(
     Stop it at any time (Ctrl-C) and run the same command again: files already in the library are skipped
     (same bytes), files in flight are picked up where they are, nothing is added twice.
     """
+    from echovids.errors import InvalidRequest
     from echovids.ingest import ingest_files
+    from echovids.labels import check_metadata
 
     files = audio_files(paths)
     label_list = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    try:
+        check_metadata(None, label_list)  # the limits the HTTP API holds a library write to (titles: file names)
+    except InvalidRequest as exc:
+        raise typer.BadParameter(exc.message, param_hint="--labels") from None
     try:
         report = ingest_files(files, labels=label_list, window=window)
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -182,3 +183,21 @@ def test_cors_only_for_configured_origins(gateways: tuple[str, str], url: str) -
     assert _error(foreign.status_code, foreign.content) == "403 forbidden"
     own = httpx.post(f"{gateways[1]}/v1/searches", files=files, headers={"Origin": gateways[1]})
     assert own.status_code == 202, own.text
+
+
+def test_the_ingest_command_holds_labels_to_the_same_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`echovids ingest --labels` refuses what POST /v1/library refuses, before any file is sent."""
+    from typer.testing import CliRunner
+
+    from echovids.cli import app
+    from echovids.settings import get_settings
+
+    (tmp_path / "a.wav").write_bytes(wav_bytes(0.3 * np.sin(np.arange(16_000) / 5.0)))
+    monkeypatch.setenv("ECHOVIDS_MAX_LABEL_LENGTH", "40")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["ingest", str(tmp_path), "--labels", "x" * 41])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "at most 40 characters" in result.output
