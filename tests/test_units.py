@@ -344,3 +344,35 @@ def test_similar_score_compares_a_short_clip_whole_whatever_the_offset() -> None
 def test_short_queries_retrieve_enough_neighbours_to_reach_the_limit() -> None:
     assert matching.neighbours_for(20, limit=200, query_frames=9) == 45  # 9 x 45 >= 2 x 200
     assert matching.neighbours_for(20, limit=100, query_frames=21) == 20  # the setting already suffices
+
+
+def test_a_client_waits_out_a_redis_outage_says_so_once_and_resumes() -> None:
+    import redis
+
+    from echovids.retry import with_backoff
+
+    failures = iter([redis.ConnectionError("down"), redis.TimeoutError("slow")])
+    lines: list[str] = []
+
+    def call() -> str:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return "answered"
+
+    assert with_backoff(call, "ingest", first_s=0.01, say=lines.append) == "answered"
+    assert len(lines) == 2 and "waiting and retrying" in lines[0] and "resuming" in lines[1]
+    # Past give_up_s the last error passes through; an error that is not transient is not retried at all.
+    calls: list[str] = []
+
+    def never(error: Exception) -> str:
+        calls.append(type(error).__name__)
+        raise error
+
+    with pytest.raises(redis.ConnectionError):
+        with_backoff(lambda: never(redis.ConnectionError("down")), "x", first_s=0.05, give_up_s=0.2, say=lines.append)
+    assert len(calls) >= 2
+    calls.clear()
+    with pytest.raises(ValueError):
+        with_backoff(lambda: never(ValueError("bad")), "x", first_s=0.01)
+    assert calls == ["ValueError"]
