@@ -191,11 +191,10 @@ def mark_failed(clip_id: str, code: str, message: str) -> None:
     (kept to index it again) goes: what is left is the listing's row and its error."""
     with session() as s:
         clip = s.get(Clip, clip_id)
-        failed = clip is not None and clip.status in (ClipStatus.pending, ClipStatus.failed)
-        if clip is not None and failed:
-            clip.status, clip.error_code, clip.error_message = ClipStatus.failed, code, message[:1024]
-    if failed:
-        clip_audio.delete(clip_id)
+        if clip is None or clip.status not in (ClipStatus.pending, ClipStatus.failed):
+            return
+        clip.status, clip.error_code, clip.error_message = ClipStatus.failed, code, message[:1024]
+    clip_audio.delete(clip_id)
 
 
 def is_settled(clip_id: str) -> bool:

@@ -128,6 +128,7 @@ def scann_searcher(
 SNAPSHOT_MARKER = "COMPLETE"
 LABEL_COLUMNS = ("frame_labels", "label_names")
 CLASS_COLUMNS = ("class_ids", "class_levels")
+SEGMENT_COLUMNS = ("space", "vectors", "hashes", "times")
 
 
 def _write_npz(path: Path, columns: dict[str, np.ndarray]) -> None:
@@ -146,30 +147,19 @@ def _attach_classes(clip: ClipData, path: Path, quarantine: Path) -> bool:
     `echovids reindex-classes` writes them again.
     """
     try:
-        with np.load(path) as data:
-            columns = {name: data[name] for name in data.files}
-    except FileNotFoundError:
+        columns = _checked_columns(path, CLASS_COLUMNS)
+        if columns is not None and columns["class_ids"].shape[0] != clip.vectors.shape[0]:
+            raise DamagedFile("its frame count differs from the segment's")
+    except DamagedFile as exc:
+        log.error("damaged class segment %s set aside (%s)", path, exc)
+        _move_aside(path, quarantine / f"classes-{path.name}.{os.getpid()}.bad")
         return False
-    except Exception as exc:  # a damaged zip raises anything from BadZipFile to EOFError
-        return _set_aside_class_segment(path, quarantine, f"unreadable: {exc}")
-    stored = columns.pop(CHECKSUM_COLUMN, None)
-    if stored is not None and str(stored) != columns_digest(columns):
-        return _set_aside_class_segment(path, quarantine, "its checksum does not match its contents")
-    if not all(name in columns for name in CLASS_COLUMNS):
-        return _set_aside_class_segment(path, quarantine, "columns missing")
-    if columns["class_ids"].shape[0] != clip.vectors.shape[0]:
-        return _set_aside_class_segment(path, quarantine, "its frame count differs from the segment's")
+    if columns is None:
+        return False
     clip.class_ids, clip.class_levels = columns["class_ids"], columns["class_levels"]
     if clip.frame_labels is None and all(name in columns for name in LABEL_COLUMNS):
         clip.frame_labels, clip.label_names = columns["frame_labels"], columns["label_names"]
     return True
-
-
-def _set_aside_class_segment(path: Path, quarantine: Path, why: str) -> bool:
-    log.error("damaged class segment %s set aside (%s)", path, why)
-    with contextlib.suppress(FileNotFoundError):  # another replica set it aside first
-        os.replace(path, quarantine / f"classes-{path.name}.{os.getpid()}.bad")
-    return False
 
 
 CHECKSUM_COLUMN = "sha256"
@@ -200,6 +190,30 @@ def file_digest(path: Path) -> str:
 def folder_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder``, by path relative to it."""
     return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _checked_columns(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """A segment file's columns, its checksum verified; None when there is no such file. DamagedFile (and why)
+    when it cannot be trusted: unreadable, not what its checksum says, or without a ``required`` column."""
+    try:
+        with np.load(path) as data:
+            columns = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged zip raises anything from BadZipFile to EOFError
+        raise DamagedFile(f"unreadable: {exc}") from exc
+    stored = columns.pop(CHECKSUM_COLUMN, None)
+    # Files written before checksums were kept have none; they are read as they are.
+    if stored is not None and str(stored) != columns_digest(columns):
+        raise DamagedFile("its checksum does not match its contents")
+    if not all(name in columns for name in required):
+        raise DamagedFile("columns missing")
+    return columns
+
+
+def _move_aside(path: Path, to: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):  # another replica set it aside first
+        os.replace(path, to)
 
 
 def _frame_sum(vectors: np.ndarray) -> tuple[np.ndarray, int]:
@@ -341,20 +355,11 @@ class ShardIndex:
     def _read_segment(self, path: Path) -> ClipData | None:
         """A segment's clip, or None: a missing file, or a damaged one (set aside, its clip quarantined)."""
         try:
-            with np.load(path) as data:
-                columns = {name: data[name] for name in data.files}
-        except FileNotFoundError:
+            columns = _checked_columns(path, SEGMENT_COLUMNS)
+        except DamagedFile as exc:
+            self._set_aside_segment(path, str(exc))
             return None
-        except Exception as exc:  # a damaged zip raises anything from BadZipFile to EOFError
-            self._set_aside_segment(path, f"unreadable: {exc}")
-            return None
-        stored = columns.pop(CHECKSUM_COLUMN, None)
-        # Segments written before checksums were kept have none; they are read as they are.
-        if stored is not None and str(stored) != columns_digest(columns):
-            self._set_aside_segment(path, "its checksum does not match its contents")
-            return None
-        if "space" not in columns or "vectors" not in columns or "hashes" not in columns or "times" not in columns:
-            self._set_aside_segment(path, "columns missing")
+        if columns is None:
             return None
         self.check_space(str(columns["space"]))
         self.space = str(columns["space"])
@@ -375,8 +380,7 @@ class ShardIndex:
 
     def _set_aside_segment(self, path: Path, why: str) -> None:
         log.error("shard %s: damaged segment %s set aside (%s)", self.shard, path.name, why)
-        with contextlib.suppress(FileNotFoundError):  # another replica set it aside first
-            os.replace(path, self.quarantine / f"{path.name}.{os.getpid()}.bad")
+        _move_aside(path, self.quarantine / f"{path.name}.{os.getpid()}.bad")
         self.quarantined.append(path.stem)
 
     def take_quarantined(self) -> list[str]:

@@ -19,7 +19,7 @@ PRELOAD_SHARDS: list[int] = []
 @worker_process_init.connect
 def _preload(**_: Any) -> None:
     """Load the served shards when a pool process starts, so no query waits for a cold index: a view merges the
-    postings' unsorted tails, which after a load hold every posting (~30 s to sort at 1M frames)."""
+    postings' unsorted tails, which after a load hold every posting (tens of seconds to sort at 1M frames)."""
     for shard in PRELOAD_SHARDS:
         tasks.get_index(shard).view()
 
