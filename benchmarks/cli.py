@@ -156,6 +156,35 @@ def bench_latency(
     )
 
 
+@bench_app.command("scale")
+def bench_scale(
+    frames: Annotated[int, typer.Option(min=1000, help="library frames (10 s clips of 20 frames)")] = 1_000_000,
+    shards: Annotated[int, typer.Option(min=1)] = 1,
+    processes: Annotated[
+        int | None, typer.Option(min=1, help="search processes (default ECHOVIDS_SEARCH_PROCESSES)")
+    ] = None,
+    queries: Annotated[int, typer.Option(min=5)] = 50,
+    workdir: Annotated[Path | None, typer.Option(help="keep the library here; a second run reuses it")] = None,
+) -> None:
+    """Memory per frame (PSS of the search processes), recall@10, start time and latency at a library's size;
+    the last line is one JSON object."""
+    import dataclasses
+    import json
+
+    require("scale", {**STACK_NEEDS, "psutil": "bench"})
+    from benchmarks.scale import run
+
+    report = run(
+        frames=frames,
+        shards=shards,
+        processes=processes,
+        queries=queries,
+        workdir=workdir,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(json.dumps(dataclasses.asdict(report)))
+
+
 @bench_app.command("verify")
 def bench_verify(
     queries: Annotated[int, typer.Option(min=5, help="queries of each kind (copies, new sounds)")] = 30,

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from echovids.settings import get_settings
+from services.search import shard as shard_module
 from services.search.query import search_shard
-from services.search.shard import ShardIndex
+from services.search.shard import SNAPSHOT_VECTORS, ShardIndex
 
 SPACE = "test:1:32"
 SWAPS = 5
@@ -150,6 +152,53 @@ def test_restart_loads_newest_snapshot_plus_delta(library) -> None:
     assert top(restarted, excerpt(clips["clip020"], 1)) == top(index, excerpt(clips["clip020"], 1))
 
 
+def test_a_large_shard_keeps_one_mapped_float16_copy_and_rescores_scann_candidates_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Past the brute-force size ScaNN keeps no vectors: its candidates are re-scored from the snapshot's float16
+    frames, mapped (not read) by every process, and each sealed clip's frames are views of that map."""
+    monkeypatch.setattr(shard_module, "SCANN_BRUTE_FORCE_BELOW", 500)
+    # Every leaf searched: what is left to test is the re-scoring (the leaves' recall is the benchmark's).
+    monkeypatch.setenv("ECHOVIDS_SEARCH_SCANN_LEAVES_TO_SEARCH", "1000")
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((30, 32)).astype(np.float32)
+    index = ShardIndex(tmp_path, 0)
+    stored = []
+    for c in range(150):  # 1800 rows in clusters, as sounds cluster: a tree with leaves to choose from
+        arrays = random_clip(rng)
+        vectors = centres[rng.integers(0, 30)] + 0.5 * arrays["vectors"]
+        arrays["vectors"] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        index.write_segment(f"clip{c:03d}", arrays, SPACE)
+        stored.append(arrays["vectors"].astype(np.float16))
+    index.refresh()
+    index.compact()
+    snapshot = index.snapshots / "v1"
+    assert not any(p.name == "dataset.npy" for p in (snapshot / "scann").iterdir())  # no float32 copy
+    for shard in (index, ShardIndex(tmp_path, 0)):  # the compactor and a restarted process
+        view = shard.view()
+        assert view.searcher is not None and view.searcher.rescore >= 100 and view.delta is None
+        mapped = view.searcher.vectors
+        assert isinstance(mapped, np.ndarray) and not mapped.flags.owndata and not mapped.flags.writeable
+        assert all(np.shares_memory(data.vectors, mapped) for data in view.clip_data)
+        library = np.concatenate(stored).astype(np.float32)
+        queries = library[rng.choice(library.shape[0], 40, replace=False)] + 0.05 * rng.standard_normal((40, 32))
+        queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+        rows, sims = view.search(queries, 10)
+        exact = np.argsort(-(queries @ library.T), axis=1)[:, :10]
+        recall = np.mean([len(set(r) & set(e)) / 10 for r, e in zip(rows.tolist(), exact.tolist())])
+        assert recall >= 0.98
+        found = rows >= 0
+        # The scores are the stored frames' own dot products, not ScaNN's quantised estimates.
+        np.testing.assert_allclose(
+            sims[found],
+            np.einsum("ij,ij->i", library[rows[found]], np.repeat(queries, 10, axis=0)[found.ravel()]),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+
+
 def test_damaged_or_half_written_snapshot_is_never_loaded(library) -> None:
     root, clips = library
     index = ShardIndex(root, 0)
@@ -240,14 +289,18 @@ def _scramble(path: Path, keep_head: int, seed: int = 3) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_snapshot_with_random_bytes_under_its_headers_is_set_aside_and_rebuilt(library) -> None:
+@pytest.mark.parametrize("damaged", ["scann", "vectors"])
+def test_a_snapshot_with_random_bytes_under_its_headers_is_set_aside_and_rebuilt(library, damaged: str) -> None:
     """Loaded as is, such a snapshot answers wrongly but silently; its checksums catch it, the segments answer."""
     root, clips = library
     index = ShardIndex(root, 0)
     index.compact()
     queries = {cid: excerpt(arrays, 3) for cid, arrays in list(clips.items())[:12]}
     before = {cid: search_shard(index, SPACE, q, limit=10) for cid, q in queries.items()}
-    dataset = max((index.snapshots / "v1" / "scann").rglob("*.npy"), key=lambda p: p.stat().st_size)
+    snapshot = index.snapshots / "v1"
+    dataset = max((snapshot / "scann").rglob("*.npy"), key=lambda p: p.stat().st_size)
+    if damaged == "vectors":  # the float16 frames every process maps
+        dataset = snapshot / SNAPSHOT_VECTORS
     _scramble(dataset, keep_head=128)  # an .npy header is 128 bytes: the array loads, with other values
     restarted = ShardIndex(root, 0)
     assert restarted.version == 0 and restarted.rebuild_wanted
@@ -330,7 +383,9 @@ import sys
 from pathlib import Path
 import numpy as np
 from services.search.query import search_shard
-from services.search.shard import ShardIndex
+from echovids.settings import get_settings
+from services.search import shard as shard_module
+from services.search.shard import SNAPSHOT_VECTORS, ShardIndex
 rng = np.random.default_rng(2)
 vectors = rng.standard_normal((3000, 32)).astype(np.float32)
 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

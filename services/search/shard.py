@@ -7,8 +7,10 @@ On disk, under ``<data dir>/shards/<i>/``:
   (written once by `echovids reindex-classes`; a newer segment holds them itself).
 - ``tombstones/<clip>``: the clip is deleted; filtered at query time, purged by the next compaction.
 - ``snapshots/v<N>/``: a ScaNN index (``serialize()``) over the clips its ``manifest.json`` lists, in row
-  order, with the sha256 of each ScaNN file; a snapshot counts only once its ``COMPLETE`` marker exists, so a
-  half-written one is never loaded.
+  order, and ``vectors.npy``, those clips' frames (float16) in the same order: memory-mapped, so every search
+  process reads one copy in the page cache, and the sealed clips' frames are views of it. The manifest holds the
+  sha256 of each file; a snapshot counts only once its ``COMPLETE`` marker exists, so a half-written one is
+  never loaded.
 - ``quarantine/``: damaged files set aside (never read again, kept for a look): a bad snapshot is replaced by
   searching its clips' segments until the next compaction; a bad segment's clip is listed in
   ``ShardIndex.quarantined`` for the search service to re-embed or mark failed.
@@ -30,6 +32,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +80,8 @@ def scann_parameters(
     to 250k rows (a 50k sample made the partitions markedly worse: recall@10 0.94 instead of 0.97 at the same
     leaves searched), searching 1/80 of the leaves (recall@10 0.96 at 1M x 1024; the old 1/10 bought 0.998 at
     ~4x the cost), AH with 2 dims per 4-bit block (4 dims lost ~0.05 recall even with 300 reordered; with 2, 100
-    or 200 reordered gave the same recall: the leaves searched limit it) and float32 reordering (int8 lost 0.02).
+    or 200 reordered gave the same recall: the leaves searched limit it) and exact re-scoring of the candidates
+    (ScaNN's int8 reordering lost 0.02).
     """
     leaves = leaves or max(16, int(np.sqrt(n)))
     return {
@@ -97,15 +101,20 @@ def scann_searcher(
     leaves: int | None = None,
     leaves_to_search: int | None = None,
     reorder: int | None = None,
-):  # type: ignore[no-untyped-def]
-    """A ScaNN searcher sized to the data: exact for small shards, partitioned + quantised for large.
+) -> tuple[Any, int]:
+    """A ScaNN searcher sized to the data, and how many candidates per query frame to re-score exactly.
 
-    ``leaves``/``leaves_to_search``/``reorder`` default to the settings ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
+    Small shards are searched exactly (0 to re-score). Large ones are partitioned and quantised and keep no
+    vectors of their own: ScaNN's float32 reordering copy was 4 KB a frame in every search process, two thirds
+    of a shard's memory. The shard re-scores ScaNN's candidates from its float16 frames instead, one copy mapped
+    from the snapshot and shared by every process (recall@10 0.964 against float32 reordering's 0.966 at 300k x
+    1024, docs/benchmarks.md). ``leaves``/``leaves_to_search``/``reorder`` default to the settings
+    ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
     """
     builder = scann_pybind().builder(data, neighbours, "dot_product")
     n = data.shape[0]
     if n < SCANN_BRUTE_FORCE_BELOW:
-        return builder.score_brute_force().build()
+        return builder.score_brute_force().build(), 0
     from echovids.settings import get_settings
 
     settings = get_settings()
@@ -117,15 +126,16 @@ def scann_searcher(
         leaves_to_search=settings.search_scann_leaves_to_search if leaves_to_search is None else leaves_to_search,
         reorder=settings.search_scann_reorder if reorder is None else reorder,
     )
-    return (
+    searcher = (
         builder.tree(num_leaves=p["leaves"], num_leaves_to_search=p["lts"], training_sample_size=p["sample"])
         .score_ah(p["dpb"], anisotropic_quantization_threshold=p["thr"])
-        .reorder(p["reorder"])
         .build()
     )
+    return searcher, int(p["reorder"])
 
 
 SNAPSHOT_MARKER = "COMPLETE"
+SNAPSHOT_VECTORS = "vectors.npy"
 LABEL_COLUMNS = ("frame_labels", "label_names")
 CLASS_COLUMNS = ("class_ids", "class_levels")
 SEGMENT_COLUMNS = ("space", "vectors", "hashes", "times")
@@ -219,6 +229,56 @@ def _move_aside(path: Path, to: Path) -> None:
 def _frame_sum(vectors: np.ndarray) -> tuple[np.ndarray, int]:
     """(sum of a clip's frame vectors in float64, how many are audible: not muted to zero)."""
     return vectors.sum(axis=0, dtype=np.float64), int(np.count_nonzero(vectors.any(axis=1)))
+
+
+@dataclass
+class Sealed:
+    """A snapshot's ScaNN searcher over rows [0, sealed), and what re-scores its candidates."""
+
+    searcher: Any  # scann_ops_pybind's searcher (no type information)
+    rescore: int  # candidates per query frame re-scored from ``vectors``; 0: the searcher's scores are final
+    vectors: np.ndarray | None = None  # [sealed, dim] float16, memory-mapped from the snapshot
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest sealed rows of each query frame and their dot products; -1 (score 0) pads."""
+        wanted = max(k, self.rescore) if self.vectors is not None else k
+        rows, sims = self.searcher.search_batched(queries, final_num_neighbors=wanted)
+        # ScaNN pads with row 0 and a NaN score when the leaves it searched hold fewer rows than asked for.
+        found = ~np.isnan(sims)
+        rows = np.where(found, rows.astype(np.int64), -1)
+        if self.vectors is None or self.rescore == 0:
+            return rows, np.where(found, sims, 0.0).astype(np.float32)
+        # A float32 product of gathered frames: numpy's float16 matmul has no BLAS and is several times slower.
+        candidates = self.vectors[np.maximum(rows, 0).ravel()].astype(np.float32).reshape(*rows.shape, -1)
+        exact = np.where(found, np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0], -np.inf)
+        if k < wanted:
+            top = np.argpartition(-exact, k - 1, axis=1)[:, :k]
+            rows, exact = np.take_along_axis(rows, top, axis=1), np.take_along_axis(exact, top, axis=1)
+        return rows, np.where(rows >= 0, exact, 0.0).astype(np.float32)
+
+
+def read_snapshot(path: Path) -> tuple[list[str], Sealed]:
+    """A snapshot's clips in row order and its searcher, its files checked against its manifest's checksums.
+
+    DamagedFile (or any error of a broken file) when it cannot be trusted.
+    """
+    manifest = json.loads((path / "manifest.json").read_text())
+    files = manifest.get("files")
+    # Snapshots written before checksums were kept have none; they are loaded as they are.
+    if files is not None and folder_digests(path / "scann") != files:
+        raise DamagedFile("its files do not match the checksums in its manifest")
+    searcher = scann_pybind().load_searcher(str(path / "scann"))
+    sealed = Sealed(searcher, int(manifest.get("rescore", 0)))
+    # Snapshots written before the vectors were mapped have no vectors file: ScaNN reorders itself.
+    if SNAPSHOT_VECTORS in manifest:
+        if file_digest(path / SNAPSHOT_VECTORS) != manifest[SNAPSHOT_VECTORS]:
+            raise DamagedFile(f"its {SNAPSHOT_VECTORS} does not match the checksum in its manifest")
+        sealed.vectors = np.load(path / SNAPSHOT_VECTORS, mmap_mode="r").view(np.ndarray)
+        if sealed.vectors.shape[0] != manifest["rows"]:
+            raise ValueError(f"{SNAPSHOT_VECTORS} holds another number of rows than the manifest")
+    if sum(n for _, n in manifest["clips"]) != manifest["rows"]:
+        raise ValueError("manifest rows do not add up")
+    return [clip for clip, _ in manifest["clips"]], sealed
 
 
 @dataclass
@@ -417,25 +477,16 @@ class ShardIndex:
                 found.append((int(path.name[1:]), path))
         return sorted(found, reverse=True)
 
-    def _newest_snapshot(self) -> tuple[int, Path, list[str], object] | None:
+    def _newest_snapshot(self) -> tuple[int, Path, list[str], Sealed] | None:
         """The newest snapshot that loads; a damaged one is set aside (and the one before it tried)."""
-        scann_ops_pybind = scann_pybind()
         for version, path in self._snapshot_dirs():
             if version <= self.version:
                 return None
             if version in self._unusable:
                 continue
             try:
-                manifest = json.loads((path / "manifest.json").read_text())
-                files = manifest.get("files")
-                # Snapshots written before checksums were kept have none; they are loaded as they are.
-                if files is not None and folder_digests(path / "scann") != files:
-                    raise DamagedFile("its files do not match the checksums in its manifest")
-                searcher = scann_ops_pybind.load_searcher(str(path / "scann"))
-                order = [clip for clip, _ in manifest["clips"]]
-                if sum(n for _, n in manifest["clips"]) != manifest["rows"]:
-                    raise ValueError("manifest rows do not add up")
-                return version, path, order, searcher
+                order, sealed = read_snapshot(path)
+                return version, path, order, sealed
             except Exception as exc:  # a damaged snapshot of any kind must never stop the shard
                 log.error(
                     "shard %s: snapshot %s damaged, set aside; rebuilding from segments: %s", self.shard, path, exc
@@ -449,7 +500,7 @@ class ShardIndex:
         with contextlib.suppress(OSError):  # another replica set it aside first
             os.replace(path, self.quarantine / f"snapshot-v{version}.{os.getpid()}.bad")
 
-    def _adopt(self, version: int, path: Path, order: list[str], searcher: object) -> bool:
+    def _adopt(self, version: int, path: Path, order: list[str], sealed: Sealed) -> bool:
         """Swap to a snapshot: its clips first, in its row order, then the delta; False when it cannot be."""
         # Deleted clips the snapshot still holds are read too: ScaNN's row numbering includes them.
         missing = [c for c in order if c not in self._clips]
@@ -463,7 +514,15 @@ class ShardIndex:
                 return False
             self._clips[clip_id] = data
         sealed_rows = sum(self._clips[c].vectors.shape[0] for c in order)
-        self._layout(order, searcher, sealed_rows)
+        if sealed.vectors is not None:
+            # Each sealed clip's frames become a view of the mapped file: its own copy leaves memory.
+            start = 0
+            for clip_id in order:
+                data = self._clips[clip_id]
+                n = data.vectors.shape[0]
+                data.vectors = sealed.vectors[start : start + n]
+                start += n
+        self._layout(order, sealed, sealed_rows)
         self.version = version
         self.rebuild_wanted = False
         log.info("shard %s: now on snapshot v%d (%d sealed rows)", self.shard, version, sealed_rows)
@@ -477,12 +536,12 @@ class ShardIndex:
         with self._lock:
             self.refresh()
             order = [c for c in self.clip_ids if c not in self.deleted]
-            vectors = np.concatenate([self._clips[c].vectors for c in order]).astype(np.float32) if order else None
+            vectors = np.concatenate([self._clips[c].vectors for c in order]) if order else None  # float16
             dead = [c for c in self.clip_ids if c in self.deleted]
         if vectors is None:
             self.rebuild_wanted = False  # nothing left to index
             return self.version
-        searcher = scann_searcher(vectors, neighbours=10)
+        searcher, rescore = scann_searcher(vectors.astype(np.float32), neighbours=10)
         # Never a version number used before, a set-aside one included: replicas skip versions they found bad.
         set_aside = (p.name.split(".")[0][len("snapshot-v") :] for p in self.quarantine.glob("snapshot-v*"))
         used = [v for v, _ in self._snapshot_dirs()] + [int(v) for v in set_aside if v.isdigit()]
@@ -492,8 +551,11 @@ class ShardIndex:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "scann").mkdir(parents=True)
         searcher.serialize(str(tmp / "scann"), relative_path=True)  # the folder is renamed next
+        np.save(tmp / SNAPSHOT_VECTORS, vectors)
         manifest = {
             "files": folder_digests(tmp / "scann"),
+            SNAPSHOT_VECTORS: file_digest(tmp / SNAPSHOT_VECTORS),
+            "rescore": rescore,
             "version": version,
             "rows": int(vectors.shape[0]),
             "space": self.space,
@@ -502,8 +564,9 @@ class ShardIndex:
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         (tmp / SNAPSHOT_MARKER).touch()
         os.replace(tmp, final)
+        sealed = Sealed(searcher, rescore, np.load(final / SNAPSHOT_VECTORS, mmap_mode="r").view(np.ndarray))
         with self._lock:
-            self._adopt(version, final, order, searcher)
+            self._adopt(version, final, order, sealed)
         self._purge(dead, keep_version=version)
         return version
 
@@ -518,14 +581,14 @@ class ShardIndex:
                 shutil.rmtree(path, ignore_errors=True)
 
     # -- memory --------------------------------------------------------------------------------
-    def _layout(self, sealed_order: list[str], searcher: object | None, sealed_rows: int) -> None:
+    def _layout(self, sealed_order: list[str], sealed: Sealed | None, sealed_rows: int) -> None:
         """Lay rows out: the snapshot's clips (rows [0, sealed), in ScaNN's numbering), then the delta."""
         sealed_set = set(sealed_order)
         # Deleted clips outside the snapshot leave memory now; inside it they keep their rows (ScaNN's
         # numbering) until the next compaction and are filtered at query time.
         for clip_id in [c for c in self._clips if c in self.deleted and c not in sealed_set]:
             del self._clips[clip_id]
-        sealed = [c for c in sealed_order if c in self._clips]
+        sealed_ids = [c for c in sealed_order if c in self._clips]
         # New lists, never emptied in place: a view taken before this layout keeps its own.
         self.clip_ids: list[str] = []
         self._clip_data: list[ClipData] = []
@@ -535,12 +598,12 @@ class ShardIndex:
         self._row_clip_parts: list[np.ndarray] = []
         self._row_frame_parts: list[np.ndarray] = []
         self._delta_parts: list[np.ndarray] = []
-        self._searcher = searcher
-        self._sealed = sealed_rows if searcher is not None else 0
+        self._searcher = sealed
+        self._sealed = sealed_rows if sealed is not None else 0
         self._rows = 0
         self._frame_sum: np.ndarray | None = None  # of every placed clip's frames (muted silence adds nothing)
         self._audible = 0  # non-zero frames among them
-        for clip_id in sealed if searcher is not None else []:
+        for clip_id in sealed_ids if sealed is not None else []:
             self._place(clip_id, delta=False)
         for clip_id in sorted(c for c in self._clips if c not in set(self.clip_ids)):
             self._place(clip_id, delta=True)
@@ -651,7 +714,7 @@ class ShardView:
     clip_data: list[ClipData]
     row_clip: np.ndarray  # clip position of each row
     row_frame: np.ndarray  # frame within its clip of each row
-    searcher: object | None  # ScaNN over rows [0, sealed)
+    searcher: Sealed | None  # ScaNN over rows [0, sealed)
     sealed: int
     delta: np.ndarray | None  # rows [sealed, ...), searched exactly
     postings: SortedPostings
@@ -739,9 +802,8 @@ class ShardView:
         m = queries.shape[0]
         parts_rows, parts_sims = [], []
         if self.searcher is not None and self.sealed and m:
-            k = min(neighbours, self.sealed)
-            rows, sims = self.searcher.search_batched(queries, final_num_neighbors=k)  # type: ignore[attr-defined]
-            parts_rows.append(rows.astype(np.int64))
+            rows, sims = self.searcher.search(queries, min(neighbours, self.sealed))
+            parts_rows.append(rows)
             parts_sims.append(sims)
         if self.delta is not None and m:
             sims = queries @ self.delta.T

@@ -1,0 +1,175 @@
+"""Scale: what a frame costs the search service in memory, and recall, start time and latency at that size.
+
+On benchmarks/latency.py's synthetic library (built, or reused from ``--workdir``):
+1. recall@10 of each shard's snapshot, searched as a search process searches it (ScaNN's candidates re-scored
+   from the mapped float16 frames), against exact search over the same stored frames; held-out queries are
+   library frames moved by noise (cosine ~0.9 to their source). In this process, from the snapshot alone.
+2. `echovids serve` with ``search_processes`` search processes: ``load_s`` is from the start until the last of
+   them logged its shards loaded (services/search/worker.py), the machine's page cache as the build left it.
+3. ``queries`` 10 s recordings end to end, one at a time: p50 and p95.
+4. ``rss_mb``: the sum of the search processes' PSS (a page shared by n processes counts 1/n in each), after the
+   queries; ``bytes_per_frame``: its growth over the same stack's on an empty library, per frame.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.latency import FRAMES_PER_CLIP, build_library, cache_availability, measure, query_wav
+from echovids.harness import Stack, machine_info, make_stack
+
+RECALL_QUERIES = 200
+EXACT_CHUNK = 100_000  # rows of the exact search at a time: 400 MB of float32 at 1024 dims
+
+
+@dataclass
+class ScaleReport:
+    frames: int
+    dim: int
+    shards: int
+    search_processes: int
+    build_s: float
+    rss_mb: float
+    empty_rss_mb: float
+    bytes_per_frame: float
+    recall_at_10: float
+    load_s: float
+    p50_ms: float
+    p95_ms: float
+    machine: dict[str, Any] = field(default_factory=machine_info)
+
+
+def snapshot_recall(data_dir: Path, shards: int, queries: int = RECALL_QUERIES, seed: int = 7) -> float:
+    """Mean recall@10 over every shard's newest snapshot, against exact search on its stored float16 frames."""
+    from services.search.shard import SNAPSHOT_MARKER, read_snapshot
+
+    rng = np.random.default_rng(seed)
+    recalls = []
+    for shard in range(shards):
+        found = sorted((data_dir / "shards" / str(shard) / "snapshots").glob(f"v*/{SNAPSHOT_MARKER}"))
+        if not found:
+            raise RuntimeError(f"shard {shard} has no snapshot: the library was not compacted")
+        _, sealed = read_snapshot(max(found, key=lambda p: int(p.parent.name[1:])).parent)
+        stored = sealed.vectors
+        assert stored is not None, "a snapshot written before the float16 frames were mapped"
+        picks = rng.choice(stored.shape[0], queries, replace=False)
+        noise = rng.standard_normal((queries, stored.shape[1])).astype(np.float32)
+        noise *= 0.5 / np.linalg.norm(noise, axis=1, keepdims=True)
+        q = stored[picks].astype(np.float32) + noise
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        rows, _ = sealed.search(q, 10)
+        best_sims = np.full((queries, 0), -np.inf, np.float32)
+        best_rows = np.zeros((queries, 0), np.int64)
+        for lo in range(0, stored.shape[0], EXACT_CHUNK):
+            sims = q @ stored[lo : lo + EXACT_CHUNK].astype(np.float32).T
+            top = np.argpartition(-sims, 9, axis=1)[:, :10]
+            best_sims = np.concatenate([best_sims, np.take_along_axis(sims, top, axis=1)], axis=1)
+            best_rows = np.concatenate([best_rows, top + lo], axis=1)
+            keep = np.argpartition(-best_sims, 9, axis=1)[:, :10]
+            best_sims, best_rows = np.take_along_axis(best_sims, keep, axis=1), np.take_along_axis(best_rows, keep, 1)
+        recalls += [len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), best_rows.tolist())]
+    return float(np.mean(recalls))
+
+
+def search_pss_mb(stack: Stack) -> float:
+    """PSS of the search worker and its pool processes, summed."""
+    import psutil
+
+    assert stack.proc is not None
+    total = 0
+    for process in psutil.Process(stack.proc.pid).children(recursive=True):
+        try:
+            if "search" in process.cmdline() and "worker" in process.cmdline():
+                total += process.memory_full_info().pss
+        except psutil.Error:
+            continue  # gone between the listing and the read
+    return total / 2**20
+
+
+def started_stack(data_dir: Path, processes: int, shards: int, log_path: Path) -> tuple[Stack, float]:
+    """A running stack and the seconds until each of its search processes had its shards loaded."""
+    from services.search.worker import LOADED
+
+    loaded = re.compile(re.escape(LOADED.split(" %d")[0]) + r" \d+: shards .* loaded in")
+    stack = make_stack(
+        data_dir,
+        None,
+        ECHOVIDS_SEARCH_SHARDS=str(shards),
+        ECHOVIDS_SEARCH_PROCESSES=str(processes),
+        ECHOVIDS_SEARCH_DELTA_MAX="100000000",
+    )
+    stack.log_path = log_path
+    started = time.monotonic()
+    stack.start(timeout=1200)
+    while len(loaded.findall(log_path.read_text(errors="replace"))) < processes:
+        if time.monotonic() - started > 1200:
+            stack.stop()
+            raise RuntimeError(f"the search processes did not all load in 1200 s (see {log_path})")
+        time.sleep(0.5)
+    return stack, time.monotonic() - started
+
+
+def run(
+    frames: int = 1_000_000,
+    shards: int = 1,
+    processes: int | None = None,
+    queries: int = 50,
+    workdir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> ScaleReport:
+    from echovids.settings import get_settings
+
+    processes = processes or get_settings().search_processes
+    root = Path(workdir or tempfile.mkdtemp(prefix="echovids-scale-"))
+    data_dir = root / "data"
+    started = time.perf_counter()
+    if (data_dir / "catalog.sqlite3").exists():  # a library this benchmark built before, in --workdir
+        clips = frames // FRAMES_PER_CLIP
+    else:
+        log(f"building {frames} frames in {shards} shard(s) ...")
+        clips = build_library(data_dir, frames, shards)
+    build_s = time.perf_counter() - started
+    log(f"library ready ({build_s:.0f} s); recall of the snapshots ...")
+    recall = snapshot_recall(data_dir, shards)
+    content = query_wav(root / "query.wav").read_bytes()
+
+    empty = root / "empty" / "data"
+    empty.mkdir(parents=True, exist_ok=True)
+    stack, _ = started_stack(empty, processes, shards, root / "serve-empty.log")
+    try:
+        measure(stack.url, content, queries=5)
+        empty_mb = search_pss_mb(stack)
+    finally:
+        stack.stop()
+    log(f"recall@10 {recall:.3f}; search processes on an empty library {empty_mb:.0f} MB; starting on the library ...")
+    stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log")
+    try:
+        cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
+        ms = np.array([total for total, _ in measure(stack.url, content, queries)])
+        rss_mb = search_pss_mb(stack)
+    finally:
+        stack.stop()
+    n = clips * FRAMES_PER_CLIP
+    return ScaleReport(
+        frames=n,
+        dim=1024,
+        shards=shards,
+        search_processes=processes,
+        build_s=round(build_s, 1),
+        rss_mb=round(rss_mb, 1),
+        empty_rss_mb=round(empty_mb, 1),
+        bytes_per_frame=round((rss_mb - empty_mb) * 2**20 / n, 1),
+        recall_at_10=round(recall, 4),
+        load_s=round(load_s, 1),
+        p50_ms=round(float(np.percentile(ms, 50)), 1),
+        p95_ms=round(float(np.percentile(ms, 95)), 1),
+    )
