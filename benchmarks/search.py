@@ -428,12 +428,14 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
     from scann import scann_ops_pybind
     from scann.scann_ops.py.scann_builder import ReorderType
 
+    from services.search.shard import rescored
+
     k = config.k
     n, dim = base.shape
     if variant == "brute-force":
 
         def make() -> Any:
-            return scann_ops_pybind.builder(base, k, "dot_product").score_brute_force().build()
+            return scann_ops_pybind.builder(base, k, "dot_product").score_brute_force().build(), None
 
         settings: list[tuple[str, Any]] = [("brute force (float32)", (-1, -1))]
         label = "scann brute force"
@@ -441,7 +443,10 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         p = scann_variant_params(variant, n, dim, k)
         leaves, dpb = int(p["leaves"]), int(p["dpb"])
         reorder = int(p["reorder"])
-        quant = {"int8": ReorderType.INT8, "bf16": ReorderType.BFLOAT16}.get(str(p.get("q", "")), ReorderType.FLOAT32)
+        # "f16": as a shard searches (services/search/shard.py): no reordering in ScaNN, its candidates re-scored
+        # from a float16 copy of the rows (a shard maps it from its snapshot; here it is built with the index).
+        q_name = str(p.get("q", "f16" if variant == "production" else ""))
+        quant = {"int8": ReorderType.INT8, "bf16": ReorderType.BFLOAT16}.get(q_name, ReorderType.FLOAT32)
 
         def make() -> Any:
             builder = scann_ops_pybind.builder(base, k, "dot_product").set_n_training_threads(threads)
@@ -450,7 +455,9 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
                 tree_kw["soar_lambda"] = float(p["soar"])
             builder = builder.tree(num_leaves=leaves, num_leaves_to_search=int(p["lts"]), **tree_kw)
             builder = builder.score_ah(dpb, anisotropic_quantization_threshold=float(p["thr"]))
-            return builder.reorder(reorder, quantize=quant).build()
+            if q_name == "f16":
+                return builder.build(), base.astype(np.float16)
+            return builder.reorder(reorder, quantize=quant).build(), None
 
         lts0 = int(p["lts"])
         default_sweep = [max(1, lts0 // 4), max(1, lts0 // 2), lts0, min(leaves, lts0 * 2)]
@@ -459,20 +466,27 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         settings = [(f"search {lts}/{leaves} leaves, reorder {r}", (lts, r)) for lts in searched for r in reorders]
         label = (
             f"tree {leaves} leaves + AH {dpb} dims/block thr {p['thr']} + reorder {reorder} "
-            f"({p.get('q') or 'float32'})" + (f" + SOAR {p['soar']}" if p.get("soar") else "")
+            f"({q_name or 'float32'})" + (f" + SOAR {p['soar']}" if p.get("soar") else "")
         )
 
-    searcher, seconds, memory = measure_build(make)
+    (searcher, stored), seconds, memory = measure_build(make)
     searcher.set_num_threads(threads)
 
     def one(s: Any, q: np.ndarray, setting: tuple[int, int]) -> Any:
         lts, r = setting
+        if stored is not None:
+            rows, sims = s.search(q, final_num_neighbors=r, leaves_to_search=lts)
+            return rescored(stored, q[None], rows[None], sims[None], k)[0][0]
         return s.search(q, final_num_neighbors=k, pre_reorder_num_neighbors=r, leaves_to_search=lts)
 
     def all_(s: Any, qs: np.ndarray, setting: tuple[int, int]) -> np.ndarray:
         lts, r = setting
+        batch = max(16, len(qs) // threads // 4)
+        if stored is not None:
+            rows, sims = s.search_batched_parallel(qs, final_num_neighbors=r, batch_size=batch, leaves_to_search=lts)
+            return rescored(stored, qs, rows, sims, k)[0]
         kw = {"leaves_to_search": lts, "pre_reorder_num_neighbors": r} if lts > 0 else {}
-        ids, _ = s.search_batched_parallel(qs, final_num_neighbors=k, batch_size=max(16, len(qs) // threads // 4), **kw)
+        ids, _ = s.search_batched_parallel(qs, final_num_neighbors=k, batch_size=batch, **kw)
         return ids
 
     return Built(searcher, seconds, memory, settings, one, all_, label)

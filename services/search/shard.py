@@ -241,20 +241,29 @@ class Sealed:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest sealed rows of each query frame and their dot products; -1 (score 0) pads."""
-        wanted = max(k, self.rescore) if self.vectors is not None else k
-        rows, sims = self.searcher.search_batched(queries, final_num_neighbors=wanted)
-        # ScaNN pads with row 0 and a NaN score when the leaves it searched hold fewer rows than asked for.
-        found = ~np.isnan(sims)
-        rows = np.where(found, rows.astype(np.int64), -1)
-        if self.vectors is None or self.rescore == 0:
-            return rows, np.where(found, sims, 0.0).astype(np.float32)
-        # A float32 product of gathered frames: numpy's float16 matmul has no BLAS and is several times slower.
-        candidates = self.vectors[np.maximum(rows, 0).ravel()].astype(np.float32).reshape(*rows.shape, -1)
-        exact = np.where(found, np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0], -np.inf)
-        if k < wanted:
-            top = np.argpartition(-exact, k - 1, axis=1)[:, :k]
-            rows, exact = np.take_along_axis(rows, top, axis=1), np.take_along_axis(exact, top, axis=1)
-        return rows, np.where(rows >= 0, exact, 0.0).astype(np.float32)
+        mapped = self.vectors if self.rescore else None
+        rows, sims = self.searcher.search_batched(
+            queries, final_num_neighbors=k if mapped is None else max(k, self.rescore)
+        )
+        return rescored(mapped, queries, rows, sims, k)
+
+
+def rescored(
+    vectors: np.ndarray | None, queries: np.ndarray, rows: np.ndarray, sims: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """ScaNN's candidate ``rows`` of each query frame, re-scored from the stored ``vectors`` (when given) and cut
+    to the best ``k``; -1 (score 0) where ScaNN found fewer (it pads with row 0 and a NaN score)."""
+    found = ~np.isnan(sims)
+    rows = np.where(found, rows.astype(np.int64), -1)
+    if vectors is None:
+        return rows, np.where(found, sims, 0.0).astype(np.float32)
+    # A float32 product of gathered frames: numpy's float16 matmul has no BLAS and is several times slower.
+    candidates = vectors[np.maximum(rows, 0).ravel()].astype(np.float32).reshape(*rows.shape, -1)
+    exact = np.where(found, np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0], -np.inf)
+    if k < rows.shape[1]:
+        top = np.argpartition(-exact, k - 1, axis=1)[:, :k]
+        rows, exact = np.take_along_axis(rows, top, axis=1), np.take_along_axis(exact, top, axis=1)
+    return rows, np.where(rows >= 0, exact, 0.0).astype(np.float32)
 
 
 def read_snapshot(path: Path) -> tuple[list[str], Sealed]:
