@@ -15,7 +15,7 @@ import pytest
 from echovids.settings import get_settings
 from services.search import shard as shard_module
 from services.search.query import search_shard
-from services.search.shard import SNAPSHOT_VECTORS, ShardIndex
+from services.search.shard import ShardIndex
 
 SPACE = "test:1:32"
 SWAPS = 5
@@ -113,6 +113,36 @@ def test_tombstones_filter_at_once_and_are_purged_by_compaction(library) -> None
     assert not (index.tombstones / victim).exists()
     assert victim not in index.clip_ids
     assert top(ShardIndex(root, 0), excerpt(clips[victim], 2))[0] != victim
+
+
+def test_a_snapshot_keeps_its_postings_renumbered_past_deletes_and_new_clips(library) -> None:
+    """The next snapshot's postings are the last one's (mapped) and the delta's, its deleted clips left out and
+    every clip numbered anew; a sealed clip keeps no landmarks of its own in memory."""
+    root, clips = library
+    index = ShardIndex(root, 0)
+    index.compact()
+    rng = np.random.default_rng(11)
+    late = {f"late{i}": random_clip(rng) for i in range(3)}
+    for clip_id, arrays in late.items():
+        index.write_segment(clip_id, arrays, SPACE)
+    everything = {**clips, **late}
+    victims = {"clip000", "clip013", "clip027"}
+    kept = [cid for cid in everything if cid not in victims]
+    # The same clips searched from their segments alone: a fresh shard that never compacted.
+    fresh = ShardIndex(root / "fresh", 0)
+    for cid in kept:
+        fresh.write_segment(cid, everything[cid], SPACE)
+    fresh.refresh()
+    expected = {cid: top(fresh, excerpt(everything[cid], 4)) for cid in kept}
+    assert all(found[0] == cid and found[2] == "exact" for cid, found in expected.items())
+    for victim in victims:
+        index.write_tombstone(victim)
+    index.refresh()
+    assert index.compact() == 2
+    for shard in (index, ShardIndex(root, 0)):
+        assert all(data.hashes.size == 0 for data in shard.view().clip_data)
+        assert len(shard.landmarks) == sum(everything[cid]["hashes"].size for cid in kept)
+        assert {cid: top(shard, excerpt(everything[cid], 4)) for cid in kept} == expected
 
 
 def test_centre_is_the_live_clips_average_audible_frame(library) -> None:
@@ -289,7 +319,7 @@ def _scramble(path: Path, keep_head: int, seed: int = 3) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damaged", ["scann", "vectors"])
+@pytest.mark.parametrize("damaged", ["scann", "vectors", "landmark_hashes", "landmark_times"])
 def test_a_snapshot_with_random_bytes_under_its_headers_is_set_aside_and_rebuilt(library, damaged: str) -> None:
     """Loaded as is, such a snapshot answers wrongly but silently; its checksums catch it, the segments answer."""
     root, clips = library
@@ -299,8 +329,8 @@ def test_a_snapshot_with_random_bytes_under_its_headers_is_set_aside_and_rebuilt
     before = {cid: search_shard(index, SPACE, q, limit=10) for cid, q in queries.items()}
     snapshot = index.snapshots / "v1"
     dataset = max((snapshot / "scann").rglob("*.npy"), key=lambda p: p.stat().st_size)
-    if damaged == "vectors":  # the float16 frames every process maps
-        dataset = snapshot / SNAPSHOT_VECTORS
+    if damaged != "scann":  # one of the arrays every process maps
+        dataset = snapshot / f"{damaged}.npy"
     _scramble(dataset, keep_head=128)  # an .npy header is 128 bytes: the array loads, with other values
     restarted = ShardIndex(root, 0)
     assert restarted.version == 0 and restarted.rebuild_wanted
@@ -325,12 +355,18 @@ def test_a_segment_with_random_bytes_under_its_header_is_set_aside_and_its_clip_
     data = bytearray(victim.read_bytes())
     data[start : start + 200] = np.random.default_rng(5).integers(0, 256, 200, dtype=np.uint8).tobytes()
     victim.write_bytes(bytes(data))
+    # The snapshot holds the clip's columns itself (checked by its own checksums): its segment is not read.
+    restarted = ShardIndex(root, 0)
+    assert restarted.take_quarantined() == [] and restarted.version == 1
+    assert top(restarted, excerpt(clips["clip007"], 2))[0] == "clip007"
+    # Without the snapshot the segments are read, and the damaged one is found.
+    _scramble(index.snapshots / "v1" / "vectors.npy", keep_head=128)
     restarted = ShardIndex(root, 0)
     assert restarted.take_quarantined() == ["clip007"] and restarted.take_quarantined() == []
-    assert not victim.exists() and [p.name for p in restarted.quarantine.iterdir()] == [
-        f"clip007.npz.{os.getpid()}.bad"
+    assert not victim.exists() and sorted(p.name for p in restarted.quarantine.iterdir()) == [
+        f"clip007.npz.{os.getpid()}.bad",
+        f"snapshot-v1.{os.getpid()}.bad",
     ]
-    # The snapshot numbers its rows with the damaged clip's: the intact segments answer until the rebuild.
     assert restarted.rebuild_wanted and restarted.version == 0
     assert "clip007" not in restarted.clip_ids and len(restarted.clip_ids) == 39
     assert top(restarted, excerpt(clips["clip030"], 6))[0] == "clip030"
@@ -383,9 +419,7 @@ import sys
 from pathlib import Path
 import numpy as np
 from services.search.query import search_shard
-from echovids.settings import get_settings
-from services.search import shard as shard_module
-from services.search.shard import SNAPSHOT_VECTORS, ShardIndex
+from services.search.shard import ShardIndex
 rng = np.random.default_rng(2)
 vectors = rng.standard_normal((3000, 32)).astype(np.float32)
 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -16,9 +16,14 @@ from echovids.class_scores import SCORE_SCALE, top_stretches
 
 
 class ClassPostings:
-    """Postings sorted by class; new clips go to an unsorted tail that is merged on the next query."""
+    """Postings sorted by class; new clips go to an unsorted tail that is merged on the next query.
 
-    def __init__(self) -> None:
+    ``sealed``: a snapshot's postings, sorted and memory-mapped (services/search/shard.py), read beside this
+    index's own.
+    """
+
+    def __init__(self, sealed: SortedClassPostings | None = None) -> None:
+        self._sealed = sealed
         self._classes = np.empty(0, dtype=np.uint16)
         self._rows = np.empty(0, dtype=np.int32)
         self._levels = np.empty(0, dtype=np.uint8)
@@ -32,13 +37,14 @@ class ClassPostings:
         self._tail.append((ids.ravel()[keep].astype(np.uint16), rows[keep], levels.ravel()[keep].astype(np.uint8)))
 
     def __len__(self) -> int:
-        return int(self._classes.size + sum(t[0].size for t in self._tail))
+        sealed = 0 if self._sealed is None else self._sealed.classes.size
+        return int(sealed + self._classes.size + sum(t[0].size for t in self._tail))
 
     @property
     def nbytes(self) -> int:
         return int(self._classes.nbytes + self._rows.nbytes + self._levels.nbytes)
 
-    def sorted_view(self) -> SortedClassPostings:
+    def sorted_view(self) -> tuple[SortedClassPostings, ...]:
         """The postings, tail merged in, as arrays no later ``add`` changes (take it under the shard's lock)."""
         if self._tail:
             tail, self._tail = self._tail, []
@@ -48,7 +54,8 @@ class ClassPostings:
             del classes
             self._rows = np.concatenate([self._rows, *(t[1] for t in tail)])[order]
             self._levels = np.concatenate([self._levels, *(t[2] for t in tail)])[order]
-        return SortedClassPostings(self._classes, self._rows, self._levels)
+        own = SortedClassPostings(self._classes, self._rows, self._levels)
+        return (own,) if self._sealed is None else (self._sealed, own)
 
 
 class SortedClassPostings(NamedTuple):
@@ -57,21 +64,25 @@ class SortedClassPostings(NamedTuple):
     levels: np.ndarray  # uint8, the class's score there, times SCORE_SCALE
 
 
-def row_scores(postings: SortedClassPostings, class_ids: np.ndarray, weights: np.ndarray, rows: int) -> np.ndarray:
+def row_scores(
+    postings: tuple[SortedClassPostings, ...], class_ids: np.ndarray, weights: np.ndarray, rows: int
+) -> np.ndarray:
     """Every row's score for a class mixture: the weighted sum of its stored class scores (zero if none)."""
-    lo = np.searchsorted(postings.classes, class_ids.astype(np.uint16), side="left")
-    hi = np.searchsorted(postings.classes, class_ids.astype(np.uint16), side="right")
-    counts = hi - lo
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(rows, dtype=np.float64)
-    picked = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
-    contribution = np.repeat(weights.astype(np.float64), counts) * postings.levels[picked] / SCORE_SCALE
-    return np.bincount(postings.rows[picked], weights=contribution, minlength=rows)
+    scores = np.zeros(rows, dtype=np.float64)
+    for part in postings:
+        lo = np.searchsorted(part.classes, class_ids.astype(np.uint16), side="left")
+        hi = np.searchsorted(part.classes, class_ids.astype(np.uint16), side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        if total:
+            picked = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+            contribution = np.repeat(weights.astype(np.float64), counts) * part.levels[picked] / SCORE_SCALE
+            scores += np.bincount(part.rows[picked], weights=contribution, minlength=rows)
+    return scores
 
 
 def match_classes(
-    postings: SortedClassPostings,
+    postings: tuple[SortedClassPostings, ...],
     class_ids: np.ndarray,
     weights: np.ndarray,
     clip_offsets: np.ndarray,

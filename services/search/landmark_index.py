@@ -29,9 +29,14 @@ class LandmarkMatch:
 
 
 class LandmarkPostings:
-    """Postings sorted by hash; new clips go to an unsorted tail that is merged on the next query."""
+    """Postings sorted by hash; new clips go to an unsorted tail that is merged on the next query.
 
-    def __init__(self) -> None:
+    ``sealed``: a snapshot's postings, sorted and memory-mapped (services/search/shard.py), searched beside this
+    index's own; its clips are never added again.
+    """
+
+    def __init__(self, sealed: SortedPostings | None = None) -> None:
+        self._sealed = sealed
         self._hashes = np.empty(0, dtype=np.uint32)
         self._clips = np.empty(0, dtype=np.int32)
         self._times = np.empty(0, dtype=np.int32)
@@ -62,12 +67,14 @@ class LandmarkPostings:
         self._times = np.concatenate([self._times, *(t[2] for t in tail)])[order]
 
     def __len__(self) -> int:
-        return int(self._hashes.size + sum(t[0].size for t in self._tail))
+        sealed = 0 if self._sealed is None else self._sealed.hashes.size
+        return int(sealed + self._hashes.size + sum(t[0].size for t in self._tail))
 
-    def sorted_view(self) -> SortedPostings:
+    def sorted_view(self) -> Postings:
         """The postings, tail merged in, as arrays no later ``add`` changes (take it under the shard's lock)."""
         self._merge()
-        return SortedPostings(self._hashes, self._clips, self._times)
+        own = SortedPostings(self._hashes, self._clips, self._times)
+        return (own,) if self._sealed is None else (self._sealed, own)
 
     def match(
         self, hashes: np.ndarray, times: np.ndarray, live: np.ndarray, limit: int, weights: np.ndarray | None = None
@@ -81,8 +88,42 @@ class SortedPostings(NamedTuple):
     times: np.ndarray  # int32, its frame (16 ms hops)
 
 
+# Sorted parts that hold disjoint clips: a snapshot's, and the postings added since.
+Postings = tuple[SortedPostings, ...]
+
+
+def gather(
+    postings: Postings, hashes: np.ndarray, budget: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every posting of ``hashes``: (which query hash, clip, time) each, over every part.
+
+    A hash with more than MAX_POSTINGS_PER_HASH postings in all is skipped (a stop word); with a ``budget``, the
+    rarest hashes are read first until it is spent.
+    """
+    bounds = [
+        (np.searchsorted(p.hashes, hashes, side="left"), np.searchsorted(p.hashes, hashes, side="right"))
+        for p in postings
+    ]
+    counts = sum((hi - lo for lo, hi in bounds), np.zeros(hashes.size, dtype=np.int64))
+    read = counts <= MAX_POSTINGS_PER_HASH
+    if budget is not None and counts[read].sum() > budget:
+        # A large index: read the query's rarest hashes first (they say the most about which recording
+        # this is) until the budget is spent; the common ones mostly add chance hits.
+        order = np.argsort(np.where(read, counts, 0), kind="stable")
+        read[order[np.cumsum(np.where(read, counts, 0)[order]) > budget]] = False
+    owners, clips, times = [], [], []
+    for part, (lo, hi) in zip(postings, bounds, strict=True):
+        n = np.where(read, hi - lo, 0)
+        total = int(n.sum())
+        rows = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(total)
+        owners.append(np.repeat(np.arange(hashes.size), n))
+        clips.append(part.clips[rows])
+        times.append(part.times[rows])
+    return np.concatenate(owners), np.concatenate(clips), np.concatenate(times)
+
+
 def match_postings(
-    postings: SortedPostings,
+    postings: Postings,
     hashes: np.ndarray,
     times: np.ndarray,
     live: np.ndarray,
@@ -90,32 +131,16 @@ def match_postings(
     weights: np.ndarray | None = None,
 ) -> list[LandmarkMatch]:
     """The best-aligned clips for a query's landmarks; ``live[clip]`` is False for tombstoned clips."""
-    if hashes.size == 0 or postings.hashes.size == 0:
+    if hashes.size == 0:
         return []
     if weights is None:
         weights = np.ones(hashes.size, dtype=np.float32)
-    lo = np.searchsorted(postings.hashes, hashes, side="left")
-    hi = np.searchsorted(postings.hashes, hashes, side="right")
-    counts = hi - lo
-    counts[counts > MAX_POSTINGS_PER_HASH] = 0
-    if counts.sum() > MAX_POSTINGS_PER_QUERY:
-        # A large index: read the query's rarest hashes first (they say the most about which recording
-        # this is) until the budget is spent; the common ones mostly add chance hits.
-        order = np.argsort(counts, kind="stable")
-        over = order[np.cumsum(counts[order]) > MAX_POSTINGS_PER_QUERY]
-        counts[over] = 0
-    total = int(counts.sum())
-    if total == 0:
-        return []
-    owner = np.repeat(np.arange(hashes.size), counts)
-    starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-    rows = starts + np.arange(total)
-    clips = postings.clips[rows]
+    owner, clips, posted = gather(postings, hashes, MAX_POSTINGS_PER_QUERY)
     keep = live[clips]
-    clips, rows, owner = clips[keep], rows[keep], owner[keep]
+    clips, posted, owner = clips[keep], posted[keep], owner[keep]
     if clips.size == 0:
         return []
-    offsets = postings.times[rows].astype(np.int64) - times[owner]
+    offsets = posted.astype(np.int64) - times[owner]
     q_times = times[owner]
     # Each (clip, offset) pair's votes, then one hop of tolerance on either side.
     base = int(offsets.min()) - 1
@@ -159,7 +184,7 @@ def match_postings(
 
 
 def steady_clips(
-    postings: SortedPostings,
+    postings: Postings,
     hashes: np.ndarray,
     times: np.ndarray,
     live: np.ndarray,
@@ -175,19 +200,13 @@ def steady_clips(
     one held hash's (the merge's verification searches around it); ``votes``, the hashes held.
     """
     distinct, first = np.unique(hashes, return_index=True)
-    if distinct.size == 0 or postings.hashes.size == 0:
+    if distinct.size == 0:
         return []
-    lo = np.searchsorted(postings.hashes, distinct, side="left")
-    counts = np.searchsorted(postings.hashes, distinct, side="right") - lo
-    counts[counts > MAX_POSTINGS_PER_HASH] = 0
-    total = int(counts.sum())
-    if total == 0:
-        return []
-    owner = np.repeat(np.arange(distinct.size), counts)
-    rows = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
-    clips = postings.clips[rows]
+    owner, clips, posted = gather(postings, distinct)
     keep = live[clips]
-    clips, rows, owner = clips[keep], rows[keep], owner[keep]
+    clips, posted, owner = clips[keep], posted[keep], owner[keep]
+    if clips.size == 0:
+        return []
     # One (clip, hash) pair per hash a clip holds, however often it holds it.
     pairs, where, occurrences = np.unique(
         clips.astype(np.int64) * distinct.size + owner, return_index=True, return_counts=True
@@ -203,11 +222,11 @@ def steady_clips(
     first_pair = np.searchsorted(pair_clip, best)
     matches = []
     for clip, p in zip(best, first_pair, strict=True):
-        row, q = rows[where[p]], first[pair_hash[p]]
+        q = first[pair_hash[p]]
         matches.append(
             LandmarkMatch(
                 clip=clip,
-                offset=int(postings.times[row]) - int(times[q]),
+                offset=int(posted[where[p]]) - int(times[q]),
                 votes=int(held[clip]),
                 weight=float(scores[clip]),
                 runner_up=0,

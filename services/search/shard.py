@@ -7,16 +7,19 @@ On disk, under ``<data dir>/shards/<i>/``:
   (written once by `echovids reindex-classes`; a newer segment holds them itself).
 - ``tombstones/<clip>``: the clip is deleted; filtered at query time, purged by the next compaction.
 - ``snapshots/v<N>/``: a ScaNN index (``serialize()``) over the clips its ``manifest.json`` lists, in row
-  order, and ``vectors.npy``, those clips' frames (float16) in the same order: memory-mapped, so every search
-  process reads one copy in the page cache, and the sealed clips' frames are views of it. The manifest holds the
+  order, and those clips' arrays as ``.npy`` files (SNAPSHOT_ARRAYS): their float16 frames, their landmark and
+  class postings (sorted, numbered by the snapshot's clip positions and rows) and their own columns (labels,
+  class scores). Every search process memory-maps them: one copy in the page cache however many processes
+  read it, no postings to sort, and a start that reads no segment of a sealed clip. The manifest holds the
   sha256 of each file; a snapshot counts only once its ``COMPLETE`` marker exists, so a half-written one is
   never loaded.
 - ``quarantine/``: damaged files set aside (never read again, kept for a look): a bad snapshot is replaced by
   searching its clips' segments until the next compaction; a bad segment's clip is listed in
   ``ShardIndex.quarantined`` for the search service to re-embed or mark failed.
-New clips form the delta, searched exactly, until a compaction folds them into the next snapshot. The landmark
-postings and the class index (services/search/class_index.py) are built in memory from the segments, in the
-layout's row order, and follow every layout (new clips appended, a snapshot swapped in, tombstoned clips masked).
+New clips form the delta, searched exactly, until a compaction folds them into the next snapshot: its postings
+are the last snapshot's and the delta's, renumbered. The delta's landmark and class postings
+(services/search/class_index.py) are built in memory from its segments, and follow every layout (new clips
+appended, a snapshot swapped in, tombstoned clips masked).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from services.search.class_index import ClassPostings, SortedClassPostings, matc
 from services.search.landmark_index import (
     LandmarkMatch,
     LandmarkPostings,
+    Postings,
     SortedPostings,
     match_postings,
     steady_clips,
@@ -135,7 +139,21 @@ def scann_searcher(
 
 
 SNAPSHOT_MARKER = "COMPLETE"
-SNAPSHOT_VECTORS = "vectors.npy"
+# A snapshot's arrays, each ``<name>.npy`` in its folder, memory-mapped by every search process; row and clip
+# positions are the snapshot's (its manifest's clip order).
+SNAPSHOT_ARRAYS = (
+    "vectors",  # [rows, dim] float16: what ScaNN's candidates are re-scored from
+    *(f"landmark_{name}" for name in SortedPostings._fields),  # sorted by hash
+    *(f"class_index_{name}" for name in SortedClassPostings._fields),  # sorted by class
+    # The clips' own columns (ClipData), so a process starts from the snapshot without reading its segments:
+    "frame_labels",  # [rows, 3] int16, zeros for a clip without labels
+    "class_ids",  # [rows, top] uint16 and uint8, zeros for a clip without class scores
+    "class_levels",
+    "label_names",  # every clip's vocabulary, one after another: clip p's is [label_offsets[p], [p + 1])
+    "label_offsets",
+    "clip_flags",  # per clip: LABELLED | SCORED
+)
+LABELLED, SCORED = 1, 2
 LABEL_COLUMNS = ("frame_labels", "label_names")
 CLASS_COLUMNS = ("class_ids", "class_levels")
 SEGMENT_COLUMNS = ("space", "vectors", "hashes", "times")
@@ -237,7 +255,41 @@ class Sealed:
 
     searcher: Any  # scann_ops_pybind's searcher (no type information)
     rescore: int  # candidates per query frame re-scored from ``vectors``; 0: the searcher's scores are final
-    vectors: np.ndarray | None = None  # [sealed, dim] float16, memory-mapped from the snapshot
+    # Memory-mapped from the snapshot (None in a snapshot written before they were kept there).
+    vectors: np.ndarray | None = None  # [sealed, dim] float16
+    landmarks: SortedPostings | None = None  # the sealed clips' landmark postings
+    classes: SortedClassPostings | None = None  # the sealed clips' class postings
+    columns: dict[str, np.ndarray] | None = None  # SNAPSHOT_ARRAYS, by name
+
+    def clips(self, frames: list[int]) -> list[ClipData]:
+        """The sealed clips (their frame counts ``frames``, in row order) as views of the mapped columns."""
+        assert self.columns is not None
+        c = self.columns
+        out, row = [], 0
+        for position, n in enumerate(frames):
+            rows = slice(row, row + n)
+            flags = int(c["clip_flags"][position])
+            names = c["label_names"][c["label_offsets"][position] : c["label_offsets"][position + 1]]
+            out.append(
+                ClipData(
+                    c["vectors"][rows],
+                    *NO_LANDMARKS,  # searched from the snapshot's postings
+                    c["frame_labels"][rows] if flags & LABELLED else None,
+                    names if flags & LABELLED else None,
+                    c["class_ids"][rows] if flags & SCORED else None,
+                    c["class_levels"][rows] if flags & SCORED else None,
+                )
+            )
+            row += n
+        return out
+
+    def map_arrays(self, path: Path) -> None:
+        """Map the snapshot's arrays (SNAPSHOT_ARRAYS) from its folder, read-only."""
+        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r").view(np.ndarray) for name in SNAPSHOT_ARRAYS}
+        self.columns = arrays
+        self.vectors = arrays["vectors"]
+        self.landmarks = SortedPostings(*(arrays[f"landmark_{name}"] for name in SortedPostings._fields))
+        self.classes = SortedClassPostings(*(arrays[f"class_index_{name}"] for name in SortedClassPostings._fields))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest sealed rows of each query frame and their dot products; -1 (score 0) pads."""
@@ -266,8 +318,9 @@ def rescored(
     return rows, np.where(rows >= 0, exact, 0.0).astype(np.float32)
 
 
-def read_snapshot(path: Path) -> tuple[list[str], Sealed]:
-    """A snapshot's clips in row order and its searcher, its files checked against its manifest's checksums.
+def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
+    """A snapshot's clips in row order with their frame counts, and its searcher, its files checked against its
+    manifest's checksums.
 
     DamagedFile (or any error of a broken file) when it cannot be trusted.
     """
@@ -278,16 +331,18 @@ def read_snapshot(path: Path) -> tuple[list[str], Sealed]:
         raise DamagedFile("its files do not match the checksums in its manifest")
     searcher = scann_pybind().load_searcher(str(path / "scann"))
     sealed = Sealed(searcher, int(manifest.get("rescore", 0)))
-    # Snapshots written before the vectors were mapped have no vectors file: ScaNN reorders itself.
-    if SNAPSHOT_VECTORS in manifest:
-        if file_digest(path / SNAPSHOT_VECTORS) != manifest[SNAPSHOT_VECTORS]:
-            raise DamagedFile(f"its {SNAPSHOT_VECTORS} does not match the checksum in its manifest")
-        sealed.vectors = np.load(path / SNAPSHOT_VECTORS, mmap_mode="r").view(np.ndarray)
+    # Snapshots written before the arrays were kept have none: ScaNN reorders itself, the postings are built.
+    if "arrays" in manifest:
+        for name in SNAPSHOT_ARRAYS:
+            if file_digest(path / f"{name}.npy") != manifest["arrays"][name]:
+                raise DamagedFile(f"its {name}.npy does not match the checksum in its manifest")
+        sealed.map_arrays(path)
+        assert sealed.vectors is not None
         if sealed.vectors.shape[0] != manifest["rows"]:
-            raise ValueError(f"{SNAPSHOT_VECTORS} holds another number of rows than the manifest")
+            raise ValueError("its vectors.npy holds another number of rows than the manifest")
     if sum(n for _, n in manifest["clips"]) != manifest["rows"]:
         raise ValueError("manifest rows do not add up")
-    return [clip for clip, _ in manifest["clips"]], sealed
+    return [(clip, int(n)) for clip, n in manifest["clips"]], sealed
 
 
 @dataclass
@@ -315,6 +370,71 @@ class ClipData:
         weights = np.broadcast_to(np.array([3, 2, 1][: window.shape[1]]), window.shape)
         votes = np.bincount(window.ravel(), weights=weights.ravel(), minlength=self.label_names.size)
         return [str(self.label_names[i]) for i in np.argsort(-votes, kind="stable")[:count] if votes[i] > 0]
+
+
+NO_LANDMARKS = (np.zeros(0, np.uint32), np.zeros(0, np.int32))
+
+
+def _renumbered_postings(view: ShardView) -> dict[str, np.ndarray]:
+    """The view's landmark and class postings of its live clips, numbered as a snapshot of those clips (in the
+    view's order) numbers its clips and rows, and sorted: the snapshot's postings arrays (SNAPSHOT_ARRAYS)."""
+    clips = len(view.clip_offsets) - 1
+    keep = view.live[:clips]
+    position = np.where(keep, np.cumsum(keep) - 1, -1)
+    frames = np.where(keep, np.diff(view.clip_offsets), 0)
+    first_row = np.cumsum(frames) - frames
+    out: dict[str, np.ndarray] = {}
+    parts = view.postings
+    kept = [keep[p.clips] for p in parts]
+    hashes = np.concatenate([p.hashes[k] for p, k in zip(parts, kept, strict=True)])
+    order = np.argsort(hashes, kind="stable")
+    out["landmark_hashes"] = hashes[order]
+    out["landmark_clips"] = np.concatenate([position[p.clips[k]] for p, k in zip(parts, kept, strict=True)])[order]
+    out["landmark_clips"] = out["landmark_clips"].astype(np.int32)
+    out["landmark_times"] = np.concatenate([p.times[k] for p, k in zip(parts, kept, strict=True)])[order]
+    class_parts = view.class_postings
+    owners = [view.row_clip[p.rows] for p in class_parts]
+    kept = [keep[o] for o in owners]
+    classes = np.concatenate([p.classes[k] for p, k in zip(class_parts, kept, strict=True)])
+    order = np.argsort(classes, kind="stable")
+    out["class_index_classes"] = classes[order]
+    rows = [first_row[o[k]] + view.row_frame[p.rows[k]] for p, o, k in zip(class_parts, owners, kept, strict=True)]
+    out["class_index_rows"] = np.concatenate(rows).astype(np.int32)[order]
+    out["class_index_levels"] = np.concatenate([p.levels[k] for p, k in zip(class_parts, kept, strict=True)])[order]
+    return out
+
+
+def _clip_columns(clips: list[ClipData]) -> dict[str, np.ndarray]:
+    """The clips' own columns, one after another (SNAPSHOT_ARRAYS): what Sealed.clips reads back."""
+    rows = sum(c.vectors.shape[0] for c in clips)
+    top = max((c.class_ids.shape[1] for c in clips if c.class_ids is not None), default=0)
+    labels = np.zeros((rows, 3), np.int16)
+    class_ids, class_levels = np.zeros((rows, top), np.uint16), np.zeros((rows, top), np.uint8)
+    flags = np.zeros(len(clips), np.uint8)
+    names: list[np.ndarray] = []
+    row = 0
+    for position, clip in enumerate(clips):
+        n = clip.vectors.shape[0]
+        if clip.frame_labels is not None and clip.label_names is not None:
+            labels[row : row + n, : clip.frame_labels.shape[1]] = clip.frame_labels
+            names.append(clip.label_names.astype(str))
+            flags[position] |= LABELLED
+        else:
+            names.append(np.zeros(0, dtype=str))
+        if clip.class_ids is not None and clip.class_levels is not None:
+            # A clip kept with fewer top classes is padded with level 0: no posting, no score.
+            class_ids[row : row + n, : clip.class_ids.shape[1]] = clip.class_ids
+            class_levels[row : row + n, : clip.class_levels.shape[1]] = clip.class_levels
+            flags[position] |= SCORED
+        row += n
+    return {
+        "frame_labels": labels,
+        "class_ids": class_ids,
+        "class_levels": class_levels,
+        "label_names": np.concatenate(names) if names else np.zeros(0, dtype=str),
+        "label_offsets": np.concatenate([[0], np.cumsum([a.size for a in names])]).astype(np.int64),
+        "clip_flags": flags,
+    }
 
 
 class ShardIndex:
@@ -463,18 +583,19 @@ class ShardIndex:
         with self._lock:
             self.deleted.update(p.name for p in self.tombstones.iterdir())
             self._live_key = (-1, -1)
+            newest = self._newest_snapshot()
+            # A snapshot that keeps its clips' columns holds them: their segments are not read.
+            sealed = {c for c, _ in newest[2]} if newest is not None and newest[3].columns is not None else set()
             added = []
             for path in sorted(self.segments.glob("*.npz")):
-                if path.stem not in self._clips and path.stem not in self.deleted:
+                if path.stem not in self._clips and path.stem not in self.deleted and path.stem not in sealed:
                     data = self._read_segment(path)
                     if data is not None:
                         self._clips[path.stem] = data
                         added.append(path.stem)
-            newest = self._newest_snapshot()
-            if newest is not None and self._adopt(*newest):
-                return
-            if added:
+            if not (newest is not None and self._adopt(*newest)) and added:
                 self._append(added)
+            # Class scores written (by a re-index) for clips held without them, snapshot clips included.
             for path in self.class_segments.glob("*.npz"):
                 self._take_class_segment(path.stem)
 
@@ -486,7 +607,7 @@ class ShardIndex:
                 found.append((int(path.name[1:]), path))
         return sorted(found, reverse=True)
 
-    def _newest_snapshot(self) -> tuple[int, Path, list[str], Sealed] | None:
+    def _newest_snapshot(self) -> tuple[int, Path, list[tuple[str, int]], Sealed] | None:
         """The newest snapshot that loads; a damaged one is set aside (and the one before it tried)."""
         for version, path in self._snapshot_dirs():
             if version <= self.version:
@@ -509,9 +630,14 @@ class ShardIndex:
         with contextlib.suppress(OSError):  # another replica set it aside first
             os.replace(path, self.quarantine / f"snapshot-v{version}.{os.getpid()}.bad")
 
-    def _adopt(self, version: int, path: Path, order: list[str], sealed: Sealed) -> bool:
+    def _adopt(self, version: int, path: Path, clips: list[tuple[str, int]], sealed: Sealed) -> bool:
         """Swap to a snapshot: its clips first, in its row order, then the delta; False when it cannot be."""
-        # Deleted clips the snapshot still holds are read too: ScaNN's row numbering includes them.
+        order = [clip_id for clip_id, _ in clips]
+        if sealed.columns is not None:
+            # Its clips are views of its mapped columns (their own copies, if any, leave memory): deleted ones
+            # too, as ScaNN's row numbering includes them.
+            self._clips.update(zip(order, sealed.clips([n for _, n in clips]), strict=True))
+        # A snapshot written before the columns were kept: its clips are read from their segments.
         missing = [c for c in order if c not in self._clips]
         for clip_id in missing:
             data = self._read_segment(self.segments / f"{clip_id}.npz")
@@ -523,14 +649,6 @@ class ShardIndex:
                 return False
             self._clips[clip_id] = data
         sealed_rows = sum(self._clips[c].vectors.shape[0] for c in order)
-        if sealed.vectors is not None:
-            # Each sealed clip's frames become a view of the mapped file: its own copy leaves memory.
-            start = 0
-            for clip_id in order:
-                data = self._clips[clip_id]
-                n = data.vectors.shape[0]
-                data.vectors = sealed.vectors[start : start + n]
-                start += n
         self._layout(order, sealed, sealed_rows)
         self.version = version
         self.rebuild_wanted = False
@@ -547,9 +665,11 @@ class ShardIndex:
             order = [c for c in self.clip_ids if c not in self.deleted]
             vectors = np.concatenate([self._clips[c].vectors for c in order]) if order else None  # float16
             dead = [c for c in self.clip_ids if c in self.deleted]
+            view = self.view()
         if vectors is None:
             self.rebuild_wanted = False  # nothing left to index
             return self.version
+        arrays = {"vectors": vectors, **_renumbered_postings(view), **_clip_columns([self._clips[c] for c in order])}
         searcher, rescore = scann_searcher(vectors.astype(np.float32), neighbours=10)
         # Never a version number used before, a set-aside one included: replicas skip versions they found bad.
         set_aside = (p.name.split(".")[0][len("snapshot-v") :] for p in self.quarantine.glob("snapshot-v*"))
@@ -560,22 +680,26 @@ class ShardIndex:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "scann").mkdir(parents=True)
         searcher.serialize(str(tmp / "scann"), relative_path=True)  # the folder is renamed next
-        np.save(tmp / SNAPSHOT_VECTORS, vectors)
+        for name in SNAPSHOT_ARRAYS:
+            np.save(tmp / f"{name}.npy", arrays[name])
+        del arrays  # the shard maps the files instead
+        clips = [(c, int(self._clips[c].vectors.shape[0])) for c in order]
         manifest = {
             "files": folder_digests(tmp / "scann"),
-            SNAPSHOT_VECTORS: file_digest(tmp / SNAPSHOT_VECTORS),
+            "arrays": {name: file_digest(tmp / f"{name}.npy") for name in SNAPSHOT_ARRAYS},
             "rescore": rescore,
             "version": version,
             "rows": int(vectors.shape[0]),
             "space": self.space,
-            "clips": [[c, int(self._clips[c].vectors.shape[0])] for c in order],
+            "clips": clips,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         (tmp / SNAPSHOT_MARKER).touch()
         os.replace(tmp, final)
-        sealed = Sealed(searcher, rescore, np.load(final / SNAPSHOT_VECTORS, mmap_mode="r").view(np.ndarray))
+        sealed = Sealed(searcher, rescore)
+        sealed.map_arrays(final)
         with self._lock:
-            self._adopt(version, final, order, sealed)
+            self._adopt(version, final, clips, sealed)
         self._purge(dead, keep_version=version)
         return version
 
@@ -601,8 +725,11 @@ class ShardIndex:
         # New lists, never emptied in place: a view taken before this layout keeps its own.
         self.clip_ids: list[str] = []
         self._clip_data: list[ClipData] = []
-        self.landmarks = LandmarkPostings()
-        self.classes = ClassPostings()
+        # A snapshot that keeps its postings is searched from them: its clips' own postings are not added again.
+        indexed = sealed is not None and sealed.landmarks is not None and sealed.classes is not None
+        assert not indexed or len(sealed_ids) == len(sealed_order), "a snapshot's postings number all its clips"
+        self.landmarks = LandmarkPostings(sealed.landmarks if indexed and sealed else None)
+        self.classes = ClassPostings(sealed.classes if indexed and sealed else None)
         self._row_starts: list[int] = []
         self._row_clip_parts: list[np.ndarray] = []
         self._row_frame_parts: list[np.ndarray] = []
@@ -613,12 +740,13 @@ class ShardIndex:
         self._frame_sum: np.ndarray | None = None  # of every placed clip's frames (muted silence adds nothing)
         self._audible = 0  # non-zero frames among them
         for clip_id in sealed_ids if sealed is not None else []:
-            self._place(clip_id, delta=False)
+            self._place(clip_id, delta=False, indexed=indexed)
         for clip_id in sorted(c for c in self._clips if c not in set(self.clip_ids)):
             self._place(clip_id, delta=True)
         self._pack()
 
-    def _place(self, clip_id: str, delta: bool) -> None:
+    def _place(self, clip_id: str, delta: bool, indexed: bool = False) -> None:
+        """Lay a clip's rows out next; ``indexed``: its postings are the snapshot's (its own are dropped)."""
         data = self._clips[clip_id]
         n = data.vectors.shape[0]
         position = len(self.clip_ids)
@@ -628,9 +756,12 @@ class ShardIndex:
         self._row_frame_parts.append(np.arange(n, dtype=np.int32))
         if delta:
             self._delta_parts.append(data.vectors)
-        self.landmarks.add(position, data.hashes, data.times)
+        if indexed:
+            data.hashes, data.times = NO_LANDMARKS
+        else:
+            self.landmarks.add(position, data.hashes, data.times)
         self._row_starts.append(self._rows)
-        if data.class_ids is not None and data.class_levels is not None:
+        if data.class_ids is not None and data.class_levels is not None and not indexed:
             self.classes.add(self._rows, data.class_ids, data.class_levels)
         self._rows += n
         frame_sum, audible = _frame_sum(data.vectors)
@@ -726,10 +857,10 @@ class ShardView:
     searcher: Sealed | None  # ScaNN over rows [0, sealed)
     sealed: int
     delta: np.ndarray | None  # rows [sealed, ...), searched exactly
-    postings: SortedPostings
+    postings: Postings
     live: np.ndarray  # per clip position: False once tombstoned
     centre: np.ndarray  # the live clips' average audible frame (ShardIndex.centre)
-    class_postings: SortedClassPostings
+    class_postings: tuple[SortedClassPostings, ...]
     clip_offsets: np.ndarray  # clip position p's rows are clip_offsets[p]:clip_offsets[p + 1]
 
     @property

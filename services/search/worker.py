@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 @worker_process_init.connect
 def _preload(**_: Any) -> None:
-    """Load the served shards when a pool process starts, so no query waits for a cold index: a view merges the
-    postings' unsorted tails, which after a load hold every posting (tens of seconds to sort at 1M frames)."""
+    """Load the served shards when a pool process starts, so no query waits for a cold index: a view sorts the
+    postings of the clips outside the snapshot (all of them, on a library whose snapshot predates its postings:
+    tens of seconds at 1M frames)."""
     started = time.monotonic()
     for shard in PRELOAD_SHARDS:
         tasks.get_index(shard).view()
