@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,21 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
     return clips
 
 
+def library(
+    workdir: Path | None, prefix: str, frames: int, shards: int, log: Callable[[str], None] = lambda _: None
+) -> tuple[Path, Path, int, float]:
+    """(root, data dir, clips, build seconds) of the library in ``workdir``: one a benchmark built there before,
+    reused as it is, or ``frames`` frames built now (in a new temporary folder without ``workdir``)."""
+    root = Path(workdir or tempfile.mkdtemp(prefix=prefix))
+    data_dir = root / "data"
+    started = time.perf_counter()
+    if (data_dir / "catalog.sqlite3").exists():
+        return root, data_dir, frames // FRAMES_PER_CLIP, 0.0
+    log(f"building {frames} frames in {shards} shard(s) in {data_dir} ...")
+    clips = build_library(data_dir, frames, shards)
+    return root, data_dir, clips, time.perf_counter() - started
+
+
 def class_columns(rng: np.random.Generator, classes: np.ndarray) -> dict[str, np.ndarray]:
     """A clip's per-frame compact class scores and labels: each frame hears one of the clip's sound types."""
     from echovids import class_scores
@@ -161,20 +177,14 @@ def run(
     frames: int = 1_000_000, shards: int = 1, queries: int = 50, workdir: Path | None = None, text: str | None = None
 ) -> LatencyReport:
     """Build the library, start `echovids serve` on it, time ``queries`` sequential 10 s (or ``text``) queries."""
-    root = Path(workdir or tempfile.mkdtemp(prefix="echovids-latency-"))
-    data_dir = root / "data"
-    started = time.perf_counter()
-    if (data_dir / "catalog.sqlite3").exists():  # a library this benchmark built before, in --workdir
-        clips = frames // FRAMES_PER_CLIP
-    else:
-        clips = build_library(data_dir, frames, shards)
-    build_s = time.perf_counter() - started
+    root, data_dir, clips, build_s = library(workdir, "echovids-latency-", frames, shards)
     stack = make_stack(
         data_dir,
         None,
         ECHOVIDS_SEARCH_SHARDS=str(shards),
         ECHOVIDS_SEARCH_DELTA_MAX="100000000",
-        # One search process: a second copy of a 1M-frame shard would not fit in memory beside the first.
+        # One search process, as every latency figure of docs/benchmarks.md was taken (two fit since a snapshot
+        # is memory-mapped and shared: `bench scale` runs the default two).
         ECHOVIDS_SEARCH_PROCESSES="1",
     )
     stack.log_path = root / "serve.log"

@@ -12,7 +12,6 @@ test from one address), over the defaults below.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.latency import FRAMES_PER_CLIP, build_library, cache_availability, query_wav
+from benchmarks.latency import FRAMES_PER_CLIP, cache_availability, library, query_wav
 from echovids.harness import Stack, machine_info, make_stack, search_and_wait
 
 SATURATION_P95_MS = 1000.0
@@ -144,15 +143,7 @@ def run(
     workdir: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> LoadReport:
-    root = Path(workdir or tempfile.mkdtemp(prefix="echovids-load-"))
-    data_dir = root / "data"
-    started = time.perf_counter()
-    if (data_dir / "catalog.sqlite3").exists():  # a library this benchmark built before, in --workdir
-        built = clips
-    else:
-        log(f"building a library of {clips} clips ({clips * FRAMES_PER_CLIP} frames) in {data_dir}")
-        built = build_library(data_dir, clips * FRAMES_PER_CLIP, shards)
-    build_s = time.perf_counter() - started
+    root, data_dir, built, build_s = library(workdir, "echovids-load-", clips * FRAMES_PER_CLIP, shards, log)
     stack = make_stack(
         data_dir,
         None,

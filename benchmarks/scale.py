@@ -15,7 +15,6 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import FRAMES_PER_CLIP, build_library, cache_availability, measure, query_wav
+from benchmarks.latency import FRAMES_PER_CLIP, cache_availability, library, measure, query_wav
 from echovids.harness import Stack, machine_info, make_stack
 
 RECALL_QUERIES = 200
@@ -129,15 +128,7 @@ def run(
     from echovids.settings import get_settings
 
     processes = processes or get_settings().search_processes
-    root = Path(workdir or tempfile.mkdtemp(prefix="echovids-scale-"))
-    data_dir = root / "data"
-    started = time.perf_counter()
-    if (data_dir / "catalog.sqlite3").exists():  # a library this benchmark built before, in --workdir
-        clips = frames // FRAMES_PER_CLIP
-    else:
-        log(f"building {frames} frames in {shards} shard(s) ...")
-        clips = build_library(data_dir, frames, shards)
-    build_s = time.perf_counter() - started
+    root, data_dir, clips, build_s = library(workdir, "echovids-scale-", frames, shards, log)
     log(f"library ready ({build_s:.0f} s); recall of the snapshots ...")
     recall = snapshot_recall(data_dir, shards)
     content = query_wav(root / "query.wav").read_bytes()

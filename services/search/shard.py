@@ -111,9 +111,9 @@ def scann_searcher(
     Small shards are searched exactly (0 to re-score). Large ones are partitioned and quantised and keep no
     vectors of their own: ScaNN's float32 reordering copy was 4 KB a frame in every search process, two thirds
     of a shard's memory. The shard re-scores ScaNN's candidates from its float16 frames instead, one copy mapped
-    from the snapshot and shared by every process (recall@10 0.964 against float32 reordering's 0.966 at 300k x
-    1024, docs/benchmarks.md). ``leaves``/``leaves_to_search``/``reorder`` default to the settings
-    ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
+    from the snapshot and shared by every process: at 300k x 1024 the same recall@10 as float32 reordering
+    (0.9646) at 0.74x its single-query speed (docs/benchmarks.md, "Scale").
+    ``leaves``/``leaves_to_search``/``reorder`` default to the settings ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
     """
     builder = scann_pybind().builder(data, neighbours, "dot_product")
     n = data.shape[0]
