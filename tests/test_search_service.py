@@ -124,12 +124,13 @@ def test_a_shard_that_is_down_gives_a_partial_result(tmp_path: Path, library) ->
         while time.monotonic() < deadline:
             try:
                 ready = httpx.get(f"{base}/readyz", timeout=5).json()
-                if ready.get("missing_consumers") == {"search": ["search.shard.1"]}:
+                if ready.get("missing_consumers") == {"search": ["search.shard.1"]} and ready["cold_shards"] == [1]:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        assert ready["missing_consumers"] == {"search": ["search.shard.1"]}
+        # Shard 1 has no consumer and no process that loaded it; shard 0's process marked it warm.
+        assert ready["missing_consumers"] == {"search": ["search.shard.1"]} and ready["cold_shards"] == [1]
         _, sounds = library
         query = write_wav(tmp_path / "q.wav", sounds[0][: 3 * SR])
         stack = Stack(data_dir=tmp_path / "data", port=port, env=env)
@@ -150,3 +151,24 @@ def test_a_shard_that_is_down_gives_a_partial_result(tmp_path: Path, library) ->
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_a_shard_counts_as_warm_only_while_a_live_process_renews_its_mark(env: Path, monkeypatch) -> None:
+    """/readyz's cold_shards: a process that loaded its shards marks them; the mark of one that died or hung
+    (nothing renews it) expires."""
+    from echovids import warm_shards
+
+    monkeypatch.setattr(warm_shards, "TTL_S", 1)
+    assert warm_shards.warm() == set()
+    warm_shards.mark([0, 2])
+    assert warm_shards.warm() == {0, 2}
+    time.sleep(1.5)  # no renewal: the process is gone, or stopped
+    assert warm_shards.warm() == set()
+    stop = warm_shards.keep_marked([1])
+    try:
+        time.sleep(1.5)  # renewed every TTL_S / 3
+        assert warm_shards.warm() == {1}
+    finally:
+        stop.set()
+    time.sleep(1.5)
+    assert warm_shards.warm() == set()

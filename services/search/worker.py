@@ -9,7 +9,7 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from echovids import queues
+from echovids import queues, warm_shards
 from echovids.celery_app import get_celery
 from echovids.settings import get_settings
 from echovids.worker import start_worker
@@ -31,6 +31,7 @@ def _preload(**_: Any) -> None:
     for shard in PRELOAD_SHARDS:
         tasks.get_index(shard).view()
     log.info(LOADED, os.getpid(), PRELOAD_SHARDS, time.monotonic() - started)
+    warm_shards.keep_marked(list(PRELOAD_SHARDS))  # /readyz counts this process from now on
 
 
 def run(

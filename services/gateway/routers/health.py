@@ -8,7 +8,7 @@ import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from echovids import queues
+from echovids import queues, warm_shards
 from echovids.celery_app import get_celery
 from echovids.redis_conn import get_redis
 from echovids.settings import get_settings
@@ -46,13 +46,17 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz() -> JSONResponse:
-    """Redis answers and every worker kind has a live consumer on each of its queues."""
+    """Redis answers, every worker kind has a live consumer on each of its queues and every shard is loaded in
+    some live search process."""
     try:
         get_redis().ping()
+        warm = warm_shards.warm()
     except redis.RedisError as exc:
         return JSONResponse(status_code=503, content={"status": "unready", "redis": f"unreachable: {exc}"})
     live = consumed_queues()
     missing = {svc: [q for q in qs if q not in live] for svc, qs in required_queues().items()}
     missing = {svc: qs for svc, qs in missing.items() if qs}
-    body = {"status": "ready" if not missing else "unready", "redis": "ok", "missing_consumers": missing}
-    return JSONResponse(status_code=200 if not missing else 503, content=body)
+    cold = [shard for shard in range(get_settings().search_shards) if shard not in warm]
+    ready = not missing and not cold
+    body = {"status": "ready" if ready else "unready", "redis": "ok", "missing_consumers": missing, "cold_shards": cold}
+    return JSONResponse(status_code=200 if ready else 503, content=body)
