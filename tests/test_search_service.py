@@ -156,8 +156,16 @@ def test_a_shard_that_is_down_gives_a_partial_result(tmp_path: Path, library) ->
 def test_a_shard_counts_as_warm_only_while_a_live_process_renews_its_mark(env: Path, monkeypatch) -> None:
     """/readyz's cold_shards: a process that loaded its shards marks them; the mark of one that died or hung
     (nothing renews it) expires."""
-    from echovids import warm_shards
+    import redis
 
+    from echovids import warm_shards
+    from echovids.settings import get_settings
+
+    # A database of its own: the suite's stacks on the shared Redis mark their shards warm while they run.
+    own = EXTERNAL_REDIS.rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(own).flushdb()
+    monkeypatch.setenv("ECHOVIDS_REDIS_URL", own)
+    get_settings.cache_clear()
     monkeypatch.setattr(warm_shards, "TTL_S", 1)
     assert warm_shards.warm() == set()
     warm_shards.mark([0, 2])
