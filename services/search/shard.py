@@ -255,11 +255,27 @@ class Sealed:
 
     searcher: Any  # scann_ops_pybind's searcher (no type information)
     rescore: int  # candidates per query frame re-scored from ``vectors``; 0: the searcher's scores are final
-    # Memory-mapped from the snapshot (None in a snapshot written before they were kept there).
-    vectors: np.ndarray | None = None  # [sealed, dim] float16
-    landmarks: SortedPostings | None = None  # the sealed clips' landmark postings
-    classes: SortedClassPostings | None = None  # the sealed clips' class postings
-    columns: dict[str, np.ndarray] | None = None  # SNAPSHOT_ARRAYS, by name
+    # SNAPSHOT_ARRAYS by name, memory-mapped (None in a snapshot written before they were kept there).
+    columns: dict[str, np.ndarray] | None = None
+
+    @property
+    def vectors(self) -> np.ndarray | None:
+        """[sealed, dim] float16."""
+        return None if self.columns is None else self.columns["vectors"]
+
+    @property
+    def landmarks(self) -> SortedPostings | None:
+        """The sealed clips' landmark postings."""
+        if self.columns is None:
+            return None
+        return SortedPostings(*(self.columns[f"landmark_{name}"] for name in SortedPostings._fields))
+
+    @property
+    def classes(self) -> SortedClassPostings | None:
+        """The sealed clips' class postings."""
+        if self.columns is None:
+            return None
+        return SortedClassPostings(*(self.columns[f"class_index_{name}"] for name in SortedClassPostings._fields))
 
     def clips(self, frames: list[int]) -> list[ClipData]:
         """The sealed clips (their frame counts ``frames``, in row order) as views of the mapped columns."""
@@ -285,11 +301,7 @@ class Sealed:
 
     def map_arrays(self, path: Path) -> None:
         """Map the snapshot's arrays (SNAPSHOT_ARRAYS) from its folder, read-only."""
-        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r").view(np.ndarray) for name in SNAPSHOT_ARRAYS}
-        self.columns = arrays
-        self.vectors = arrays["vectors"]
-        self.landmarks = SortedPostings(*(arrays[f"landmark_{name}"] for name in SortedPostings._fields))
-        self.classes = SortedClassPostings(*(arrays[f"class_index_{name}"] for name in SortedClassPostings._fields))
+        self.columns = {name: np.load(path / f"{name}.npy", mmap_mode="r").view(np.ndarray) for name in SNAPSHOT_ARRAYS}
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest sealed rows of each query frame and their dot products; -1 (score 0) pads."""
@@ -375,33 +387,36 @@ class ClipData:
 NO_LANDMARKS = (np.zeros(0, np.uint32), np.zeros(0, np.int32))
 
 
-def _renumbered_postings(view: ShardView) -> dict[str, np.ndarray]:
-    """The view's landmark and class postings of its live clips, numbered as a snapshot of those clips (in the
-    view's order) numbers its clips and rows, and sorted: the snapshot's postings arrays (SNAPSHOT_ARRAYS)."""
-    clips = len(view.clip_offsets) - 1
-    keep = view.live[:clips]
+def _renumbered_postings(
+    postings: Postings,
+    class_postings: tuple[SortedClassPostings, ...],
+    keep: np.ndarray,
+    clip_offsets: np.ndarray,
+    row_clip: np.ndarray,
+    row_frame: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """A layout's landmark and class postings of the clips it ``keep``s, numbered as a snapshot of those clips (in
+    the layout's order) numbers its clips and rows, and sorted: the snapshot's postings arrays (SNAPSHOT_ARRAYS).
+    ``clip_offsets``, ``row_clip`` and ``row_frame`` are the layout's (ShardView)."""
+    keep = keep[: len(clip_offsets) - 1]
     position = np.where(keep, np.cumsum(keep) - 1, -1)
-    frames = np.where(keep, np.diff(view.clip_offsets), 0)
+    frames = np.where(keep, np.diff(clip_offsets), 0)
     first_row = np.cumsum(frames) - frames
-    out: dict[str, np.ndarray] = {}
-    parts = view.postings
-    kept = [keep[p.clips] for p in parts]
-    hashes = np.concatenate([p.hashes[k] for p, k in zip(parts, kept, strict=True)])
-    order = np.argsort(hashes, kind="stable")
-    out["landmark_hashes"] = hashes[order]
-    out["landmark_clips"] = np.concatenate([position[p.clips[k]] for p, k in zip(parts, kept, strict=True)])[order]
-    out["landmark_clips"] = out["landmark_clips"].astype(np.int32)
-    out["landmark_times"] = np.concatenate([p.times[k] for p, k in zip(parts, kept, strict=True)])[order]
-    class_parts = view.class_postings
-    owners = [view.row_clip[p.rows] for p in class_parts]
-    kept = [keep[o] for o in owners]
-    classes = np.concatenate([p.classes[k] for p, k in zip(class_parts, kept, strict=True)])
-    order = np.argsort(classes, kind="stable")
-    out["class_index_classes"] = classes[order]
-    rows = [first_row[o[k]] + view.row_frame[p.rows[k]] for p, o, k in zip(class_parts, owners, kept, strict=True)]
-    out["class_index_rows"] = np.concatenate(rows).astype(np.int32)[order]
-    out["class_index_levels"] = np.concatenate([p.levels[k] for p, k in zip(class_parts, kept, strict=True)])[order]
-    return out
+    hashes, clips, times = (np.concatenate(column) for column in zip(*postings, strict=True))
+    kept = keep[clips]
+    order = np.argsort(hashes[kept], kind="stable")
+    classes, rows, levels = (np.concatenate(column) for column in zip(*class_postings, strict=True))
+    owner = row_clip[rows]
+    kept_rows = keep[owner]
+    class_order = np.argsort(classes[kept_rows], kind="stable")
+    return {
+        "landmark_hashes": hashes[kept][order],
+        "landmark_clips": position[clips[kept]][order].astype(np.int32),
+        "landmark_times": times[kept][order],
+        "class_index_classes": classes[kept_rows][class_order],
+        "class_index_rows": (first_row[owner] + row_frame[rows])[kept_rows][class_order].astype(np.int32),
+        "class_index_levels": levels[kept_rows][class_order],
+    }
 
 
 def _clip_columns(clips: list[ClipData]) -> dict[str, np.ndarray]:
@@ -665,11 +680,19 @@ class ShardIndex:
             order = [c for c in self.clip_ids if c not in self.deleted]
             vectors = np.concatenate([self._clips[c].vectors for c in order]) if order else None  # float16
             dead = [c for c in self.clip_ids if c in self.deleted]
-            view = self.view()
+            # The layout's arrays, not a view: a view also builds the delta's float32 copy, which this never reads.
+            layout = (
+                self.landmarks.sorted_view(),
+                self.classes.sorted_view(),
+                self.live_mask(),
+                self._clip_offsets,
+                self.row_clip,
+                self.row_frame,
+            )
         if vectors is None:
             self.rebuild_wanted = False  # nothing left to index
             return self.version
-        arrays = {"vectors": vectors, **_renumbered_postings(view), **_clip_columns([self._clips[c] for c in order])}
+        arrays = {"vectors": vectors, **_renumbered_postings(*layout), **_clip_columns([self._clips[c] for c in order])}
         searcher, rescore = scann_searcher(vectors.astype(np.float32), neighbours=10)
         # Never a version number used before, a set-aside one included: replicas skip versions they found bad.
         set_aside = (p.name.split(".")[0][len("snapshot-v") :] for p in self.quarantine.glob("snapshot-v*"))
@@ -726,10 +749,10 @@ class ShardIndex:
         self.clip_ids: list[str] = []
         self._clip_data: list[ClipData] = []
         # A snapshot that keeps its postings is searched from them: its clips' own postings are not added again.
-        indexed = sealed is not None and sealed.landmarks is not None and sealed.classes is not None
+        indexed = sealed is not None and sealed.columns is not None
         assert not indexed or len(sealed_ids) == len(sealed_order), "a snapshot's postings number all its clips"
-        self.landmarks = LandmarkPostings(sealed.landmarks if indexed and sealed else None)
-        self.classes = ClassPostings(sealed.classes if indexed and sealed else None)
+        self.landmarks = LandmarkPostings(sealed.landmarks if sealed is not None else None)
+        self.classes = ClassPostings(sealed.classes if sealed is not None else None)
         self._row_starts: list[int] = []
         self._row_clip_parts: list[np.ndarray] = []
         self._row_frame_parts: list[np.ndarray] = []
@@ -747,7 +770,7 @@ class ShardIndex:
         self._pack()
 
     def _place(self, clip_id: str, delta: bool, indexed: bool = False) -> None:
-        """Lay a clip's rows out next; ``indexed``: its postings are the snapshot's (its own are dropped)."""
+        """Lay a clip's rows out next; ``indexed``: its postings are the snapshot's, not added again."""
         data = self._clips[clip_id]
         n = data.vectors.shape[0]
         position = len(self.clip_ids)
@@ -757,9 +780,7 @@ class ShardIndex:
         self._row_frame_parts.append(np.arange(n, dtype=np.int32))
         if delta:
             self._delta_parts.append(data.vectors)
-        if indexed:
-            data.hashes, data.times = NO_LANDMARKS
-        else:
+        if not indexed:
             self.landmarks.add(position, data.hashes, data.times)
         self._row_starts.append(self._rows)
         if data.class_ids is not None and data.class_levels is not None and not indexed:
