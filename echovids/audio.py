@@ -372,15 +372,46 @@ def decode_bytes_stream(
     """
     if not data:
         raise UndecodableAudio("The file is empty.")
-    header = parse_wav(data, window=(0.0, 0.0), max_seconds=_limit(max_seconds))
-    if header is not None and header[1] == SAMPLE_RATE:
-        view = memoryview(data)
-        start = 0.0
-        while (chunk := _decode_wav(view, None, (start, chunk_seconds))) is not None and chunk.size:
-            yield chunk
-            start += chunk_seconds
+    if _is_wav_at_rate(data, max_seconds):
+        yield from _wav_chunks(memoryview(data), chunk_seconds)
         return
     with tempfile.NamedTemporaryFile(suffix=".bin") as tmp:
         tmp.write(data)
         tmp.flush()
         yield from decode_stream(Path(tmp.name), max_seconds=max_seconds, chunk_seconds=chunk_seconds)
+
+
+def decode_file_stream(
+    path: Path, max_seconds: float | None = None, chunk_seconds: float = 30.0
+) -> Iterator[np.ndarray]:
+    """:func:`decode_stream` for a stored file; a 16 kHz WAV is mapped and converted a chunk at a time in-process.
+
+    Memory stays at one chunk however long the file (a stored library clip may last hours).
+    """
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    if mapped is None:
+        raise UndecodableAudio("The file is empty.")
+    with mapped:
+        view = memoryview(mapped)
+        try:
+            if _is_wav_at_rate(view, max_seconds):
+                yield from _wav_chunks(view, chunk_seconds)
+                return
+        finally:
+            view.release()  # every chunk is a new array (_clean copies): nothing points into the map
+    yield from decode_stream(path, max_seconds=max_seconds, chunk_seconds=chunk_seconds)
+
+
+def _is_wav_at_rate(data: bytes | memoryview, max_seconds: float | None) -> bool:
+    """A plain WAV at the model's rate (bounds and duration checked, nothing converted): streamed in-process."""
+    header = parse_wav(data, window=(0.0, 0.0), max_seconds=_limit(max_seconds))
+    return header is not None and header[1] == SAMPLE_RATE
+
+
+def _wav_chunks(view: memoryview, chunk_seconds: float) -> Iterator[np.ndarray]:
+    start = 0.0
+    while (chunk := _decode_wav(view, None, (start, chunk_seconds))) is not None and chunk.size:
+        yield chunk
+        start += chunk_seconds

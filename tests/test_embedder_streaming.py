@@ -260,3 +260,59 @@ def test_landmarks_streamed_in_blocks_pair_across_the_blocks() -> None:
     assert crossing.sum() > 100
     shared = set(zip(blocks[0].hashes.tolist(), blocks[0].times.tolist(), strict=True))
     assert len(shared & set(zip(whole.hashes.tolist(), whole.times.tolist(), strict=True))) > 0.9 * len(whole)
+
+
+class ScoringFakeModel(FakeModel):
+    """FakeModel with four 'classes' scored from each frame's first samples, as YAMNet's scores come."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.class_names = ["a", "b", "c", "d"]
+
+    def embed(self, frames: np.ndarray) -> Embedded:
+        vectors = super().embed(frames).vectors
+        return Embedded(vectors=vectors, scores=1 / (1 + np.exp(-vectors[:, :4])))
+
+
+def test_a_stored_file_streams_as_it_decodes_whole(tmp_path: Path) -> None:
+    """A 16 kHz WAV is mapped and converted in-process a chunk at a time; anything else streams through ffmpeg."""
+    from echovids.audio import decode_file_stream
+
+    samples = np.random.default_rng(5).uniform(-0.9, 0.9, 7 * SR + 3)
+    for path in (
+        write_wav(tmp_path / "16k.wav", samples),
+        write_wav(tmp_path / "44k.wav", samples, sr=44_100, channels=2),
+    ):
+        chunks = list(decode_file_stream(path, chunk_seconds=0.5))
+        assert max(c.size for c in chunks) <= SR // 2
+        np.testing.assert_array_equal(np.concatenate(chunks), decode_file(path))
+
+
+def test_the_class_reindex_streams_what_the_ingest_stores(tmp_path: Path) -> None:
+    """``embed_classes_stream`` (the re-index of a stored clip) gives the class columns the ingest gives, and a
+    20-minute stored file costs what a 2-minute one does (whole, 20 minutes are a 77 MB waveform)."""
+    from echovids.audio import decode_file_stream
+    from services.embedder.streaming import embed_classes_stream, embed_clip_stream
+
+    model = ScoringFakeModel()
+    noise = np.random.default_rng(6).uniform(-0.5, 0.5, 40 * SR)
+    path = write_wav(tmp_path / "40s.wav", noise)
+    ingest = embed_clip_stream(model, decode_file_stream(path), silence_dbfs=-60, block_frames=7)
+    classes, frames = embed_classes_stream(model, decode_file_stream(path), block_frames=7)
+    assert frames == ingest.n_frames
+    assert set(classes) == {"frame_labels", "label_names", "class_ids", "class_levels"}
+    for name, column in classes.items():
+        np.testing.assert_array_equal(column, ingest.arrays[name])
+
+    peaks = []
+    for minutes in (2, 20):
+        long = write_wav(tmp_path / f"{minutes}m.wav", np.resize(noise, minutes * 60 * SR))
+        tracemalloc.start()
+        try:
+            _, n = embed_classes_stream(model, decode_file_stream(long, max_seconds=4 * 3600))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert n == frame_count(minutes * 60 * SR)
+    assert peaks[1] < peaks[0] + 4 * 2**20, f"2 min {peaks[0] / 2**20:.1f} MiB, 20 min {peaks[1] / 2**20:.1f}"
+    assert peaks[1] < 48 * 2**20, f"peak {peaks[1] / 2**20:.1f} MiB"

@@ -123,33 +123,74 @@ def embed_clip_stream(
 
     vectors: list[np.ndarray] = []
     loudness: list[np.ndarray] = []
-    best: list[np.ndarray] = []
-    compact: list[class_scores.CompactScores] = []  # search by description: each frame's top classes, 8-bit
-    score_sum: np.ndarray | None = None
+    classes = ClassColumns()
     for block in frame_blocks(prefetch(tee(), PREFETCH_CHUNKS), block_frames):
         part = model.embed(block)
         vectors.append(part.vectors.astype(np.float16))
         # frame_loudness_db's measure: each frame's mean square, its zero-padded tail included.
         energy = np.einsum("ij,ij->i", block, block) / FRAME_SAMPLES
         loudness.append(10 * np.log10(np.maximum(energy, 1e-20)))
-        if part.scores is not None:
-            best.append(best_classes(part.scores))
-            compact.append(class_scores.encode(part.scores))
-            block_sum = part.scores.sum(axis=0, dtype=np.float64)
-            score_sum = block_sum if score_sum is None else score_sum + block_sum
+        classes.add(part.scores)
         del block, part  # free this block before the generator builds the next
     landmarks = marks.finish()
     all_vectors = np.concatenate(vectors)
     del vectors
     muted = mute_quiet(all_vectors, np.concatenate(loudness), landmarks.hashes, silence_dbfs, copy=False)
     arrays = {"vectors": muted, "hashes": landmarks.hashes, "times": landmarks.times}
-    labels: list[str] = []
-    if best and score_sum is not None:
-        arrays.update(labels_of_frames(np.concatenate(best), model.class_names))
-        arrays["class_ids"] = np.concatenate([c.ids for c in compact])
-        arrays["class_levels"] = np.concatenate([c.levels for c in compact])
-        labels = labels_by_mean(score_sum / muted.shape[0], model.class_names)
+    arrays.update(classes.arrays(model.class_names))
+    labels = classes.labels(model.class_names)
     return ClipStreamed(arrays=arrays, n_samples=count, content_hash=digest.hexdigest(), labels=labels)
+
+
+class ClassColumns:
+    """A clip's per-frame labels and compact class scores (search by description), gathered a block at a time.
+
+    Empty for a model without class scores (VGGish).
+    """
+
+    def __init__(self) -> None:
+        self.best: list[np.ndarray] = []
+        self.compact: list[class_scores.CompactScores] = []  # each frame's top classes, 8-bit
+        self.score_sum: np.ndarray | None = None
+        self.frames = 0
+
+    def add(self, scores: np.ndarray | None) -> None:
+        if scores is None:
+            return
+        self.best.append(best_classes(scores))
+        self.compact.append(class_scores.encode(scores))
+        block_sum = scores.sum(axis=0, dtype=np.float64)
+        self.score_sum = block_sum if self.score_sum is None else self.score_sum + block_sum
+        self.frames += scores.shape[0]
+
+    def arrays(self, class_names: list[str]) -> dict[str, np.ndarray]:
+        if not self.best:
+            return {}
+        return {
+            **labels_of_frames(np.concatenate(self.best), class_names),
+            "class_ids": np.concatenate([c.ids for c in self.compact]),
+            "class_levels": np.concatenate([c.levels for c in self.compact]),
+        }
+
+    def labels(self, class_names: list[str]) -> list[str]:
+        """The clip's best classes on average."""
+        if self.score_sum is None or not self.frames:
+            return []
+        return labels_by_mean(self.score_sum / self.frames, class_names)
+
+
+def embed_classes_stream(
+    model: AudioModel, chunks: Iterable[np.ndarray], block_frames: int = BLOCK_FRAMES
+) -> tuple[dict[str, np.ndarray], int]:
+    """A clip's class columns (:class:`ClassColumns`) and its frame count, from decoded chunks in bounded memory."""
+    classes = ClassColumns()
+    frames = 0
+    for block in frame_blocks(prefetch(iter(chunks), PREFETCH_CHUNKS), block_frames):
+        part = model.embed(block)
+        classes.add(part.scores)
+        frames += part.vectors.shape[0]
+        del block, part
+    return classes.arrays(model.class_names), frames
 
 
 PREFETCH_CHUNKS = 2  # decoded chunks read ahead while the model works (2 x 30 s = 4 MB)

@@ -9,8 +9,8 @@ import numpy as np
 from celery import Task, shared_task
 from celery.worker.control import inspect_command
 
-from echovids import class_scores, clip_audio, landmarks
-from echovids.audio import decode_bytes, decode_bytes_stream
+from echovids import clip_audio, landmarks
+from echovids.audio import decode_bytes, decode_bytes_stream, decode_file_stream
 from echovids.audio_params import MIN_QUERY_SAMPLES
 from echovids.errors import EchovidsError, NotFound, TextSearchUnavailable
 from echovids.framing import frame_waveform, too_short
@@ -20,11 +20,10 @@ from echovids.schemas import ClipEmbedded, JobStatus, QueryEmbedded, SearchFilte
 from echovids.settings import get_settings
 from echovids.tasks import TASK_OPTIONS, fail_job
 from echovids.text_classes import ClassMapper, default_mapper
-from services.embedder.base import AudioModel, Embedded
+from services.embedder.base import AudioModel
 from services.embedder.factory import get_model, model_loaded
-from services.embedder.labels import frame_labels
 from services.embedder.silence import mute_silence
-from services.embedder.streaming import ClipStreamed, embed_clip_stream, embed_waveform
+from services.embedder.streaming import ClipStreamed, embed_classes_stream, embed_clip_stream
 
 _side = ThreadPoolExecutor(1, thread_name_prefix="landmarks")
 
@@ -69,18 +68,6 @@ def embed_upload(model: AudioModel, data: bytes) -> ClipStreamed:
     settings = get_settings()
     chunks = decode_bytes_stream(data, max_seconds=settings.max_clip_s)
     return embed_clip_stream(model, chunks, settings.silence_dbfs)
-
-
-def class_arrays(embedded: Embedded, class_names: list[str]) -> dict[str, np.ndarray]:
-    """Per-frame labels and compact class scores (search by description), when the model has scores (YAMNet)."""
-    if embedded.scores is None or embedded.scores.size == 0:
-        return {}
-    compact = class_scores.encode(embedded.scores)
-    return {
-        **frame_labels(embedded.scores, class_names),
-        "class_ids": compact.ids,
-        "class_levels": compact.levels,
-    }
 
 
 def text_mapper() -> ClassMapper:
@@ -181,13 +168,13 @@ def embed_clip_classes(self: Task, *_previous: Any, clip: str, job_id: str) -> d
         path = clip_audio.find(clip)
         if path is None:
             raise NotFound(f"No stored audio for clip {clip!r} (ingested before audio was kept): ingest it again.")
-        waveform = decode_bytes(path.read_bytes(), max_seconds=get_settings().max_clip_s)
         model = get_model()
-        embedded = embed_waveform(model, waveform)
-        arrays = class_arrays(embedded, model.class_names)
-        if not arrays:
+        if not model.class_names:
             raise TextSearchUnavailable(f"The model {model.space.model!r} gives no sound class scores.")
+        # Streamed like an ingest: a stored clip may last hours, and memory must not grow with it.
+        chunks = decode_file_stream(path, max_seconds=get_settings().max_clip_s)
+        arrays, frames = embed_classes_stream(model, chunks)
     except EchovidsError as error:
         fail_job(job_id, error)
     store.put_arrays(job_id, arrays)  # under the job: its settling drops them
-    return {"clip": clip, "frames": len(embedded.vectors)}
+    return {"clip": clip, "frames": frames}
