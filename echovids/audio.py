@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import mmap
 import os
+import resource
 import struct
 import subprocess
 import tempfile
@@ -13,7 +15,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
@@ -48,7 +49,7 @@ _NOT_AUDIO_MAGIC = (
 )
 
 
-@lru_cache
+@functools.lru_cache
 def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
@@ -178,9 +179,15 @@ class _Ffmpeg:
 
     def check(self, produced: bool) -> None:
         """Once its output is read: the coded error when ffmpeg failed, hit its deadline, or gave no audio."""
-        if self.proc.wait() != 0 or not produced:
+        code = self.proc.wait()
+        if code != 0 or not produced:
             if not self.deadline.is_alive():
                 raise _took_too_long(self.limit_s)
+            if code < 0:  # a signal: what ffmpeg does when an allocation meets the memory limit
+                raise UndecodableAudio(
+                    f"The file could not be decoded as audio (the decoder stopped on signal {-code}; it may use "
+                    f"at most {get_settings().decoder_memory_mb} MB)."
+                )
             self.errors.seek(0)
             raise _undecodable(self.errors.read())
 
@@ -190,7 +197,10 @@ def _ffmpeg(cmd: list[str]) -> Iterator[_Ffmpeg]:
     """ffmpeg decoding to a pipe, killed at the decode deadline and never left running or unreaped."""
     limit_s = _ffmpeg_timeout_s()
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        limit = get_settings().decoder_memory_mb << 20
+        # Set in the child before exec: a hostile file meets the limit in ffmpeg, never in this process.
+        in_bounds = functools.partial(resource.setrlimit, resource.RLIMIT_AS, (limit, limit))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, preexec_fn=in_bounds)
         assert proc.stdout is not None
         deadline = threading.Timer(limit_s, proc.kill)
         deadline.start()

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     upload_ttl_s: int = 3600
     result_expires_s: int = 3600
     task_time_limit_s: int = 300
+    # The address space one ffmpeg decode may take (RLIMIT_AS): a file crafted to make the decoder allocate
+    # without end fails alone instead of taking the worker's machine. ffmpeg needs ~256 MB of address space to
+    # start (its RSS is ~35 MB); a decode streams, so no honest file needs more than a few hundred.
+    decoder_memory_mb: int = Field(default=1024, ge=1)
     # A task a worker took and never acknowledged (the worker was killed) goes back to its queue after this long;
     # longer than any task may run (task_time_limit_s), or a slow task would be run twice at once.
     broker_visibility_timeout_s: int = Field(default=600, ge=1)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from echovids.audio import ffmpeg_exe
+
 SR = 16_000
 
 
@@ -61,8 +63,14 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
 
 def write_silent_flac(path: Path, seconds: float, sr: int = 8000) -> Path:
     """Long silent audio made by ffmpeg in seconds (two hours of 8 kHz FLAC is about 0.7 MB)."""
-    from echovids.audio import ffmpeg_exe
-
     cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", f"anullsrc=r={sr}:cl=mono"]
     subprocess.run([*cmd, "-t", str(seconds), "-c:a", "flac", str(path)], check=True)
+    return path
+
+
+def write_noise_ogg(path: Path, seconds: float) -> Path:
+    """Pink noise as Opus: minutes of audio in a small file, every second of it loud enough to be indexed."""
+    noise = f"anoisesrc=d={seconds}:c=pink:r=16000:a=0.3"
+    encode = ["-ac", "1", "-c:a", "libopus", "-b:a", "12k", str(path)]
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", noise, *encode], check=True)
     return path

@@ -186,6 +186,23 @@ def test_a_decode_that_hangs_is_stopped_at_the_task_time_limit(tmp_path: Path, m
         get_settings.cache_clear()
 
 
+def test_a_decode_past_the_decoder_memory_limit_fails_coded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ffmpeg runs under ECHOVIDS_DECODER_MEMORY_MB (RLIMIT_AS): past it the decode fails alone, coded."""
+    from tests.sounds import write_noise_ogg
+
+    path = write_noise_ogg(tmp_path / "noise.ogg", 5)
+    assert decode_file(path).size == 5 * 16_000  # within the default limit
+    monkeypatch.setenv("ECHOVIDS_DECODER_MEMORY_MB", "64")  # below what ffmpeg needs to start
+    get_settings.cache_clear()
+    try:
+        for decode in (decode_file, lambda path: list(decode_stream(path))):
+            with pytest.raises(UndecodableAudio, match="at most 64 MB") as caught:
+                decode(path)
+            assert caught.value.code == "undecodable_audio"
+    finally:
+        get_settings.cache_clear()
+
+
 def test_every_failure_is_a_coded_error() -> None:
     for error in (UndecodableAudio, AudioTooShort, AudioTooLong):
         assert issubclass(error, EchovidsError) and error.status == 422

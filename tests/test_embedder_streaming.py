@@ -22,7 +22,7 @@ from services.embedder.base import Embedded
 from services.embedder.batching import BatchingModel
 from services.embedder.models.yamnet import YamnetTflite
 from services.embedder.streaming import embed_stream, embed_waveform
-from tests.sounds import write_silent_flac
+from tests.sounds import write_noise_ogg, write_silent_flac
 
 SR = 16_000
 
@@ -174,18 +174,6 @@ def test_stream_errors_reach_the_caller_through_the_read_ahead(tmp_path: Path) -
         embed_stream(FakeModel(), decode_bytes_stream(write_wav(tmp_path / "s.wav", np.zeros(SR // 20)).read_bytes()))
     with pytest.raises(RuntimeError, match="model broke"):  # a model failure mid-stream stops the decoder too
         embed_stream(FakeModel(fail=True), decode_stream(path, chunk_seconds=1.0), block_frames=2)
-
-
-def write_noise_ogg(path: Path, seconds: float) -> Path:
-    """Pink noise as Opus: minutes of audio in a small file, every second of it loud enough to be indexed."""
-    import subprocess
-
-    from echovids.audio import ffmpeg_exe
-
-    noise = f"anoisesrc=d={seconds}:c=pink:r=16000:a=0.3"
-    encode = ["-ac", "1", "-c:a", "libopus", "-b:a", "12k", str(path)]
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", noise, *encode], check=True)
-    return path
 
 
 def _clip_peak(data: bytes) -> tuple[int, int]:
