@@ -125,16 +125,23 @@ def ingest_files(
             if not pending:
                 continue
             time.sleep(poll_s)
+            clips = catalog.get_clips([clip_id for _, clip_id in pending.values()])
             for job_id, (path, clip_id) in list(pending.items()):
-                try:
-                    job = with_backoff(partial(store.get, job_id), "ingest")
-                except NotFound:
-                    job = None
-                if job is not None and job.status not in (JobStatus.done, JobStatus.failed):
-                    continue
+                clip, job = clips.get(clip_id), None
+                # The catalog has the last word: a clip whose job was lost is sent again by the library upkeep
+                # under a new job and settles there, while the lost one never does. Until it speaks, the job does.
+                if clip is None or clip.status == ClipStatus.pending:
+                    try:
+                        job = with_backoff(partial(store.get, job_id), "ingest")
+                    except NotFound:
+                        job = None
+                    if job is not None and not job.status.settled:
+                        continue
+                    clip = catalog.get_clips([clip_id]).get(clip_id)  # as the job left it
                 del pending[job_id]
-                clip = catalog.get_clips([clip_id]).get(clip_id)
-                if job is not None and job.status == JobStatus.done and clip is not None:
+                if clip is not None and clip.status == ClipStatus.failed:
+                    report.failures.append((path, clip.error_message or "failed"))
+                elif clip is not None and clip.status != ClipStatus.pending:
                     report.audio_s += clip.duration_s or 0.0
                     if clip.status == ClipStatus.duplicate:
                         report.duplicates += 1
@@ -143,10 +150,11 @@ def ingest_files(
                 elif job is None:
                     # The job record vanished under us (Redis flushed or expired): the next run resubmits it.
                     report.failures.append((path, "its job vanished; run the ingest again to resume it"))
+                elif job.status == JobStatus.done:
+                    report.added += 1
                 else:
-                    reason = job.error.message if job.error else "failed"
-                    report.failures.append((path, reason))
-                    if clip is not None and clip.status == ClipStatus.pending:
+                    report.failures.append((path, job.error.message if job.error else "failed"))
+                    if clip is not None:
                         catalog.set_status(clip_id, ClipStatus.failed)  # the embedder failed it (it keeps no catalog)
                 finish(path)
     report.wall_s = time.monotonic() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Text, cast, func, or_, select
 
 from echovids import catalog, clip_audio, queues
+from echovids.broker import jobs_with_messages
 from echovids.errors import IndexDamaged, NotFound, ProcessingFailed
 from echovids.jobs import JobStore
 from echovids.labels import label_ids, label_name
@@ -294,10 +296,17 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
             )
         )
     report = Reconciled(resubmitted=[], failed=[])
+    jobs = {clip.id: _job_or_none(store, clip.job_id) for clip in stuck}
+    at_work = _with_messages([job.id for job in jobs.values() if job is not None and not job.status.settled], store)
     for clip in stuck:
-        job = _job_or_none(store, clip.job_id)
-        if job is not None and job.status not in (JobStatus.done, JobStatus.failed):
-            continue  # still queued or at work
+        job = jobs[clip.id]
+        if job is not None and not job.status.settled:
+            if job.id in at_work:
+                continue  # still queued or at work
+            log.warning(
+                "library clip %s: its job %s says %s, but the broker holds no task of it", clip.id, job.id, job.status
+            )
+            job = None  # lost with its message: as if it had vanished
         failure = _why_not_again(clip, job)
         if failure is not None:
             catalog.mark_failed(clip.id, failure.code, failure.message)
@@ -314,6 +323,16 @@ def reconcile_pending(store: JobStore | None = None, older_than_s: float | None 
         report.resubmitted.append(clip.id)
         log.warning("library clip %s was stuck pending (its job vanished); processing it again", clip.id)
     return report
+
+
+def _with_messages(job_ids: list[str], store: JobStore) -> set[str]:
+    """Those of ``job_ids`` whose task message the broker holds, looked at twice a second apart: a message is
+    in no key for the instant between a worker's take and its note of it (echovids.broker)."""
+    found = jobs_with_messages(job_ids, store.redis)
+    if missing := set(job_ids) - found:
+        time.sleep(1.0)
+        found |= jobs_with_messages(missing, store.redis)
+    return found
 
 
 def _why_not_again(clip: catalog.Clip, job: Job | None) -> ErrorBody | None:

@@ -133,13 +133,23 @@ def redis_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.redis_url:
         return settings.redis_url
-    url = running_embedded_url(settings)
-    if url is None:
+    # An embedded server this process once reached is trusted without a ping: it is restarted on the same port
+    # with the same password, and a client (the CLI) that meets it down mid-run must wait for it (a connection
+    # error, retried), not be told to start it.
+    path = _url_file(settings)
+    if path.exists() and (url := path.read_text().strip()) in _reached:
+        return url
+    found = running_embedded_url(settings)
+    if found is None:
         raise RuntimeError(
             "ECHOVIDS_REDIS_URL is unset and no embedded Redis is running for "
             f"{settings.data_dir}; start Echovids with `echovids serve` (or `make run`)."
         )
-    return url
+    _reached.add(found)
+    return found
+
+
+_reached: set[str] = set()
 
 
 @lru_cache(maxsize=8)

@@ -17,6 +17,10 @@ class JobStatus(StrEnum):
     done = "done"
     failed = "failed"
 
+    @property
+    def settled(self) -> bool:
+        return self in (JobStatus.done, JobStatus.failed)
+
 
 class ClipStatus(StrEnum):
     """A library clip's state in the catalog (stored as its string)."""

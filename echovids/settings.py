@@ -59,9 +59,11 @@ class Settings(BaseSettings):
     max_k: int = Field(default=100, ge=1)
 
     job_ttl_s: int = 6 * 3600
-    # Library upkeep (echovids beat): how often stuck pending clips are settled, and how old one must be.
-    library_reconcile_interval_s: float = Field(default=600.0, gt=0)
-    library_stale_pending_s: float = Field(default=1800.0, ge=0)
+    # Library upkeep (echovids beat): how often stuck pending clips are settled, and how old one must be. A clip
+    # whose task the broker still holds is never touched (echovids.broker), so the age only has to outlast a
+    # submission's own few seconds between the catalog row and the send.
+    library_reconcile_interval_s: float = Field(default=60.0, gt=0)
+    library_stale_pending_s: float = Field(default=120.0, ge=0)
     # Starts of a clip's embedding (a redelivery after a worker crash counts) before the clip is marked failed.
     library_max_attempts: int = Field(default=3, ge=1)
     upload_ttl_s: int = 3600

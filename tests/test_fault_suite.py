@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.util import find_spec
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -169,6 +171,8 @@ PROCESSES = {
     "embedder": "echovids.cli worker embedder",
     "search": "echovids.cli worker search",
     "availability": "echovids.cli worker availability",
+    "gateway": "uvicorn services.gateway.app:app",
+    "beat": "echovids.cli beat",
     "redis": "redis-server",
 }
 
@@ -272,3 +276,57 @@ def test_a_damaged_segment_is_set_aside_and_its_clip_embedded_again(stack: Stack
     submit(stack, found, 0, 1, query_of(audio))
     (job,) = settle(stack, found)[0].values()
     assert job["status"] == "done" and job["results"][0]["clip_id"] == clip["clip_id"], job
+
+
+def test_the_cli_waits_out_a_redis_kill_and_resumes(stack: Stack, tmp_path: Path) -> None:
+    """`echovids ingest` and `echovids search` with Redis killed under them: each says it waits, resumes and
+    ends as without the outage (every file added, the search answered); no clip is left pending."""
+    assert stack.proc is not None
+    folder = tmp_path / "to-ingest"
+    folder.mkdir()
+    recordings = [fresh_audio() for _ in range(12)]
+    for i, audio in enumerate(recordings):
+        (folder / f"clip-{i:02d}.wav").write_bytes(wav_bytes(audio))
+    query = tmp_path / "query.wav"
+    query.write_bytes(query_of(recordings[0]))
+    env = {**stack.env, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "echovids.cli"]
+    ingest = subprocess.Popen(
+        [*command, "ingest", str(folder), "--window", "2"],
+        env=env,
+        cwd=stack.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while (_get(stack, "/v1/library?q=clip-") or {}).get("total", 0) < 1:  # the first files are in
+        assert time.monotonic() < deadline and ingest.poll() is None, "the ingest never started"
+        time.sleep(0.1)
+    search = subprocess.Popen(
+        [*command, "search", str(query), "--timeout", "120"],
+        env=env,
+        cwd=stack.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Down for seconds, not the blink of one restart (which the clients' own reconnects hide): Redis is killed
+    # again each time the supervisor brings it back.
+    outage_ends = time.monotonic() + 6
+    while time.monotonic() < outage_ends:
+        for pid in children(stack.proc.pid, PROCESSES["redis"]):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    out, err = ingest.communicate(timeout=300)
+    search_out, search_err = search.communicate(timeout=180)
+    assert ingest.returncode == 0, (out, err)
+    assert "ingested 12 of 12 files (12 new" in out, out
+    assert "the service is unavailable" in err and "the service is back; resuming" in err, err
+    assert search.returncode == 0, (search_out, search_err)
+    assert "the service is unavailable" in search_err, search_err
+    assert "clip-00" in search_out, search_out  # the query's own recording, found
+    wait_ready(stack)
+    listed = _get(stack, "/v1/library?q=clip-&page_size=50")
+    assert listed is not None and listed["total"] == 12
+    assert {item["status"] for item in listed["items"]} == {"ready"}, listed["items"]

@@ -200,30 +200,37 @@ def set_row(clip_id: str, **values: object) -> None:
 
 
 def test_upkeep_settles_clips_stuck_pending(client: TestClient, tmp_path: Path) -> None:
-    from echovids import catalog, clip_audio
+    from echovids import catalog, clip_audio, queues
     from echovids.errors import UndecodableAudio
     from echovids.jobs import JobStore, _job_key
     from echovids.library import Reconciled, reconcile_pending
 
     store = JobStore()
-    jobs = post(client, [(f"{n}.wav", wav_bytes(tmp_path, 40 + i)) for i, n in enumerate("abcd")], AUTH).json()
-    queued, failing, vanished, lost = (j["clip_id"] for j in jobs)
+    jobs = post(client, [(f"{n}.wav", wav_bytes(tmp_path, 40 + i)) for i, n in enumerate("abcde")], AUTH).json()
+    queued, failing, vanished, lost, dropped = (j["clip_id"] for j in jobs)
     store.fail(jobs[1]["id"], UndecodableAudio("The file could not be decoded as audio (bad header)."))
     for job in (jobs[2], jobs[3]):
         store.redis.delete(_job_key(job["id"]))  # the job record expired
     clip_audio.delete(lost)  # and this one's stored audio is gone too
+    # The last one's job record says queued, but its task message is gone (lost with a Redis crash).
+    (message,) = [m for m in store.redis.lrange(queues.EMBED, 0, -1) if jobs[4]["id"].encode() in m]
+    store.redis.lrem(queues.EMBED, 1, message)
 
     assert reconcile_pending(store, older_than_s=3600) == Reconciled([], [])  # all too young to be looked at
     settled = reconcile_pending(store, older_than_s=0)
-    assert sorted(settled.failed) == sorted([failing, lost]) and settled.resubmitted == [vanished]
-    rows = catalog.get_clips([queued, failing, vanished, lost])
+    assert sorted(settled.failed) == sorted([failing, lost]) and sorted(settled.resubmitted) == sorted(
+        [vanished, dropped]
+    )
+    rows = catalog.get_clips([queued, failing, vanished, lost, dropped])
     assert {k: r.status for k, r in rows.items()} == {
         queued: "pending",  # its job is still queued: left alone
         failing: "failed",
         vanished: "pending",  # sent again, under a new job
         lost: "failed",
+        dropped: "pending",  # sent again too
     }
-    assert rows[vanished].job_id not in (None, jobs[2]["id"]) and store.get(rows[vanished].job_id).status == "queued"
+    for clip_id, job in ((vanished, jobs[2]), (dropped, jobs[4])):
+        assert rows[clip_id].job_id not in (None, job["id"]) and store.get(rows[clip_id].job_id).status == "queued"
     assert rows[queued].job_id == jobs[0]["id"]
 
     # Once only: the same clip stuck again is marked failed rather than sent round forever.
