@@ -26,6 +26,7 @@ from benchmarks.latency import FRAMES_PER_CLIP, cache_availability, library, que
 from echovids.harness import Stack, machine_info, make_stack, search_and_wait
 
 SATURATION_P95_MS = 1000.0
+MEMORY_SAMPLE_S = 30.0
 
 
 @dataclass
@@ -41,6 +42,10 @@ class LevelReport:
     p99_ms: float
     rss_start_mb: float
     rss_end_mb: float
+    anon_start_mb: float
+    anon_end_mb: float
+    # (seconds into the level, stack RSS MB, anonymous MB), every MEMORY_SAMPLE_S: flat, or still growing at the end
+    memory_samples: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -57,19 +62,31 @@ class LoadReport:
     machine: dict[str, Any] = field(default_factory=machine_info)
 
 
-def stack_rss_mb(stack: Stack) -> float:
+@dataclass
+class Memory:
+    """The stack's resident memory, and the part of it no file backs: a mapped index file's pages count in the
+    RSS of every process that touched them (and grow as queries touch more), while a leak shows in the private,
+    anonymous part."""
+
+    rss_mb: float
+    anon_mb: float
+
+
+def stack_memory(stack: Stack) -> Memory:
     """Resident memory of supervisord and every process under it (Redis, workers and their pools, gateway)."""
     import psutil
 
     assert stack.proc is not None
     root = psutil.Process(stack.proc.pid)
-    total = 0
+    rss = anon = 0
     for process in [root, *root.children(recursive=True)]:
         try:
-            total += process.memory_info().rss
+            info = process.memory_info()
         except psutil.Error:
             continue  # gone between the listing and the read
-    return round(total / 2**20, 1)
+        rss += info.rss
+        anon += info.rss - info.shared  # shared: RssFile + RssShmem
+    return Memory(rss_mb=round(rss / 2**20, 1), anon_mb=round(anon / 2**20, 1))
 
 
 def client_loop(
@@ -93,9 +110,10 @@ def client_loop(
 
 
 def one_level(stack: Stack, content: bytes, clients: int, seconds: float) -> LevelReport:
-    rss_start = stack_rss_mb(stack)
+    start = stack_memory(stack)
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    samples: list[tuple[float, float, float]] = []
     started = time.monotonic()
     until = started + seconds
     lock = threading.Lock()
@@ -105,9 +123,14 @@ def one_level(stack: Stack, content: bytes, clients: int, seconds: float) -> Lev
     ]
     for thread in threads:
         thread.start()
+    while (left := until - time.monotonic()) > 0:
+        time.sleep(min(MEMORY_SAMPLE_S, left))
+        memory = stack_memory(stack)
+        samples.append((round(time.monotonic() - started, 1), memory.rss_mb, memory.anon_mb))
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started  # the last answers come after ``until``: counted, and their time too
+    end = stack_memory(stack)
     ms = np.array(latencies) if latencies else np.zeros(1)
     return LevelReport(
         clients=clients,
@@ -119,8 +142,11 @@ def one_level(stack: Stack, content: bytes, clients: int, seconds: float) -> Lev
         p50_ms=round(float(np.percentile(ms, 50)), 1),
         p95_ms=round(float(np.percentile(ms, 95)), 1),
         p99_ms=round(float(np.percentile(ms, 99)), 1),
-        rss_start_mb=rss_start,
-        rss_end_mb=stack_rss_mb(stack),
+        rss_start_mb=start.rss_mb,
+        rss_end_mb=end.rss_mb,
+        anon_start_mb=start.anon_mb,
+        anon_end_mb=end.anon_mb,
+        memory_samples=samples,
     )
 
 
@@ -166,7 +192,8 @@ def run(
             level = one_level(stack, content, n, seconds)
             log(
                 f"{n} clients: {level.throughput_qps} q/s, p50 {level.p50_ms} ms, p95 {level.p95_ms} ms, "
-                f"p99 {level.p99_ms} ms, {level.errors} errors, RSS {level.rss_start_mb} -> {level.rss_end_mb} MB"
+                f"p99 {level.p99_ms} ms, {level.errors} errors, RSS {level.rss_start_mb} -> {level.rss_end_mb} MB "
+                f"(anonymous {level.anon_start_mb} -> {level.anon_end_mb} MB)"
             )
             levels.append(level)
     finally:
@@ -186,12 +213,12 @@ def run(
 
 def table(report: LoadReport) -> str:
     lines = [
-        "| clients | q/s | p50 ms | p95 ms | p99 ms | errors | stack RSS start -> end MB |",
-        "|---|---|---|---|---|---|---|",
+        "| clients | q/s | p50 ms | p95 ms | p99 ms | errors | stack RSS start -> end MB | anonymous MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for lv in report.levels:
         lines.append(
             f"| {lv.clients} | {lv.throughput_qps} | {lv.p50_ms} | {lv.p95_ms} | {lv.p99_ms} | {lv.errors} | "
-            f"{lv.rss_start_mb} -> {lv.rss_end_mb} |"
+            f"{lv.rss_start_mb} -> {lv.rss_end_mb} | {lv.anon_start_mb} -> {lv.anon_end_mb} |"
         )
     return "\n".join(lines)

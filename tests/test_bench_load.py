@@ -8,7 +8,7 @@ from benchmarks.load import LevelReport, run, saturation, table
 
 
 def level(clients: int, qps: float, p95_ms: float) -> LevelReport:
-    return LevelReport(clients, 60.0, int(qps * 60), 0, {}, qps, p95_ms / 2, p95_ms, p95_ms * 1.2, 900.0, 910.0)
+    return LevelReport(clients, 60.0, int(qps * 60), 0, {}, qps, p95_ms / 2, p95_ms, p95_ms * 1.2, 900.0, 910.0, 600.0, 605.0)
 
 
 def test_the_saturation_point_is_where_p95_first_passes_one_second() -> None:
@@ -25,4 +25,6 @@ def test_load_runs_levels_of_clients_against_a_stack(tmp_path: Path) -> None:
         assert lv.seconds >= 4.0 and abs(lv.throughput_qps - lv.completed / lv.seconds) < 0.05 * lv.throughput_qps
         assert 0 < lv.p50_ms <= lv.p95_ms <= lv.p99_ms
         assert lv.rss_start_mb > 100 and lv.rss_end_mb > 100  # Redis, workers with their models, gateway
+        assert 0 < lv.anon_start_mb < lv.rss_start_mb and 0 < lv.anon_end_mb < lv.rss_end_mb
+        assert lv.memory_samples and all(0 < t <= lv.seconds and 0 < a < r for t, r, a in lv.memory_samples)
     assert "| 3 |" in table(report)
