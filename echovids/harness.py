@@ -245,8 +245,9 @@ class Stack:
         raise RuntimeError(f"stack not ready in {timeout} s:\n{self.log_path.read_text()[-4000:]}")
 
     def _answers_a_search(self) -> bool:
-        """/readyz sees consumers, not warm pool processes: on a busy machine a search worker's pool may still be
-        loading its shards, and a first search would run out its deadline. Started means one search came back."""
+        """/readyz sees every shard warm, but an embedder loads its model on its first task (TensorFlow and LiteRT
+        are not fork-safe): one search through the whole path first, so a test's first timed search does not
+        pay for the load. Started means one search came back."""
         probe = wav_bytes(np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * np.float32(0.1))
         try:
             with httpx.Client(base_url=self.url, timeout=40) as client:

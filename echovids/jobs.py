@@ -63,6 +63,14 @@ def settled_channel(job_id: str) -> str:
     return f"{PREFIX}settled:{job_id}"
 
 
+def _expired(job_id: str) -> NotFound:
+    settings = get_settings()
+    return NotFound(
+        f"No job with id {job_id!r} (a search is kept {settings.search_result_ttl_s // 60} min after it ends, "
+        f"other jobs {settings.job_ttl_s // 3600} h)."
+    )
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -76,19 +84,24 @@ def _encoded(fields: dict[str, Any]) -> dict[str, bytes]:
 
 
 # KEYS: the job, its settled channel, the deadlines set. ARGV: ttl, the new status (JSON) or "", whether it
-# settles the job, whether it is past the shard wait, now in ms, then field/value pairs.
+# settles the job, whether it is past the shard wait, now in ms, a settled search's ttl, then field/value pairs.
 # A settled job keeps its status (a retried or duplicated task must not move it backwards); settling it drops
 # its blobs (a search's upload, arrays and audio; an ingest's, under its clip id), which nothing reads after.
 _UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local status = ARGV[2]
+local current = redis.call('HGET', KEYS[1], 'status')
+local settled = ARGV[3] == '1' or current == DONE or current == FAILED
 if status ~= '' then
-  local current = redis.call('HGET', KEYS[1], 'status')
   if current == DONE or current == FAILED then return 0 end
   redis.call('HSETNX', KEYS[1], STAGE .. cjson.decode(status), ARGV[5])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if settled and redis.call('HGET', KEYS[1], 'kind') == SEARCH then
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
 local job_id = string.sub(KEYS[1], string.len(JOB) + 1)
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], job_id) end
 if ARGV[3] == '1' then
@@ -105,6 +118,7 @@ return 1
 for _name, _value in {
     "DONE": json.dumps(JobStatus.done.value),
     "FAILED": json.dumps(JobStatus.failed.value),
+    "SEARCH": json.dumps("search"),
     "STAGE": STAGE,
     "JOB": _job_key(""),
     "UPLOAD": upload_key(""),
@@ -189,7 +203,7 @@ class JobStore:
 
     def _parse(self, job_id: str, raw: Any) -> Job:
         if not raw:
-            raise NotFound(f"No job with id {job_id!r} (jobs expire after {self.ttl // 3600} h).")
+            raise _expired(job_id)
         fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
         stages = {name.removeprefix(STAGE): float(fields.pop(name)) for name in list(fields) if name.startswith(STAGE)}
         job = Job.model_validate({name: json.loads(value) for name, value in fields.items()})
@@ -243,11 +257,12 @@ class JobStore:
                 int(status in SETTLED),
                 int(status in PAST_SEARCH),
                 now.timestamp() * 1000,
+                get_settings().search_result_ttl_s,
                 *pairs,
             ],
         )
         if int(answer) < 0:
-            raise NotFound(f"No job with id {job_id!r} (jobs expire after {self.ttl // 3600} h).")
+            raise _expired(job_id)
 
     def set_status(self, job_id: str, status: JobStatus, progress: str | None = None) -> None:
         self.update(job_id, status=status, progress=progress)

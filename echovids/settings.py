@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_k: int = Field(default=100, ge=1)
 
     job_ttl_s: int = 6 * 3600
+    # A settled search's record (its results) is kept this long, not job_ttl_s: a client reads its results when
+    # they come, and at a dozen searches a second six hours of them would outgrow Redis' memory.
+    search_result_ttl_s: int = Field(default=600, ge=1)
     # Library upkeep (echovids beat): how often stuck pending clips are settled, and how old one must be. A clip
     # whose task the broker still holds is never touched (echovids.broker), so the age only has to outlast a
     # submission's own few seconds between the catalog row and the send.
@@ -99,6 +102,9 @@ class Settings(BaseSettings):
     # Processes of `echovids worker search` under `echovids serve`: each holds every shard it serves; with
     # two, one can rebuild an index while the other answers.
     search_processes: int = Field(default=2, ge=1)
+    # `echovids serve` runs one search worker per shard (each with search_processes processes holding only its
+    # shard; the first runs the merge too) instead of one holding them all: as workers on several hosts would.
+    search_pinned: bool = False
     # Frames a shard searches exactly before it rebuilds its ScaNN index over everything.
     search_delta_max: int = Field(default=4096, ge=0)
     search_neighbours: int = Field(default=20, ge=1, description="Library frames retrieved per query frame")

@@ -21,6 +21,10 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     python = sys.executable
     commands = {svc: [python, "-m", "echovids.cli", "worker", svc] for svc in SERVICES}
     commands["search"] += ["--concurrency", str(settings.search_processes)]
+    if settings.search_pinned:
+        search = commands.pop("search")
+        for shard in range(settings.search_shards):
+            commands[f"search-{shard}"] = [*search, "--shard", str(shard), "--merge" if shard == 0 else "--no-merge"]
     if settings.embedder_pool == "prefork":
         commands["embedder"] += ["--concurrency", str(settings.embedder_processes)]
     commands["beat"] = [python, "-m", "echovids.cli", "beat", "--loglevel", "WARNING"]

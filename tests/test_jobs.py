@@ -80,6 +80,28 @@ def test_a_search_that_settles_drops_its_upload_arrays_audio_and_deadline(env: P
     assert store.get_audio(job.id) is None
 
 
+def test_a_settled_search_is_kept_minutes_and_an_ingest_hours(env: Path) -> None:
+    """At a dozen searches a second, six hours of search records would outgrow Redis' memory: a search's record
+    expires ECHOVIDS_SEARCH_RESULT_TTL_S after it settles (a later field write keeps that), an ingest's keeps the
+    job TTL."""
+    from echovids.jobs import _job_key
+    from echovids.settings import get_settings
+
+    settings = get_settings()
+    store = JobStore()
+    search, ingest = store.create_search(3, None, wait_s=10), store.create(kind="ingest", clip_id="clip-2")
+    for job in (search, ingest):
+        assert store.redis.ttl(_job_key(job.id)) > settings.search_result_ttl_s
+    store.finish(search.id, [])
+    store.finish(ingest.id, [])
+    assert 0 < store.redis.ttl(_job_key(search.id)) <= settings.search_result_ttl_s
+    store.update(search.id, progress="checked")  # a write after settling does not bring the hours back
+    assert 0 < store.redis.ttl(_job_key(search.id)) <= settings.search_result_ttl_s
+    assert store.redis.ttl(_job_key(ingest.id)) > settings.search_result_ttl_s
+    with pytest.raises(NotFound, match="a search is kept 10 min after it ends"):
+        store.get("0" * 32)
+
+
 def test_a_failed_ingest_drops_the_clips_upload(env: Path) -> None:
     store = JobStore()
     job = store.create(kind="ingest", clip_id="clip-1")

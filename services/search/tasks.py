@@ -144,7 +144,7 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
     key = _answers_key(job_id)
     pipe = get_redis().pipeline(transaction=False)
     pipe.hset(key, str(shard), answer.model_dump_json())
-    pipe.expire(key, get_settings().job_ttl_s)
+    pipe.expire(key, _search_keys_ttl_s())
     pipe.hgetall(key)
     answers = _parsed(pipe.execute()[-1])
     if len(answers) >= get_settings().search_shards:
@@ -155,6 +155,12 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
 
 def _answers_key(job_id: str) -> str:
     return f"echovids:answers:{job_id}"
+
+
+def _search_keys_ttl_s() -> int:
+    """A search's own keys (its shards' answers, its merge claim) outlive the longest a search may take, no more:
+    at saturation a search a second kept 6 h would hold gigabytes of Redis."""
+    return int(2 * get_settings().search_total_timeout_s) + 60
 
 
 def _parsed(raw: dict[Any, Any]) -> list[ShardAnswer]:
@@ -173,11 +179,10 @@ def merge_answers(job_id: str, k: int, answers: list[ShardAnswer] | None = None)
     Runs in the last shard to answer (with the ``answers`` it read), or at the search deadline (so a shard
     that is down cannot hold a query forever). The first to run wins; without every shard, the job is partial.
     """
-    settings = get_settings()
     client = get_redis()
     claim = f"echovids:merged:{job_id}"
     pipe = client.pipeline(transaction=False)
-    pipe.set(claim, 1, nx=True, ex=settings.job_ttl_s)
+    pipe.set(claim, 1, nx=True, ex=_search_keys_ttl_s())
     if answers is None:
         pipe.hgetall(_answers_key(job_id))
     replies = pipe.execute()
@@ -186,10 +191,12 @@ def merge_answers(job_id: str, k: int, answers: list[ShardAnswer] | None = None)
     try:
         _merge(job_id, k, answers if answers is not None else _parsed(replies[1]))
     except Ignore:
+        client.delete(_answers_key(job_id))
         raise  # the job was failed on purpose (a shard's error): settled
     except Exception:
         client.delete(claim)  # a retry (or the deadline merge) must be able to try again
         raise
+    client.delete(_answers_key(job_id))  # settled: nothing reads them again
 
 
 def _merge(job_id: str, k: int, answers: list[ShardAnswer]) -> None:

@@ -48,4 +48,6 @@ def run(
     # A pool process loads its shards before it takes tasks; a large shard needs more than Celery's 4 s.
     get_celery().conf.worker_proc_alive_timeout = 600
     names = [queues.shard_queue(i) for i in served] + ([queues.SEARCH_MERGE] if merge else [])
-    start_worker("search", names, concurrency=concurrency or 1, loglevel=loglevel)
+    # Workers pinned to shards on one host need names of their own (Celery's node names must differ).
+    node = "search" if shards is None else "search.shard" + "-".join(map(str, served))
+    start_worker(node, names, concurrency=concurrency or 1, loglevel=loglevel)
