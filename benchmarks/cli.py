@@ -165,6 +165,9 @@ def bench_scale(
     ] = None,
     queries: Annotated[int, typer.Option(min=5)] = 50,
     workdir: Annotated[Path | None, typer.Option(help="keep the library here; a second run reuses it")] = None,
+    pinned: Annotated[
+        bool, typer.Option(help="one search worker per shard, each holding only its own (ECHOVIDS_SEARCH_PINNED)")
+    ] = False,
 ) -> None:
     """Memory per frame (PSS of the search processes), recall@10, start time and latency at a library's size;
     the last line is one JSON object."""
@@ -180,8 +183,27 @@ def bench_scale(
         processes=processes,
         queries=queries,
         workdir=workdir,
+        pinned=pinned,
         log=lambda line: typer.echo(line, err=True),
     )
+    typer.echo(json.dumps(dataclasses.asdict(report)))
+
+
+@bench_app.command("audioset")
+def bench_audioset(
+    segments: Annotated[int, typer.Option(min=1, help="segments of the synthetic release (10 s each)")] = 200_000,
+    workdir: Annotated[Path | None, typer.Option(help="write the release and the library here")] = None,
+) -> None:
+    """`echovids import-audioset` of a synthetic AudioSet release (TFRecords as Google ships them) into a fresh
+    stack: segments/s read and sent, segments/s until all are indexed, the importer's peak RSS; the last line is
+    one JSON object."""
+    import dataclasses
+    import json
+
+    require("audioset", {**STACK_NEEDS, "tensorflow": "embedder", "psutil": "bench"})
+    from benchmarks.audioset_import import run
+
+    report = run(segments=segments, workdir=workdir, log=lambda line: typer.echo(line, err=True))
     typer.echo(json.dumps(dataclasses.asdict(report)))
 
 

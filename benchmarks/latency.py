@@ -161,6 +161,8 @@ def one_query(client: httpx.Client, content: bytes, text: str | None = None) -> 
         job = search_and_wait(client, content, "q.wav", timeout_s=600)
     if job["status"] != "done":
         raise RuntimeError(job.get("error") or f"still {job['status']}")
+    if job["partial"]:  # a figure of fewer shards than the library has is no figure of it
+        raise RuntimeError(f"a partial answer: shards {job['missing_shards']} did not answer")
     return (time.perf_counter() - started) * 1000, job["stage_ms"]
 
 

@@ -4,9 +4,11 @@ On benchmarks/latency.py's synthetic library (built, or reused from ``--workdir`
 1. recall@10 of each shard's snapshot, searched as a search process searches it (ScaNN's candidates re-scored
    from the mapped float16 frames), against exact search over the same stored frames; held-out queries are
    library frames moved by noise (cosine ~0.9 to their source). In this process, from the snapshot alone.
-2. `echovids serve` with ``search_processes`` search processes: ``load_s`` is from the start until the last of
-   them logged its shards loaded (services/search/worker.py), the machine's page cache as the build left it.
-3. ``queries`` 10 s recordings end to end, one at a time: p50 and p95.
+2. `echovids serve` with ``search_processes`` search processes (``pinned``: that many per shard, each worker holding
+   only its shard, as on several hosts): ``load_s`` is from the start until the last of them logged its shards
+   loaded (services/search/worker.py), the machine's page cache as the build left it.
+3. ``queries`` 10 s recordings end to end, one at a time: p50 and p95; every answer from all shards (a partial
+   one stops the run).
 4. ``rss_mb``: the sum of the search processes' PSS (a page shared by n processes counts 1/n in each), after the
    queries; ``bytes_per_frame``: its growth over the same stack's on an empty library, per frame.
 The last line printed is one JSON object with every figure.
@@ -35,7 +37,8 @@ class ScaleReport:
     frames: int
     dim: int
     shards: int
-    search_processes: int
+    search_processes: int  # in all: a pinned layout runs ``processes`` per shard
+    pinned: bool  # one search worker per shard (ECHOVIDS_SEARCH_PINNED), or one worker holding every shard
     build_s: float
     rss_mb: float
     empty_rss_mb: float
@@ -94,7 +97,9 @@ def search_pss_mb(stack: Stack) -> float:
     return total / 2**20
 
 
-def started_stack(data_dir: Path, processes: int, shards: int, log_path: Path) -> tuple[Stack, float]:
+def started_stack(
+    data_dir: Path, processes: int, shards: int, log_path: Path, pinned: bool = False
+) -> tuple[Stack, float]:
     """A running stack and the seconds until each of its search processes had its shards loaded."""
     from services.search.worker import LOADED
 
@@ -104,12 +109,14 @@ def started_stack(data_dir: Path, processes: int, shards: int, log_path: Path) -
         None,
         ECHOVIDS_SEARCH_SHARDS=str(shards),
         ECHOVIDS_SEARCH_PROCESSES=str(processes),
+        ECHOVIDS_SEARCH_PINNED=str(pinned).lower(),
         ECHOVIDS_SEARCH_DELTA_MAX="100000000",
     )
     stack.log_path = log_path
     started = time.monotonic()
     stack.start(timeout=1200)
-    while len(loaded.findall(log_path.read_text(errors="replace"))) < processes:
+    expected = processes * (shards if pinned else 1)  # pinned: each shard's worker has ``processes`` of its own
+    while len(loaded.findall(log_path.read_text(errors="replace"))) < expected:
         if time.monotonic() - started > 1200:
             stack.stop()
             raise RuntimeError(f"the search processes did not all load in 1200 s (see {log_path})")
@@ -123,6 +130,7 @@ def run(
     processes: int | None = None,
     queries: int = 50,
     workdir: Path | None = None,
+    pinned: bool = False,
     log: Callable[[str], None] = print,
 ) -> ScaleReport:
     from echovids.settings import get_settings
@@ -135,14 +143,14 @@ def run(
 
     empty = root / "empty" / "data"
     empty.mkdir(parents=True, exist_ok=True)
-    stack, _ = started_stack(empty, processes, shards, root / "serve-empty.log")
+    stack, _ = started_stack(empty, processes, shards, root / "serve-empty.log", pinned)
     try:
         measure(stack.url, content, queries=5)
         empty_mb = search_pss_mb(stack)
     finally:
         stack.stop()
     log(f"recall@10 {recall:.3f}; search processes on an empty library {empty_mb:.0f} MB; starting on the library ...")
-    stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log")
+    stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log", pinned)
     try:
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         ms = np.array([total for total, _ in measure(stack.url, content, queries)])
@@ -154,7 +162,8 @@ def run(
         frames=n,
         dim=1024,
         shards=shards,
-        search_processes=processes,
+        search_processes=processes * (shards if pinned else 1),
+        pinned=pinned,
         build_s=round(build_s, 1),
         rss_mb=round(rss_mb, 1),
         empty_rss_mb=round(empty_mb, 1),

@@ -8,7 +8,9 @@ from benchmarks.load import LevelReport, run, saturation, table
 
 
 def level(clients: int, qps: float, p95_ms: float) -> LevelReport:
-    return LevelReport(clients, 60.0, int(qps * 60), 0, {}, qps, p95_ms / 2, p95_ms, p95_ms * 1.2, 900.0, 910.0, 600.0, 605.0)
+    return LevelReport(
+        clients, 60.0, int(qps * 60), 0, {}, qps, p95_ms / 2, p95_ms, p95_ms * 1.2, 900.0, 910.0, 600.0, 605.0
+    )
 
 
 def test_the_saturation_point_is_where_p95_first_passes_one_second() -> None:

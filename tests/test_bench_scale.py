@@ -17,3 +17,13 @@ def test_scale_measures_memory_recall_start_and_latency_of_two_search_processes(
     assert report.load_s > 0 and 0 < report.p50_ms <= report.p95_ms
     # Both search processes logged their load: the start is timed to the later one.
     assert (tmp_path / "serve.log").read_text().count("shards [0] loaded in") == 2
+
+
+def test_two_shards_pinned_to_two_search_workers_answer_as_one(tmp_path: Path) -> None:
+    """ECHOVIDS_SEARCH_PINNED: one worker per shard, each loading only its own; every query answered by both."""
+    report = run(frames=4000, shards=2, processes=1, queries=5, workdir=tmp_path, pinned=True, log=lambda _: None)
+    assert report.pinned and report.shards == 2 and report.search_processes == 2
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count("shards [0] loaded in") == 1 and log.count("shards [1] loaded in") == 1
+    assert "shards [0, 1] loaded in" not in log
+    assert 0 < report.p50_ms <= report.p95_ms  # every answer whole (a partial one raises)

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.audioset_import import sequence_example
 from echovids.harness import Stack, write_wav
 from tests.conftest import external_redis, stack_on_own_redis
 from tests.sounds import synthetic_library
@@ -19,21 +20,6 @@ from tests.sounds import synthetic_library
 REDIS_URL = external_redis(12)  # this module's own database (see conftest)
 
 IDS = ["-0RWZT-miFs", "--PJHxphWEs", "a1b2c3d4e5F", "Zz_9-8x7w6V", "q-q_q-q_q-q"]
-
-
-def sequence_example(video_id: str, start: float, end: float, labels: list[int], frames: np.ndarray) -> bytes:
-    import tensorflow as tf
-
-    ex = tf.train.SequenceExample()
-    ctx = ex.context.feature
-    ctx["video_id"].bytes_list.value.append(video_id.encode())
-    ctx["start_time_seconds"].float_list.value.append(start)
-    ctx["end_time_seconds"].float_list.value.append(end)
-    ctx["labels"].int64_list.value.extend(labels)
-    fl = ex.feature_lists.feature_list["audio_embedding"]
-    for row in frames:
-        fl.feature.add().bytes_list.value.append(row.astype(np.uint8).tobytes())
-    return ex.SerializeToString()
 
 
 def features_for(seed: int, n: int = 10) -> np.ndarray:
