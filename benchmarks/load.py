@@ -44,6 +44,8 @@ class LevelReport:
     rss_end_mb: float
     anon_start_mb: float
     anon_end_mb: float
+    anon_by_service_start_mb: dict[str, float]
+    anon_by_service_end_mb: dict[str, float]
     # (seconds into the level, stack RSS MB, anonymous MB), every MEMORY_SAMPLE_S: flat, or still growing at the end
     memory_samples: list[tuple[float, float, float]] = field(default_factory=list)
 
@@ -70,6 +72,23 @@ class Memory:
 
     rss_mb: float
     anon_mb: float
+    anon_by_service_mb: dict[str, float] = field(default_factory=dict)
+
+
+def service_of(cmdline: list[str]) -> str:
+    """Which part of the stack a process is (a worker's pool processes count with their worker)."""
+    line = " ".join(cmdline)
+    program = Path(line.split(" ", 1)[0]).name  # Redis retitles itself "redis-server host:port"
+    if program == "redis-server":
+        return "redis"
+    if program.startswith("redis-"):
+        return "redis-fork"  # a background save or AOF rewrite: a fork, its pages copied as Redis writes
+    if "uvicorn" in line:
+        return "gateway"
+    for part in ("embedder", "search", "availability", "beat"):
+        if f" {part}" in line and "echovids.cli" in line:
+            return part
+    return "supervisord"
 
 
 def stack_memory(stack: Stack) -> Memory:
@@ -79,14 +98,22 @@ def stack_memory(stack: Stack) -> Memory:
     assert stack.proc is not None
     root = psutil.Process(stack.proc.pid)
     rss = anon = 0
+    by_service: dict[str, float] = {}
     for process in [root, *root.children(recursive=True)]:
         try:
-            info = process.memory_info()
+            info, cmdline = process.memory_info(), process.cmdline()
         except psutil.Error:
             continue  # gone between the listing and the read
         rss += info.rss
-        anon += info.rss - info.shared  # shared: RssFile + RssShmem
-    return Memory(rss_mb=round(rss / 2**20, 1), anon_mb=round(anon / 2**20, 1))
+        private = info.rss - info.shared  # shared: RssFile + RssShmem
+        anon += private
+        service = service_of(cmdline)
+        by_service[service] = by_service.get(service, 0.0) + private / 2**20
+    return Memory(
+        rss_mb=round(rss / 2**20, 1),
+        anon_mb=round(anon / 2**20, 1),
+        anon_by_service_mb={name: round(mb, 1) for name, mb in sorted(by_service.items())},
+    )
 
 
 def client_loop(
@@ -146,6 +173,8 @@ def one_level(stack: Stack, content: bytes, clients: int, seconds: float) -> Lev
         rss_end_mb=end.rss_mb,
         anon_start_mb=start.anon_mb,
         anon_end_mb=end.anon_mb,
+        anon_by_service_start_mb=start.anon_by_service_mb,
+        anon_by_service_end_mb=end.anon_by_service_mb,
         memory_samples=samples,
     )
 

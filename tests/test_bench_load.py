@@ -9,7 +9,7 @@ from benchmarks.load import LevelReport, run, saturation, table
 
 def level(clients: int, qps: float, p95_ms: float) -> LevelReport:
     return LevelReport(
-        clients, 60.0, int(qps * 60), 0, {}, qps, p95_ms / 2, p95_ms, p95_ms * 1.2, 900.0, 910.0, 600.0, 605.0
+        clients, 60.0, int(qps * 60), 0, {}, qps, p95_ms / 2, p95_ms, p95_ms * 1.2, 900.0, 910.0, 600.0, 605.0, {}, {}
     )
 
 
@@ -29,4 +29,5 @@ def test_load_runs_levels_of_clients_against_a_stack(tmp_path: Path) -> None:
         assert lv.rss_start_mb > 100 and lv.rss_end_mb > 100  # Redis, workers with their models, gateway
         assert 0 < lv.anon_start_mb < lv.rss_start_mb and 0 < lv.anon_end_mb < lv.rss_end_mb
         assert lv.memory_samples and all(0 < t <= lv.seconds and 0 < a < r for t, r, a in lv.memory_samples)
+        assert {"redis", "gateway", "embedder", "search", "availability", "beat"} <= set(lv.anon_by_service_end_mb)
     assert "| 3 |" in table(report)
