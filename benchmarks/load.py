@@ -46,8 +46,9 @@ class LevelReport:
     anon_end_mb: float
     anon_by_service_start_mb: dict[str, float]
     anon_by_service_end_mb: dict[str, float]
-    # (seconds into the level, stack RSS MB, anonymous MB), every MEMORY_SAMPLE_S: flat, or still growing at the end
-    memory_samples: list[tuple[float, float, float]] = field(default_factory=list)
+    # (seconds into the level, stack RSS MB, anonymous MB, anonymous MB by service), every MEMORY_SAMPLE_S: flat,
+    # or still growing at the end, and where
+    memory_samples: list[tuple[float, float, float, dict[str, float]]] = field(default_factory=list)
 
 
 @dataclass
@@ -140,7 +141,7 @@ def one_level(stack: Stack, content: bytes, clients: int, seconds: float) -> Lev
     start = stack_memory(stack)
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    samples: list[tuple[float, float, float]] = []
+    samples: list[tuple[float, float, float, dict[str, float]]] = []
     started = time.monotonic()
     until = started + seconds
     lock = threading.Lock()
@@ -153,7 +154,7 @@ def one_level(stack: Stack, content: bytes, clients: int, seconds: float) -> Lev
     while (left := until - time.monotonic()) > 0:
         time.sleep(min(MEMORY_SAMPLE_S, left))
         memory = stack_memory(stack)
-        samples.append((round(time.monotonic() - started, 1), memory.rss_mb, memory.anon_mb))
+        samples.append((round(time.monotonic() - started, 1), memory.rss_mb, memory.anon_mb, memory.anon_by_service_mb))
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started  # the last answers come after ``until``: counted, and their time too

@@ -47,6 +47,7 @@ class ScaleReport:
     load_s: float
     p50_ms: float
     p95_ms: float
+    stage_p50_ms: dict[str, float] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=machine_info)
 
 
@@ -153,11 +154,14 @@ def run(
     stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log", pinned)
     try:
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
-        ms = np.array([total for total, _ in measure(stack.url, content, queries)])
+        answers = measure(stack.url, content, queries)
         rss_mb = search_pss_mb(stack)
     finally:
         stack.stop()
     n = clips * FRAMES_PER_CLIP
+    ms = np.array([total for total, _ in answers])
+    # When each stage began, from submission (medians): "checking" starts once the shards' answers are merged.
+    stages = {name: round(float(np.median([st[name] for _, st in answers if name in st])), 1) for name in answers[0][1]}
     return ScaleReport(
         frames=n,
         dim=1024,
@@ -172,4 +176,5 @@ def run(
         load_s=round(load_s, 1),
         p50_ms=round(float(np.percentile(ms, 50)), 1),
         p95_ms=round(float(np.percentile(ms, 95)), 1),
+        stage_p50_ms=stages,
     )

@@ -28,6 +28,7 @@ def test_load_runs_levels_of_clients_against_a_stack(tmp_path: Path) -> None:
         assert 0 < lv.p50_ms <= lv.p95_ms <= lv.p99_ms
         assert lv.rss_start_mb > 100 and lv.rss_end_mb > 100  # Redis, workers with their models, gateway
         assert 0 < lv.anon_start_mb < lv.rss_start_mb and 0 < lv.anon_end_mb < lv.rss_end_mb
-        assert lv.memory_samples and all(0 < t <= lv.seconds and 0 < a < r for t, r, a in lv.memory_samples)
+        assert lv.memory_samples and all(0 < t <= lv.seconds and 0 < a < r for t, r, a, _ in lv.memory_samples)
+        assert all(abs(sum(by.values()) - a) < 1 for _, _, a, by in lv.memory_samples)
         assert {"redis", "gateway", "embedder", "search", "availability", "beat"} <= set(lv.anon_by_service_end_mb)
     assert "| 3 |" in table(report)
