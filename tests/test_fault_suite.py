@@ -289,28 +289,19 @@ def test_the_cli_waits_out_a_redis_kill_and_resumes(stack: Stack, tmp_path: Path
         (folder / f"clip-{i:02d}.wav").write_bytes(wav_bytes(audio))
     query = tmp_path / "query.wav"
     query.write_bytes(query_of(recordings[0]))
-    env = {**stack.env, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "echovids.cli"]
-    ingest = subprocess.Popen(
-        [*command, "ingest", str(folder), "--window", "2"],
-        env=env,
-        cwd=stack.cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+
+    def cli(*args: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "echovids.cli", *args]
+        env = {**stack.env, "PYTHONUNBUFFERED": "1"}
+        pipe = subprocess.PIPE
+        return subprocess.Popen(command, env=env, cwd=stack.cwd, stdout=pipe, stderr=pipe, text=True)
+
+    ingest = cli("ingest", str(folder), "--window", "2")
     deadline = time.monotonic() + 60
     while (_get(stack, "/v1/library?q=clip-") or {}).get("total", 0) < 1:  # the first files are in
         assert time.monotonic() < deadline and ingest.poll() is None, "the ingest never started"
         time.sleep(0.1)
-    search = subprocess.Popen(
-        [*command, "search", str(query), "--timeout", "120"],
-        env=env,
-        cwd=stack.cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    search = cli("search", str(query), "--timeout", "120")
     # Down for seconds, not the blink of one restart (which the clients' own reconnects hide): Redis is killed
     # again each time the supervisor brings it back.
     outage_ends = time.monotonic() + 6
