@@ -456,6 +456,13 @@ def _submit(
             queue=queues.shard_queue(shard),
         )
         sent[clip_id] = job.id
+    # As submit_clip does: the row names its job once the task is sent, so the library upkeep sees the clip at work
+    # (a pending row without a job was never sent, and an AudioSet clip has no stored audio to send it again from).
+    with catalog.session() as s:
+        for clip_id, *_ in todo:
+            row_obj = s.get(catalog.Clip, clip_id)
+            if row_obj is not None:
+                row_obj.job_id = sent[clip_id]
 
 
 def _wait(sent: dict[str, str], report: ImportReport, timeout_s: float) -> None:

@@ -152,6 +152,31 @@ def test_the_upkeep_never_resends_a_clip_that_failed_durably(env: Path, tmp_path
     assert all(c.error is not None and c.error.code == "processing_failed" for c in failed.items)
 
 
+def test_the_upkeep_leaves_a_long_audioset_import_at_work(env: Path) -> None:
+    """An AudioSet import sends its clips' index tasks far faster than a shard indexes them: a clip may wait in its
+    shard's queue longer than the upkeep's age, and has no stored audio to be sent again from. Its row names its
+    job and the broker holds its task, so the upkeep leaves it alone."""
+    from echovids import catalog
+    from echovids.audioset import FeatureRecord, ImportReport, Segment, _submit, vggish_space
+    from echovids.library import Reconciled, reconcile_pending
+
+    redis.Redis.from_url(EXTERNAL_REDIS).flushdb()  # no worker consumes this database: the tasks stay queued
+    features = np.random.default_rng(3).integers(0, 256, size=(10, 128)).astype(np.uint8)
+    items = [
+        (
+            Segment(ytid=f"AbCdEfGhI{i:02d}", start_s=0.0, end_s=10.0, labels=[]),
+            FeatureRecord(f"AbCdEfGhI{i:02d}", 0.0, 10.0, [], features),
+        )
+        for i in range(3)
+    ]
+    sent: dict[str, str] = {}
+    _submit(items, vggish_space(), ImportReport(), sent)
+    rows = catalog.get_clips(list(sent))
+    assert {clip_id: row.job_id for clip_id, row in rows.items()} == sent
+    assert reconcile_pending(older_than_s=0) == Reconciled([], [])
+    assert {row.status for row in catalog.get_clips(list(sent)).values()} == {"pending"}
+
+
 def test_a_clip_task_delivered_again_after_its_chain_finished_changes_nothing(env: Path) -> None:
     """A worker stopped between finishing a clip's task and its ack: the broker delivers the message again once
     the clip is ready and its upload gone. Run again by Celery's own tracer, both tasks of the ingest chain end
