@@ -152,15 +152,19 @@ def test_the_upkeep_never_resends_a_clip_that_failed_durably(env: Path, tmp_path
     assert all(c.error is not None and c.error.code == "processing_failed" for c in failed.items)
 
 
-def test_the_upkeep_leaves_a_long_audioset_import_at_work(env: Path) -> None:
+def test_the_upkeep_leaves_a_long_audioset_import_at_work(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An AudioSet import sends its clips' index tasks far faster than a shard indexes them: a clip may wait in its
     shard's queue longer than the upkeep's age, and has no stored audio to be sent again from. Its row names its
     job and the broker holds its task, so the upkeep leaves it alone."""
     from echovids import catalog
     from echovids.audioset import FeatureRecord, ImportReport, Segment, _submit, vggish_space
     from echovids.library import Reconciled, reconcile_pending
+    from echovids.settings import get_settings
 
-    redis.Redis.from_url(EXTERNAL_REDIS).flushdb()  # no worker consumes this database: the tasks stay queued
+    url = external_redis(4)  # a database of its own, which no worker consumes: the tasks stay queued
+    monkeypatch.setenv("ECHOVIDS_REDIS_URL", url)
+    get_settings.cache_clear()
+    redis.Redis.from_url(url).flushdb()
     features = np.random.default_rng(3).integers(0, 256, size=(10, 128)).astype(np.uint8)
     items = [
         (
