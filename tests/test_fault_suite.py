@@ -296,9 +296,13 @@ def test_the_cli_waits_out_a_redis_kill_and_resumes(stack: Stack, tmp_path: Path
         pipe = subprocess.PIPE
         return subprocess.Popen(command, env=env, cwd=stack.cwd, stdout=pipe, stderr=pipe, text=True)
 
+    def first_file_ready() -> bool:  # the search's target is indexed; the other files are still on their way
+        listed = _get(stack, "/v1/library?q=clip-00") or {}
+        return any(item["status"] == "ready" for item in listed.get("items", []))
+
     ingest = cli("ingest", str(folder), "--window", "2")
     deadline = time.monotonic() + 60
-    while (_get(stack, "/v1/library?q=clip-") or {}).get("total", 0) < 1:  # the first files are in
+    while not first_file_ready():
         assert time.monotonic() < deadline and ingest.poll() is None, "the ingest never started"
         time.sleep(0.1)
     search = cli("search", str(query), "--timeout", "120")
