@@ -257,7 +257,7 @@ def recover_clip(clip_id: str, store: JobStore | None = None) -> ClipStatus | No
         return None
     path = clip_audio.find(clip_id)
     if path is None:
-        error = IndexDamaged("The clip's indexed frames were damaged on disk and its stored audio is gone.")
+        error = IndexDamaged(f"The clip's indexed frames were damaged on disk and {_no_audio(clip)}")
         with catalog.session() as s:
             row = s.get(catalog.Clip, clip_id)
             if row is not None:
@@ -340,12 +340,19 @@ def _why_not_again(clip: catalog.Clip, job: Job | None) -> ErrorBody | None:
     if job is not None and job.status == JobStatus.failed:
         return job.error or ErrorBody(code="internal_error", message="Its job failed.")
     if clip_audio.find(clip.id) is None:
-        return ErrorBody(code="not_found", message="The clip's stored audio is gone; it cannot be processed again.")
+        return ErrorBody(code="not_found", message=f"Its job was lost and {_no_audio(clip)}")
     if (clip.resubmissions or 0) >= 1 or (clip.attempts or 0) >= get_settings().library_max_attempts:
         return ErrorBody(
             code=ProcessingFailed.code, message="Processing the clip was started again and still never finished."
         )
     return None
+
+
+def _no_audio(clip: catalog.Clip) -> str:
+    """Why a clip cannot be processed again here, and what its owner can do."""
+    if clip.source_kind == "youtube":  # imported as features: no audio was ever stored
+        return "an imported clip keeps no audio to index it from: run the import again (it skips what is in)."
+    return "its stored audio is gone: add the file again."
 
 
 def _job_or_none(store: JobStore, job_id: str | None) -> Job | None:

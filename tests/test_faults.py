@@ -179,6 +179,12 @@ def test_the_upkeep_leaves_a_long_audioset_import_at_work(env: Path, monkeypatch
     assert {clip_id: row.job_id for clip_id, row in rows.items()} == sent
     assert reconcile_pending(older_than_s=0) == Reconciled([], [])
     assert {row.status for row in catalog.get_clips(list(sent)).values()} == {"pending"}
+    # Lost with Redis, tasks and vectors both: nothing here can index them again, and the error says what can.
+    redis.Redis.from_url(url).flushdb()
+    assert sorted(reconcile_pending(older_than_s=0).failed) == sorted(sent)
+    for row in catalog.get_clips(list(sent)).values():
+        assert row.status == "failed" and row.error_code == "not_found", row
+        assert "run the import again" in str(row.error_message), row.error_message
 
 
 def test_a_clip_task_delivered_again_after_its_chain_finished_changes_nothing(env: Path) -> None:

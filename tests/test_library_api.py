@@ -229,6 +229,7 @@ def test_upkeep_settles_clips_stuck_pending(client: TestClient, tmp_path: Path) 
         lost: "failed",
         dropped: "pending",  # sent again too
     }
+    assert rows[lost].error_code == "not_found" and "add the file again" in str(rows[lost].error_message)
     for clip_id, job in ((vanished, jobs[2]), (dropped, jobs[4])):
         assert rows[clip_id].job_id not in (None, job["id"]) and store.get(rows[clip_id].job_id).status == "queued"
     assert rows[queued].job_id == jobs[0]["id"]
