@@ -18,11 +18,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.sound_space import FRAMES_PER_CLIP, SoundSpace
 from echovids.audio import SAMPLE_RATE
 from echovids.harness import make_stack, search_and_wait, text_search_and_wait, write_wav
-from echovids.vectors import l2_normalise
 
-FRAMES_PER_CLIP = 20  # 10 s clips at a 0.48 s hop
 SPACE = "yamnet:tflite-1:1024"
 CLASSES = 521
 TYPE_CLASSES = 6  # the classes a sound type is mostly heard as
@@ -43,13 +42,6 @@ class LatencyReport:
     stage_p50_ms: dict[str, float]  # median time from submission to the start of each stage
 
 
-def clustered_vectors(rng: np.random.Generator, n: int, dim: int, centers: np.ndarray) -> np.ndarray:
-    """Frames near one of the centres, as real embeddings cluster by sound type; unit length."""
-    picks = rng.integers(0, centers.shape[0], size=n)
-    x = centers[picks] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
-    return l2_normalise(x)
-
-
 def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> int:
     """Write segments, catalog rows and cached availability for ``frames`` frames; compact every shard."""
     os.environ["ECHOVIDS_DATA_DIR"] = str(data_dir)
@@ -62,8 +54,7 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
     from services.search.shard import ShardIndex
 
     rng = np.random.default_rng(seed)
-    dim = 1024
-    centers = l2_normalise(rng.standard_normal((2048, dim)).astype(np.float32))
+    space = SoundSpace.draw(rng, 1024)
     # Each sound type is heard as a few classes, weighted as YAMNet's sigmoid scores are (one loud, a tail).
     type_classes = rng.integers(0, CLASSES, size=(2048, TYPE_CLASSES))
     clips = frames // FRAMES_PER_CLIP
@@ -72,9 +63,11 @@ def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> in
     for c in range(clips):
         clip_id = f"bench{c:07d}"
         shard = catalog.shard_of(clip_id, shards)
-        # A clip drifts between a few sound types, as a real recording does.
+        # A clip's frames lie about its own centre; its class scores drift between a few sound types, as a real
+        # recording's do.
+        centre = space.clip_centres(rng, space.clip_classes(rng, 1))
+        base = space.frames(rng, np.repeat(centre, FRAMES_PER_CLIP, axis=0))
         types = rng.integers(0, 2048, size=3)
-        base = clustered_vectors(rng, FRAMES_PER_CLIP, dim, centers[types])
         hashes = rng.integers(0, 2**22, size=1900, dtype=np.uint32)
         times = np.sort(rng.integers(0, 625, size=1900)).astype(np.int32)
         arrays = {"vectors": base, "hashes": hashes, "times": times, **class_columns(rng, type_classes[types])}

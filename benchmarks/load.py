@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.latency import FRAMES_PER_CLIP, cache_availability, library, query_wav
+from benchmarks.latency import cache_availability, library, query_wav
+from benchmarks.sound_space import FRAMES_PER_CLIP
 from echovids.harness import Stack, machine_info, make_stack, search_and_wait
 
 SATURATION_P95_MS = 1000.0

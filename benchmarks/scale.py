@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import FRAMES_PER_CLIP, cache_availability, library, measure, query_wav
+from benchmarks.latency import cache_availability, library, measure, query_wav
+from benchmarks.sound_space import FRAMES_PER_CLIP
 from echovids.harness import Stack, machine_info, make_stack
 
 RECALL_QUERIES = 200

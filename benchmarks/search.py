@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.sound_space import FRAMES_PER_CLIP, SoundSpace
 from echovids.harness import install_hint, machine_info, missing_modules
 from echovids.vectors import l2_normalise
 
@@ -145,48 +146,25 @@ def blas_threads(n: int) -> Iterator[None]:
 
 # -- vectors --------------------------------------------------------------------------------------------------
 def synthetic_vectors(n: int, n_queries: int, dim: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Clustered unit vectors shaped like audio frames, and held-out queries.
-
-    Three levels, as in a sound library: ~500 sound classes of Zipf-distributed popularity; clips of ~20 frames
-    (10 s at YAMNet's hop), each clip a point near its class centre; frames near their clip's centre. The
-    structure lives in a 96-dimensional subspace embedded by a random orthonormal map, plus isotropic noise in
-    all dimensions, then L2-normalised (the index scores dot products of unit vectors = cosine).
-    Queries: half are fresh frames of library clips (a re-recording of a known sound), half frames of new clips.
-    """
+    """Clustered unit vectors shaped like audio frames (benchmarks/sound_space.py), and held-out queries: half
+    fresh frames of library clips (a re-recording of a known sound), half frames of new clips."""
     rng = np.random.default_rng(seed)
-    latent, n_classes, frames_per_clip = 96, 512, 20
-    basis = np.linalg.qr(rng.standard_normal((dim, latent)))[0].T.astype(np.float32)  # latent x dim, orthonormal
-    classes = l2_normalise(rng.standard_normal((n_classes, latent)).astype(np.float32))
-    popularity = 1.0 / np.arange(1, n_classes + 1) ** 0.8
-    popularity /= popularity.sum()
-    n_clips = -(-n // frames_per_clip)
-    clip_class = rng.choice(n_classes, size=n_clips, p=popularity)
-    clip_spread, frame_spread, noise = 0.55, 0.35, 0.25
-
-    def clip_centres(cls: np.ndarray) -> np.ndarray:
-        g = rng.standard_normal((len(cls), latent)).astype(np.float32)
-        return classes[cls] + clip_spread * g / np.sqrt(latent)
-
-    def frames(centres: np.ndarray) -> np.ndarray:
-        g = rng.standard_normal((len(centres), latent)).astype(np.float32)
-        x = (centres + frame_spread * g / np.sqrt(latent)) @ basis
-        x += (noise / np.sqrt(dim)) * rng.standard_normal(x.shape, dtype=np.float32)
-        return l2_normalise(x)
-
-    centres = clip_centres(clip_class)
+    space = SoundSpace.draw(rng, dim)
+    n_clips = -(-n // FRAMES_PER_CLIP)
+    centres = space.clip_centres(rng, space.clip_classes(rng, n_clips))
     base = np.empty((n, dim), dtype=np.float32)
     chunk = 50_000
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        base[start:stop] = frames(centres[np.arange(start, stop) // frames_per_clip])
+        base[start:stop] = space.frames(rng, centres[np.arange(start, stop) // FRAMES_PER_CLIP])
     known = n_queries // 2
     query_centres = np.concatenate(
         [
             centres[rng.integers(0, n_clips, size=known)],
-            clip_centres(rng.choice(n_classes, size=n_queries - known, p=popularity)),
+            space.clip_centres(rng, space.clip_classes(rng, n_queries - known)),
         ]
     )
-    queries = frames(query_centres)
+    queries = space.frames(rng, query_centres)
     return base, queries[rng.permutation(n_queries)]
 
 
