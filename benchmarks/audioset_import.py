@@ -125,7 +125,7 @@ def run(segments: int = 200_000, workdir: Path | None = None, log: Callable[[str
     write_s = time.monotonic() - started
     log(f"release of {segments} segments written in {write_s:.0f} s; importing ...")
     data_dir = root / "data"
-    stack = make_stack(data_dir, None)
+    stack = make_stack(data_dir, None, keep_settings=True)  # ECHOVIDS_* tuning of the caller applies
     stack.log_path = root / "serve.log"
     stack.start(timeout=600)
     try:

@@ -792,18 +792,42 @@ class ShardIndex:
 
     def _pack(self) -> None:
         self.clip_pos = {c: i for i, c in enumerate(self.clip_ids)}
+        self._changed()
+
+    def _changed(self) -> None:
+        """Clips were placed: the row arrays are joined again when next read, not per clip (a bulk load adds
+        clips one at a time, and joining the whole shard's rows each time made it quadratic)."""
         self._live_key = (-1, -1)
-        self.row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
-        self.row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
-        self._row_clip_parts, self._row_frame_parts = [self.row_clip], [self.row_frame]
-        self._clip_offsets = np.array([*self._row_starts, self._rows], dtype=np.int64)  # once, not per query
+        self._joined: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._delta: np.ndarray | None = None  # built on the next search: a bulk load never holds two copies
+
+    def _rows_joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row_clip, row_frame, clip_offsets) of the layout as it is now."""
+        if self._joined is None:
+            row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
+            row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
+            self._row_clip_parts, self._row_frame_parts = [row_clip], [row_frame]
+            self._joined = (row_clip, row_frame, np.array([*self._row_starts, self._rows], dtype=np.int64))
+        return self._joined
+
+    @property
+    def row_clip(self) -> np.ndarray:
+        return self._rows_joined()[0]
+
+    @property
+    def row_frame(self) -> np.ndarray:
+        return self._rows_joined()[1]
+
+    @property
+    def _clip_offsets(self) -> np.ndarray:
+        return self._rows_joined()[2]
 
     def _append(self, clip_ids: list[str]) -> None:
         """New clips join the delta; the sealed rows and the ScaNN searcher stay as they are."""
         for clip_id in clip_ids:
+            self.clip_pos[clip_id] = len(self.clip_ids)
             self._place(clip_id, delta=True)
-        self._pack()
+        self._changed()
 
     @property
     def rows(self) -> int:

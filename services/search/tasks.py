@@ -48,19 +48,55 @@ def _generation_key(shard: int) -> str:
     return f"echovids:shard:{shard}:generation"
 
 
+def _written_key(shard: int) -> str:
+    """generation -> the clip whose new segment made it (a hash of the last WRITTEN_WINDOW generations)."""
+    return f"echovids:shard:{shard}:written"
+
+
+# A replica this many generations behind or less takes in the clips written since, file by file; further behind
+# (or after a delete, a compaction or a re-index, which name no clip) it reads the shard's folders again.
+WRITTEN_WINDOW = 10_000
+# One step, so no replica sees the new generation without the clip that made it.
+_BUMP = """
+local generation = redis.call('INCR', KEYS[1])
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], generation, ARGV[1]) end
+redis.call('HDEL', KEYS[2], generation - tonumber(ARGV[2]))
+return generation
+"""
+
+
 def get_index(shard: int) -> ShardIndex:
-    """This process's copy of a shard, refreshed when another replica has written to it."""
+    """This process's copy of a shard, brought up to date when another replica has written to it."""
     with _lock:
         index = _indexes.get(shard)
         if index is None:
             index = _indexes[shard] = ShardIndex(get_settings().data_dir, shard)
             maybe_compact(index)
         generation = int(get_redis().get(_generation_key(shard)) or 0)
-        if _generations.get(shard) != generation:
-            index.refresh()
+        mine = _generations.get(shard)
+        if mine != generation:
+            written = _written_since(shard, mine, generation)
+            if written is None:
+                index.refresh()
+            else:
+                for clip_id in written:
+                    index.add_segment(clip_id)
             _generations[shard] = generation
     _recover_damaged(index)
     return index
+
+
+def _written_since(shard: int, mine: int | None, generation: int) -> list[str] | None:
+    """The clips written after generation ``mine`` up to ``generation``, when every step between was a clip's
+    new segment; None when the shard's folders must be read again (re-scanning them on every write of another
+    replica made a bulk load quadratic)."""
+    if mine is None or not 0 < generation - mine <= WRITTEN_WINDOW:
+        return None
+    fields = [str(g) for g in range(mine + 1, generation + 1)]
+    found = get_redis().hmget(_written_key(shard), fields)
+    if any(clip_id is None for clip_id in found):
+        return None
+    return [clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id) for clip_id in found]
 
 
 def _recover_damaged(index: ShardIndex) -> None:
@@ -78,7 +114,8 @@ def _bump(shard: int, written: str | None = None) -> None:
 
     Re-reading the segment folder on every write would make bulk indexing quadratic.
     """
-    generation = int(get_redis().incr(_generation_key(shard)))
+    keys = [_generation_key(shard), _written_key(shard)]
+    generation = int(get_redis().eval(_BUMP, 2, *keys, written or "", WRITTEN_WINDOW))
     with _lock:
         if written is not None and _generations.get(shard) == generation - 1:
             _indexes[shard].add_segment(written)
