@@ -319,7 +319,10 @@ def import_audioset(
     wait: bool = True,
     timeout_s: float = 3600.0,
 ) -> ImportReport:
-    """Add every record whose segment is in the CSVs as a YouTube clip, indexed by its shard's worker."""
+    """Add every record whose segment is in the CSVs as a YouTube clip, indexed by its shard's worker.
+
+    ``wait``: until the shards have indexed every clip, or none has been indexed for ``timeout_s``.
+    """
     from echovids import catalog
     from echovids.errors import SpaceMismatch
     from echovids.labels import label_name
@@ -465,22 +468,45 @@ def _submit(
                 row_obj.job_id = sent[clip_id]
 
 
+# Clips read from the catalog at a time while waiting; a pass stops at the first of these reads that finds none
+# of its clips settled, as the shards index in about the order the clips were sent.
+WAIT_BATCH = 500
+
+
 def _wait(sent: dict[str, str], report: ImportReport, timeout_s: float) -> None:
+    """Until every sent clip has settled, or none has for ``timeout_s``: a long import waits for as long as its
+    shards keep indexing. A pass reads the clips in the order they were sent up to the first batch the shards
+    have not reached (re-reading 200 000 rows five times a second would take a core from them); the last pass
+    reads them all."""
     from echovids import catalog
 
-    waiting = set(sent)
-    deadline = time.monotonic() + timeout_s
-    ids = sorted(waiting)
-    while waiting and time.monotonic() < deadline:
-        for i in range(0, len(ids), 500):
-            for clip_id, clip in catalog.get_clips(ids[i : i + 500]).items():
-                if clip_id in waiting and clip.status != ClipStatus.pending:
-                    waiting.discard(clip_id)
-                    if clip.status in (ClipStatus.ready, ClipStatus.duplicate):
-                        report.added += 1
-                    else:
-                        report.failed.append(clip_id)
-        ids = sorted(waiting)
+    waiting = list(sent)
+    progress_at = time.monotonic()
+    while waiting:
+        final = time.monotonic() - progress_at > timeout_s
+        left: list[str] = []
+        for i in range(0, len(waiting), WAIT_BATCH):
+            chunk = waiting[i : i + WAIT_BATCH]
+            rows = catalog.get_clips(chunk)
+            settled = 0
+            for clip_id in chunk:
+                clip = rows.get(clip_id)
+                if clip is None or clip.status == ClipStatus.pending:
+                    left.append(clip_id)
+                    continue
+                settled += 1
+                if clip.status in (ClipStatus.ready, ClipStatus.duplicate):
+                    report.added += 1
+                else:
+                    report.failed.append(clip_id)
+            if not settled and not final:
+                left += waiting[i + WAIT_BATCH :]  # not reached yet
+                break
+        if final:
+            report.failed += left
+            return
+        if len(left) < len(waiting):
+            progress_at = time.monotonic()
+        waiting = left
         if waiting:
             time.sleep(0.2)
-    report.failed += sorted(waiting)

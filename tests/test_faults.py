@@ -403,3 +403,28 @@ def test_serve_heals_after_kill_9_of_an_embedder_worker_and_of_redis(tmp_path: P
         stack.stop()
     assert stack.proc is not None and stack.proc.poll() is not None  # Ctrl-C stopped it all
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True).returncode == 1
+
+
+def test_an_import_waits_while_its_clips_settle_and_reads_the_catalog_only_as_far_as_the_shards_got(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`import-audioset` waits clip by clip in the order it sent them: a pass stops at the first batch the shards
+    have not reached, and when nothing has settled for the timeout the last pass reads every clip."""
+    from echovids import audioset, catalog
+    from echovids.audioset import ImportReport, _wait
+
+    statuses = ["ready", "ready", "pending", "pending", "ready", "failed"]
+    with catalog.session() as s:
+        for i, status in enumerate(statuses):
+            s.add(catalog.Clip(id=f"w{i}", title="t", source_kind="youtube", shard=0, status=status))
+    monkeypatch.setattr(audioset, "WAIT_BATCH", 2)
+    reads: list[list[str]] = []
+    real_get_clips = catalog.get_clips
+    monkeypatch.setattr(catalog, "get_clips", lambda ids: (reads.append(list(ids)), real_get_clips(ids))[1])
+    report = ImportReport()
+    started = time.monotonic()
+    _wait({f"w{i}": f"job{i}" for i in range(len(statuses))}, report, timeout_s=0.5)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert report.added == 3 and sorted(report.failed) == ["w2", "w3", "w5"]
+    assert reads[0] == ["w0", "w1"] and reads[1] == ["w2", "w3"] and reads[2] == ["w2", "w3"]  # no further
+    assert reads[-2:] == [["w2", "w3"], ["w4", "w5"]]  # the last pass: all of them
