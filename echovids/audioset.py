@@ -318,10 +318,12 @@ def import_audioset(
     batch: int = 256,
     wait: bool = True,
     timeout_s: float = 3600.0,
+    in_flight: int = 5000,
 ) -> ImportReport:
     """Add every record whose segment is in the CSVs as a YouTube clip, indexed by its shard's worker.
 
     ``wait``: until the shards have indexed every clip, or none has been indexed for ``timeout_s``.
+    ``in_flight``: clips sent and not yet taken by a shard, at most (see ``_hold_back``).
     """
     from echovids import catalog
     from echovids.errors import SpaceMismatch
@@ -353,6 +355,7 @@ def import_audioset(
     pending: list[tuple[Segment, FeatureRecord]] = []
 
     def flush() -> None:
+        _hold_back(in_flight)
         _submit(pending, space, report, sent)
         pending.clear()
 
@@ -466,6 +469,19 @@ def _submit(
             row_obj = s.get(catalog.Clip, clip_id)
             if row_obj is not None:
                 row_obj.job_id = sent[clip_id]
+
+
+def _hold_back(in_flight: int) -> None:
+    """Send no more while the shards' queues hold ``in_flight`` clips: each waits with its vectors in Redis, and
+    reading is faster than indexing, so an import of 200 000 segments used to fill Redis (maxmemory, noeviction:
+    every write refused, the shards' too) at about 48 000."""
+    from echovids import queues
+    from echovids.broker import queued
+    from echovids.settings import get_settings
+
+    names = [queues.shard_queue(shard) for shard in range(get_settings().search_shards)]
+    while queued(names) >= in_flight:
+        time.sleep(0.2)
 
 
 # Clips read from the catalog at a time while waiting; a pass stops at the first of these reads that finds none

@@ -28,11 +28,18 @@ from echovids.settings import get_settings
 _JOB_ID = re.compile(rb"[0-9a-f]{32}")
 
 
-def _queue_keys() -> list[str]:
-    keys = []
-    for queue in task_queues(get_settings()):
-        keys += [queue.name if step == 0 else f"{queue.name}{Channel.sep}{step}" for step in PRIORITY_STEPS]
-    return keys
+def _queue_keys(names: Iterable[str] | None = None) -> list[str]:
+    """The lists of the named queues (default: every queue), one a priority step."""
+    names = [queue.name for queue in task_queues(get_settings())] if names is None else names
+    return [name if step == 0 else f"{name}{Channel.sep}{step}" for name in names for step in PRIORITY_STEPS]
+
+
+def queued(names: Iterable[str], client: redis.Redis | None = None) -> int:
+    """How many task messages the named queues hold, not yet taken by a worker."""
+    pipe = (client or get_redis()).pipeline(transaction=False)
+    for key in _queue_keys(names):
+        pipe.llen(key)
+    return sum(pipe.execute())
 
 
 def jobs_with_messages(job_ids: Iterable[str], client: redis.Redis | None = None) -> set[str]:

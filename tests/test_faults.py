@@ -428,3 +428,35 @@ def test_an_import_waits_while_its_clips_settle_and_reads_the_catalog_only_as_fa
     assert report.added == 3 and sorted(report.failed) == ["w2", "w3", "w5"]
     assert reads[0] == ["w0", "w1"] and reads[1] == ["w2", "w3"] and reads[2] == ["w2", "w3"]  # no further
     assert reads[-2:] == [["w2", "w3"], ["w4", "w5"]]  # the last pass: all of them
+
+
+def test_an_import_sends_no_more_while_the_shards_queues_are_full(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a release is faster than indexing it: past ``in_flight`` queued clips the importer waits, so their
+    vectors never fill Redis (a 200 000-segment import did at about 48 000)."""
+    import threading
+
+    from echovids import queues
+    from echovids.audioset import FeatureRecord, ImportReport, Segment, _hold_back, _submit, vggish_space
+    from echovids.broker import queued
+    from echovids.settings import get_settings
+
+    url = external_redis(4)  # no worker consumes it: what is sent stays queued
+    monkeypatch.setenv("ECHOVIDS_REDIS_URL", url)
+    get_settings.cache_clear()
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    features = np.random.default_rng(5).integers(0, 256, size=(10, 128)).astype(np.uint8)
+    ids = [f"HoLdBaCk{i:03d}" for i in range(3)]
+    items = [
+        (Segment(ytid=y, start_s=0.0, end_s=10.0, labels=[]), FeatureRecord(y, 0.0, 10.0, [], features)) for y in ids
+    ]
+    _submit(items, vggish_space(), ImportReport(), {})
+    shard_queues = [queues.shard_queue(0)]
+    assert queued(shard_queues) == 3
+    released = threading.Event()
+    holder = threading.Thread(target=lambda: (_hold_back(3), released.set()), daemon=True)
+    holder.start()
+    assert not released.wait(0.6)  # three queued: it waits
+    client.lpop(queues.shard_queue(0))  # a shard takes one
+    assert released.wait(5) and queued(shard_queues) == 2
+    holder.join(5)
