@@ -494,3 +494,30 @@ def test_a_replica_takes_in_another_replicas_new_clips_without_reading_the_folde
     # Each step forgets the one WRITTEN_WINDOW before it: the hash stays that size however long the load.
     assert int(redis.get(tasks._generation_key(shard))) == 8
     assert not redis.hexists(tasks._written_key(shard), "6") and redis.hexists(tasks._written_key(shard), "8")
+
+
+def test_a_pool_process_started_while_redis_is_down_waits_for_it_then_preloads(monkeypatch) -> None:
+    """Restarted during a Redis outage, a search process must not give up its preload: it would never mark its
+    shards warm, and /readyz would say 503 for as long as it lives."""
+    import redis
+
+    from services.search import tasks, worker
+
+    calls: list[int] = []
+    marked: list[list[int]] = []
+
+    class Loaded:
+        def view(self) -> None:
+            pass
+
+    def get_index(shard: int) -> Loaded:
+        calls.append(shard)
+        if len(calls) < 3:
+            raise redis.ConnectionError("Connection refused")
+        return Loaded()
+
+    monkeypatch.setattr(tasks, "get_index", get_index)
+    monkeypatch.setattr(worker.warm_shards, "keep_marked", marked.append)
+    monkeypatch.setattr(worker, "PRELOAD_SHARDS", [0])
+    worker._preload()
+    assert calls == [0, 0, 0] and marked == [[0]]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import partial
 from typing import Any
 
 from celery.signals import worker_process_init
 
 from echovids import queues, warm_shards
 from echovids.celery_app import get_celery
+from echovids.retry import with_backoff
 from echovids.settings import get_settings
 from echovids.worker import start_worker
 from services.search import tasks  # registers the search tasks with the Celery app
@@ -29,9 +31,15 @@ def _preload(**_: Any) -> None:
     tens of seconds at 1M frames)."""
     started = time.monotonic()
     for shard in PRELOAD_SHARDS:
-        tasks.get_index(shard).view()
+        # A process restarted while Redis is down waits for it: a preload given up on would leave the process
+        # unmarked, and /readyz 503, for as long as it lives.
+        with_backoff(partial(_load, shard), f"search process {os.getpid()}", say=log.warning)
     log.info(LOADED, os.getpid(), PRELOAD_SHARDS, time.monotonic() - started)
     warm_shards.keep_marked(list(PRELOAD_SHARDS))  # /readyz counts this process from now on
+
+
+def _load(shard: int) -> None:
+    tasks.get_index(shard).view()
 
 
 def run(
