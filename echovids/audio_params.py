@@ -39,5 +39,8 @@ MIN_QUERY_SAMPLES = SAMPLE_RATE // 4
 VGGISH_EXAMPLE_SAMPLES = PATCH_SAMPLES  # VGGish cuts its waveform into 0.96 s examples without overlap
 VGGISH_EXAMPLE_TAIL_SAMPLES = FRAME_SAMPLES - VGGISH_EXAMPLE_SAMPLES  # 240: the last window's overhang
 VGGISH_EMBEDDING_DIM = 128  # the network's output width, and AudioSet's feature width
+# AudioSet's released features come one per example (0.96 s, two search hops) and are indexed at that hop: a
+# library frame may stand for a whole number of query hops (services/search/shard.py, ``hop_ratio``).
+VGGISH_FEATURE_HOP_S = VGGISH_EXAMPLE_SAMPLES / SAMPLE_RATE
 QUANTIZE_MIN = -2.0  # AudioSet's postprocess clips the whitened PCA values to [-2, 2] and quantises to uint8
 QUANTIZE_MAX = 2.0

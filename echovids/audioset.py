@@ -6,12 +6,11 @@ Bytes/Float/Int64 lists). The length header's CRC-32C is checked, which catches 
 file; the payload's CRC is not (pure-Python CRC would cost more than the import), but a damaged payload fails
 protobuf decoding or the shape checks below and is counted as a malformed record.
 
-Time base. AudioSet has one 128-byte feature per 0.96 s (VGGish examples, no overlap); Echovids' frames are every
-0.48 s (``audio_params.FRAME_HOP_S``) and the search matches by frame index * FRAME_HOP_S, query and library alike.
-The import therefore upsamples to the 0.48 s hop: frame 2j is AudioSet's feature j (the window starting at 0.96 j),
-frame 2j+1 (starting 0.96 j + 0.48, half in window j and half in j+1) is the normalised mean of features j and j+1.
-Matching, re-scoring and ``match_start_s`` then need no per-clip special case, at the price of twice the frames
-(128-d float16: 256 bytes per frame, 2.7 MB per hour of audio).
+Time base. AudioSet has one 128-byte feature per 0.96 s (VGGish examples, no overlap), and the import keeps them
+at that hop (``vggish_space``'s ``hop_s``): a query is framed every 0.48 s (``audio_params.FRAME_HOP_S``), and the
+search reads such a clip at the query's hop, position 2j being feature j and 2j+1 the mix of j and j+1, made for
+the few frames a match compares (services/search/matching.py, ``Upsampled``). A feature is stored once: 128-d
+float16, 256 bytes per 0.96 s, 1 MB per hour of audio.
 
 Vectors: uint8 -> float as Google's postprocess inverted (``vectors.dequantize``: the whitened PCA values), then L2
 normalised, so a dot product is a cosine. The embedding space is ``vggish:<version>:128``; the version defaults
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echovids.audio_params import VGGISH_EMBEDDING_DIM
+from echovids.audio_params import VGGISH_EMBEDDING_DIM, VGGISH_FEATURE_HOP_S
 from echovids.schemas import ClipStatus, EmbeddingSpace
 from echovids.vectors import dequantize
 
@@ -40,7 +39,8 @@ DEFAULT_SPACE_VERSION = "audioset-pca-uint8"
 
 
 def vggish_space(version: str = DEFAULT_SPACE_VERSION) -> EmbeddingSpace:
-    return EmbeddingSpace(model="vggish", version=version, dim=VGGISH_EMBEDDING_DIM)
+    """AudioSet's features: VGGish's space, a frame every 0.96 s."""
+    return EmbeddingSpace(model="vggish", version=version, dim=VGGISH_EMBEDDING_DIM, hop_s=VGGISH_FEATURE_HOP_S)
 
 
 # -- CRC-32C (Castagnoli), for TFRecord length headers --------------------------------------------------------
@@ -223,13 +223,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def to_search_frames(features: np.ndarray) -> np.ndarray:
-    """[n, 128] uint8 at 0.96 s -> [2n, 128] unit vectors at Echovids' 0.48 s hop (see the module's note)."""
-    vectors = _normalise(dequantize(features))
-    out = np.empty((2 * len(vectors), vectors.shape[1]), dtype=np.float32)
-    out[0::2] = vectors
-    following = np.concatenate([vectors[1:], vectors[-1:]])
-    out[1::2] = _normalise(vectors + following)
-    return out
+    """[n, 128] uint8 -> [n, 128] unit vectors, one per 0.96 s as released (see the module's note)."""
+    return _normalise(dequantize(features))
 
 
 # -- segment CSVs --------------------------------------------------------------------------------------------------

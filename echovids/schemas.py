@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from echovids.audio_params import FRAME_HOP_S
+
 
 class JobStatus(StrEnum):
     queued = "queued"
@@ -130,6 +132,10 @@ class EmbeddingSpace(BaseModel):
     model: str
     version: str
     dim: int
+    # Seconds between the stored frames of a library clip: a query is framed at the search's hop
+    # (audio_params.FRAME_HOP_S) and compared with frames at this hop, a whole multiple of it. Not part of the
+    # key: the vectors of one space compare at any hop.
+    hop_s: float = Field(default=FRAME_HOP_S, gt=0)
 
     @property
     def key(self) -> str:

@@ -42,7 +42,7 @@ def frame_voting(view: ShardView, vectors: np.ndarray, k: int) -> list[Ranked]:
     audible = int(np.count_nonzero(vectors.any(axis=1)))
     neighbours = neighbours_for(get_settings().search_neighbours, max(k * 2, 100), audible)
     rows, sims = view.search(vectors, neighbours)
-    clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
+    clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame, view.clip_hops)
     best = best_per_clip(clips, votes, k) if clips.size else clips
     middle = len(vectors) // 2
     return [Ranked(view.clip_ids[int(clips[b])], max(0, int(offsets[b]) + middle) * FRAME_HOP_S) for b in best]

@@ -97,41 +97,66 @@ def test_segments_csv(audioset_files: tuple[Path, Path]) -> None:
     assert segments[segment_key(IDS[0], 30.0)].labels == ["/m/0bt9lr", "/m/068hy"]
 
 
-def test_features_become_unit_vectors_at_the_search_hop() -> None:
-    from echovids.audioset import to_search_frames
+def test_features_become_unit_vectors_at_their_own_hop() -> None:
+    from echovids.audioset import to_search_frames, vggish_space
     from echovids.vectors import dequantize
 
     q = np.array([[0, 255, 128] + [0] * 125], dtype=np.uint8)
     assert np.allclose(dequantize(q)[0, :3], [-2.0, 2.0, 128 * 4 / 255 - 2], atol=1e-6)
     features = features_for(5, n=6)
     frames = to_search_frames(features)
-    assert frames.shape == (12, 128)
-    assert np.allclose(np.linalg.norm(frames, axis=1), 1.0, atol=1e-5)
+    assert frames.shape == (6, 128)  # one frame per feature: nothing made up at the 0.48 s hop
     direct = dequantize(features) / np.linalg.norm(dequantize(features), axis=1, keepdims=True)
-    assert np.allclose(frames[0::2], direct, atol=1e-6)  # frame 2j is feature j, at 0.96 j = 2j * 0.48 s
+    assert np.allclose(frames, direct, atol=1e-6)
+    assert vggish_space().hop_s == 0.96
 
 
-def test_a_match_inside_an_audioset_clip_lands_at_the_right_second(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Query frames cut from 3.84 s into a clip: the query's start lies at 3.84 s (feature 4, 0.96 s per feature)."""
+def test_a_clip_at_two_hops_a_frame_reads_at_the_query_hop() -> None:
+    """Position 2j is feature j; 2j + 1 the normalised mix of j and j + 1 (the last repeats itself)."""
+    from echovids.audioset import to_search_frames
+    from services.search.matching import Upsampled
+
+    frames = to_search_frames(features_for(7, n=5)).astype(np.float16)
+    read = Upsampled(frames, 2)
+    assert read.shape == (10, 128)
+    whole = read[:].astype(np.float32)
+    assert np.allclose(whole[0::2], frames, atol=1e-3)
+    mix = frames[:-1].astype(np.float32) + frames[1:].astype(np.float32)
+    assert np.allclose(whole[1:-1:2], mix / np.linalg.norm(mix, axis=1, keepdims=True), atol=1e-3)
+    assert np.allclose(whole[9], frames[4], atol=1e-3)
+    assert np.allclose(read[3:7].astype(np.float32), whole[3:7])
+
+
+@pytest.mark.parametrize("start_s", [3.84, 4.32])  # on a feature's start, and between two
+def test_a_match_inside_an_audioset_clip_lands_at_the_right_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_s: float
+) -> None:
+    """Query frames every 0.48 s from ``start_s`` into a clip stored every 0.96 s: the match's start lies there."""
+    from echovids.audio_params import FRAME_HOP_S
     from echovids.audioset import to_search_frames, vggish_space
     from echovids.settings import get_settings
+    from services.search.matching import Upsampled
     from services.search.query import search_shard
     from services.search.shard import ShardIndex
 
     monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
-    space = vggish_space().key
+    space = vggish_space()
     index = ShardIndex(tmp_path, 0)
     empty = {"hashes": np.empty(0, dtype=np.uint32), "times": np.empty(0, dtype=np.int32)}
     for i in range(5):
-        index.write_segment(f"yt_clip{i}", {"vectors": to_search_frames(features_for(100 + i)), **empty}, space)
+        arrays = {"vectors": to_search_frames(features_for(100 + i)), **empty}
+        index.write_segment(f"yt_clip{i}", arrays, space.key, space.hop_s)
     index.refresh()
-    query = to_search_frames(features_for(102)[4:8])
-    found = search_shard(index, space, {"vectors": query, **empty}, limit=5)
+    assert index.view().rows == 5 * 10  # AudioSet's 10 features a clip, stored as they are
+    # What a VGGish model framing every 0.48 s gives for that stretch, near enough: the clip read at that hop.
+    first = round(start_s / FRAME_HOP_S)
+    query = Upsampled(to_search_frames(features_for(102)).astype(np.float16), 2)[first : first + 8]
+    found = search_shard(index, space.key, {"vectors": query.astype(np.float32), **empty}, limit=5)
     best = max(found, key=lambda c: c.score)
     # The moment reported is the middle of the matching stretch; the query's start is at its offset before it.
-    assert best.clip_id == "yt_clip2" and abs(best.match_start_s - best.query_start_s - 3.84) < 0.01, best
-    assert 3.84 <= best.match_start_s < 3.84 + 4 * 0.96
+    assert best.clip_id == "yt_clip2" and abs(best.match_start_s - best.query_start_s - start_s) < 0.01, best
+    assert start_s <= best.match_start_s < start_s + 8 * FRAME_HOP_S
     get_settings.cache_clear()
 
 
@@ -158,7 +183,7 @@ def test_import_then_a_yamnet_query_is_refused(
     assert (clip["source"]["start_s"], clip["source"]["end_s"], clip["duration_s"]) == (30.0, 40.0, 10.0)
     segment = vggish_stack.data_dir / "shards" / "0" / "segments" / f"yt_{IDS[0]}_30000.npz"
     with np.load(segment) as data:
-        assert data["vectors"].shape == (20, 128)
+        assert data["vectors"].shape == (10, 128) and float(data["hop_s"]) == 0.96  # AudioSet's own hop
 
     again = vggish_stack.cli("import-audioset", "--segments", str(csv_path), "--features", str(folder))
     assert "imported 0 AudioSet clips (4 already in the library)" in again.stdout, again.stdout

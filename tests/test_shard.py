@@ -182,6 +182,59 @@ def test_restart_loads_newest_snapshot_plus_delta(library) -> None:
     assert top(restarted, excerpt(clips["clip020"], 1)) == top(index, excerpt(clips["clip020"], 1))
 
 
+def smooth_clip(rng: np.random.Generator, frames: int, dim: int = 32) -> np.ndarray:
+    """Unit frames that change gradually (as a sound's embeddings do from one hop to the next)."""
+    walk = np.cumsum(rng.standard_normal((frames, dim)), axis=0) + 3 * rng.standard_normal(dim)
+    return (walk / np.linalg.norm(walk, axis=1, keepdims=True)).astype(np.float32)
+
+
+def hop_of(index: ShardIndex, clip_id: str) -> int:
+    return index.view().clip_data[index.clip_pos[clip_id]].hop
+
+
+def test_clips_at_two_hops_a_frame_match_to_the_query_hop_through_compaction_and_restart(library) -> None:
+    """A shard holds clips at the query's hop beside clips stored every two hops (AudioSet's 0.96 s features);
+    a query at the query hop finds a coarse clip at either phase, at the right second, before and after the
+    snapshot, after a restart, and from a snapshot written before it kept each clip's hop (all at one hop)."""
+    import json
+
+    from echovids.audio_params import FRAME_HOP_S
+    from services.search.matching import Upsampled
+
+    root, _ = library
+    rng = np.random.default_rng(12)
+    coarse = {f"coarse{i}": smooth_clip(rng, 10) for i in range(6)}
+    none = {"hashes": np.zeros(0, np.uint32), "times": np.zeros(0, np.int32)}
+    index = ShardIndex(root, 0)
+    for clip_id, vectors in coarse.items():
+        index.write_segment(clip_id, {"vectors": vectors, **none}, SPACE, hop_s=2 * FRAME_HOP_S)
+    with pytest.raises(ValueError, match="whole multiple"):
+        index.write_segment("odd", {"vectors": coarse["coarse0"], **none}, SPACE, hop_s=0.7)
+    index.refresh()
+
+    def found(index: ShardIndex, first: int) -> tuple[str, float]:
+        query = Upsampled(coarse["coarse3"].astype(np.float16), 2)[first : first + 6].astype(np.float32)
+        best = max(search_shard(index, SPACE, {"vectors": query, **none}, limit=5), key=lambda c: c.score)
+        return best.clip_id, round(best.match_start_s - best.query_start_s, 2)
+
+    for first in (4, 7):  # on a stored frame, and between two
+        assert found(index, first) == ("coarse3", round(first * FRAME_HOP_S, 2))
+    index.compact()
+    restarted = ShardIndex(root, 0)
+    assert hop_of(restarted, "coarse3") == 2 and hop_of(restarted, "clip001") == 1
+    for first in (4, 7):
+        assert found(index, first) == found(restarted, first) == ("coarse3", round(first * FRAME_HOP_S, 2))
+
+    # A snapshot from before the hops were kept: no clip_hops array, and every clip read at one hop.
+    snapshot = root / "shards" / "0" / "snapshots" / f"v{restarted.version}"
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    del manifest["arrays"]["clip_hops"]
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    (snapshot / "clip_hops.npy").unlink()
+    legacy = ShardIndex(root, 0)
+    assert legacy.version == restarted.version and hop_of(legacy, "coarse3") == 1
+
+
 def test_a_large_shard_keeps_one_mapped_float16_copy_and_rescores_scann_candidates_from_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:

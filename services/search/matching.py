@@ -4,9 +4,48 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+
+class Upsampled:
+    """A clip's frames stored at ``ratio`` query hops each, read at the query's hop.
+
+    Position p lies between stored frames p // ratio and the next, and reads their mix, normalised (the frame
+    an overlapping analysis would have made there, near enough: AudioSet's 0.96 s features read at 0.48 s have
+    each odd position as the mean of its two neighbours). Only the rows read are made, so aligning a query
+    to a long clip costs what it does at the query's own hop.
+    """
+
+    def __init__(self, frames: np.ndarray, ratio: int) -> None:
+        self.frames = frames
+        self.ratio = ratio
+        self.shape = (frames.shape[0] * ratio, frames.shape[1])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(self.shape[0])
+        assert step == 1, "read as a stretch"
+        if stop <= start:
+            return np.zeros((0, self.shape[1]), dtype=self.frames.dtype)
+        r, first = self.ratio, start // self.ratio
+        last = (stop - 1) // r  # the stored frames the stretch lies on, and the one after the last (or itself)
+        stored = self.frames[first : min(last + 2, self.frames.shape[0])].astype(np.float32)
+        if stored.shape[0] < last - first + 2:
+            stored = np.concatenate([stored, stored[-1:]])
+        fine = np.empty(((stored.shape[0] - 1) * r, self.shape[1]), dtype=np.float32)
+        fine[0::r] = stored[:-1]  # a stored frame is a unit vector (or a muted zero) already
+        for k in range(1, r):
+            mixed = (r - k) * stored[:-1] + k * stored[1:]
+            norms = np.sqrt(np.einsum("ij,ij->i", mixed, mixed))[:, None]
+            fine[k::r] = mixed / np.maximum(norms, 1e-12)  # two muted frames mix to zero
+        return fine[start - first * r : stop - first * r]
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        return self[:].astype(dtype)
+
+
+Frames = np.ndarray | Upsampled  # a clip's frames at the query's hop
 
 
 @dataclass
@@ -23,10 +62,12 @@ def vote(
     neighbour_sims: np.ndarray,
     row_clip: np.ndarray,
     row_frame: np.ndarray,
+    clip_hops: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum similarities per (clip, offset) with a tolerance of one hop.
 
-    Returns parallel arrays (clip, offset, votes), one entry per voted pair.
+    Returns parallel arrays (clip, offset, votes), one entry per voted pair; offsets in query hops, the stored
+    frame of a clip at ``clip_hops`` query hops a frame (None: one) placed at its first.
     Negative similarities are no evidence and cast no vote.
     """
     m, n = neighbour_rows.shape
@@ -38,9 +79,12 @@ def vote(
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0)
     clips = row_clip[rows].astype(np.int64)
-    offsets = row_frame[rows].astype(np.int64) - q_index
+    positions = row_frame[rows].astype(np.int64)
+    if clip_hops is not None:
+        positions *= clip_hops[clips]
+    offsets = positions - q_index
     # A query frame may hit several frames of one clip: each (query frame, clip, offset) counts once.
-    span = int(m) + int(row_frame.max(initial=0)) + 2
+    span = int(m) + int(positions.max(initial=0)) + 2
     keys = (clips * span + (offsets + m)) * m + q_index
     order = np.lexsort((-sims, keys))
     keys, sims = keys[order], sims[order]
@@ -107,7 +151,7 @@ class Alignments(NamedTuple):
 
 
 def align(
-    query: np.ndarray, frames_of: Callable[[int], np.ndarray], clips: np.ndarray, offsets: np.ndarray, slack: int
+    query: np.ndarray, frames_of: Callable[[int], Frames], clips: np.ndarray, offsets: np.ndarray, slack: int
 ) -> Alignments:
     """Align each clip at the offset within +-``slack`` hops of its voted one that fits the query best.
 
@@ -234,7 +278,7 @@ def best_matches(
     offsets: np.ndarray,
     votes: np.ndarray,
     query: np.ndarray,
-    frames_of: Callable[[int], np.ndarray],
+    frames_of: Callable[[int], Frames],
     limit: int,
     centre: np.ndarray,
     rescoring: Rescoring = RESCORING,
@@ -284,7 +328,7 @@ class Aligned(NamedTuple):
     query_start: int  # the query frame at the match's moment
 
 
-def aligned_score(query: np.ndarray, clip_frames: np.ndarray, offset: int, centre: np.ndarray) -> Aligned:
+def aligned_score(query: np.ndarray, clip_frames: Frames, offset: int, centre: np.ndarray) -> Aligned:
     """One clip at one given offset (an exact match's, placed by its landmarks), scored without expansion."""
     aligned = align(query, lambda _: clip_frames, np.zeros(1, dtype=np.int64), np.array([offset]), slack=0)
     return Aligned(float(scores(aligned, query, centre)[0]), float(aligned.fit[0]), int(aligned.query_start[0]))

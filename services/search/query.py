@@ -113,13 +113,13 @@ def search_shard(
     audible = int(np.count_nonzero(vectors.any(axis=1)))
     neighbours = neighbours_for(settings.search_neighbours, limit, audible)
     rows, sims = view.search(vectors, neighbours, allowed)
-    clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
+    clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame, view.clip_hops)
     reached = np.unique(clips).size
     if reached < k and view.live_clips(allowed) > reached:
         # The neighbours crowded into a few clips (a clock's ticks all sound alike: 2 of the 80 ESC-10
         # similar-moment queries got 9 results of 10 from 26 recordings), or a filter left few of them.
         rows, sims = view.search(vectors, neighbours * rescoring.wider_look, allowed)
-        clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame)
+        clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame, view.clip_hops)
     matches = best_matches(
         clips, offsets, votes, vectors, view.clip_frames, limit=limit, centre=view.centre, rescoring=rescoring
     )
@@ -220,8 +220,10 @@ def search_text_shard(
     first = None if filters is not None and filters.labels else limit  # the labels are judged at each moment
     positions, scores, starts = view.match_classes(arrays["class_ids"], arrays["class_weights"], mask, stretch, first)
     found: list[ShardCandidate] = []
-    for position, score, start in zip(positions.tolist(), scores.tolist(), starts.tolist(), strict=True):
-        labels = view.clip_labels(position, start, stretch)
+    for position, score, frame in zip(positions.tolist(), scores.tolist(), starts.tolist(), strict=True):
+        hop = view.clip_data[position].hop
+        start = frame * hop  # in query hops, as every moment of a search
+        labels = view.clip_labels(position, start, stretch * hop)
         if not _moment_passes(filters, labels):
             continue
         found.append(

@@ -50,6 +50,7 @@ from services.search.landmark_index import (
     match_postings,
     steady_clips,
 )
+from services.search.matching import Upsampled
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,23 @@ SNAPSHOT_ARRAYS = (
     "label_names",  # every clip's vocabulary, one after another: clip p's is [label_offsets[p], [p + 1])
     "label_offsets",
     "clip_flags",  # per clip: LABELLED | SCORED
+    "clip_hops",  # per clip: query hops per stored frame (hop_ratio)
 )
+# Arrays a snapshot written before them lacks, and what stands in for them (read_snapshot).
+OPTIONAL_SNAPSHOT_ARRAYS = ("clip_hops",)
 LABELLED, SCORED = 1, 2
 LABEL_COLUMNS = ("frame_labels", "label_names")
 CLASS_COLUMNS = ("class_ids", "class_levels")
 SEGMENT_COLUMNS = ("space", "vectors", "hashes", "times")
+HOP_COLUMN = "hop_s"  # seconds between the stored frames; a segment written before it has frames every FRAME_HOP_S
+
+
+def hop_ratio(hop_s: float) -> int:
+    """Query hops per stored frame: a library's frames come every whole number of the search's hops."""
+    ratio = round(hop_s / FRAME_HOP_S)
+    if ratio < 1 or abs(ratio * FRAME_HOP_S - hop_s) > 1e-6:
+        raise ValueError(f"frames every {hop_s} s: not a whole multiple of the search's {FRAME_HOP_S} s hop")
+    return ratio
 
 
 def _write_npz(path: Path, columns: dict[str, np.ndarray]) -> None:
@@ -285,6 +298,7 @@ class Sealed:
         for position, n in enumerate(frames):
             rows = slice(row, row + n)
             flags = int(c["clip_flags"][position])
+            hop = int(c["clip_hops"][position]) if "clip_hops" in c else 1
             names = c["label_names"][c["label_offsets"][position] : c["label_offsets"][position + 1]]
             out.append(
                 ClipData(
@@ -294,6 +308,7 @@ class Sealed:
                     names if flags & LABELLED else None,
                     c["class_ids"][rows] if flags & SCORED else None,
                     c["class_levels"][rows] if flags & SCORED else None,
+                    hop,
                 )
             )
             row += n
@@ -301,7 +316,11 @@ class Sealed:
 
     def map_arrays(self, path: Path) -> None:
         """Map the snapshot's arrays (SNAPSHOT_ARRAYS) from its folder, read-only."""
-        self.columns = {name: np.load(path / f"{name}.npy", mmap_mode="r").view(np.ndarray) for name in SNAPSHOT_ARRAYS}
+        self.columns = {
+            name: np.load(path / f"{name}.npy", mmap_mode="r").view(np.ndarray)
+            for name in SNAPSHOT_ARRAYS
+            if name not in OPTIONAL_SNAPSHOT_ARRAYS or (path / f"{name}.npy").exists()
+        }
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest sealed rows of each query frame and their dot products; -1 (score 0) pads."""
@@ -346,6 +365,8 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
     # Snapshots written before the arrays were kept have none: ScaNN reorders itself, the postings are built.
     if "arrays" in manifest:
         for name in SNAPSHOT_ARRAYS:
+            if name in OPTIONAL_SNAPSHOT_ARRAYS and name not in manifest["arrays"]:
+                continue
             if file_digest(path / f"{name}.npy") != manifest["arrays"][name]:
                 raise DamagedFile(f"its {name}.npy does not match the checksum in its manifest")
         sealed.map_arrays(path)
@@ -367,6 +388,7 @@ class ClipData:
     # Each frame's top AudioSet classes (echovids/class_scores.py): what search by description reads.
     class_ids: np.ndarray | None = None  # [frames, top] uint16 model class indices
     class_levels: np.ndarray | None = None  # [frames, top] uint8 scores times SCORE_SCALE
+    hop: int = 1  # query hops per stored frame (hop_ratio): 2 for AudioSet's features at their own 0.96 s
 
     @property
     def has_classes(self) -> bool:
@@ -426,6 +448,7 @@ def _clip_columns(clips: list[ClipData]) -> dict[str, np.ndarray]:
     labels = np.zeros((rows, 3), np.int16)
     class_ids, class_levels = np.zeros((rows, top), np.uint16), np.zeros((rows, top), np.uint8)
     flags = np.zeros(len(clips), np.uint8)
+    hops = np.array([clip.hop for clip in clips], np.uint8)
     names: list[np.ndarray] = []
     row = 0
     for position, clip in enumerate(clips):
@@ -449,6 +472,7 @@ def _clip_columns(clips: list[ClipData]) -> dict[str, np.ndarray]:
         "label_names": np.concatenate(names) if names else np.zeros(0, dtype=str),
         "label_offsets": np.concatenate([[0], np.cumsum([a.size for a in names])]).astype(np.int64),
         "clip_flags": flags,
+        "clip_hops": hops,
     }
 
 
@@ -485,9 +509,13 @@ class ShardIndex:
             self._live_key = (-1, -1)
 
     # -- durable state -------------------------------------------------------------------------
-    def write_segment(self, clip_id: str, arrays: dict[str, np.ndarray], space: str) -> None:
-        """Write a clip's frame vectors and landmarks; temp file then rename, so no reader sees half of one."""
+    def write_segment(
+        self, clip_id: str, arrays: dict[str, np.ndarray], space: str, hop_s: float = FRAME_HOP_S
+    ) -> None:
+        """Write a clip's frame vectors (one every ``hop_s``) and landmarks; temp file then rename, so no reader
+        sees half of one."""
         self.check_space(space)
+        hop_ratio(hop_s)  # refused here, not when a search process reads it
         path = self.segments / f"{clip_id}.npz"
         if path.exists():
             return  # idempotent: a retried task writes nothing twice
@@ -496,6 +524,7 @@ class ShardIndex:
             "hashes": arrays["hashes"],
             "times": arrays["times"],
             "space": np.array(space),
+            HOP_COLUMN: np.array(hop_s),
         }
         # Per-frame labels and class scores when the model has them (YAMNet): a result names what its matched
         # moment holds, and a text search finds it.
@@ -577,6 +606,7 @@ class ShardIndex:
             columns["label_names"] if labelled else None,
             columns["class_ids"] if scored else None,
             columns["class_levels"] if scored else None,
+            hop_ratio(float(columns[HOP_COLUMN])) if HOP_COLUMN in columns else 1,
         )
         if not clip.has_classes:
             _attach_classes(clip, self.class_segments / path.name, self.quarantine)
@@ -756,6 +786,7 @@ class ShardIndex:
         self._row_starts: list[int] = []
         self._row_clip_parts: list[np.ndarray] = []
         self._row_frame_parts: list[np.ndarray] = []
+        self._clip_hops: list[int] = []
         self._delta_parts: list[np.ndarray] = []
         self._searcher = sealed
         self._sealed = sealed_rows if sealed is not None else 0
@@ -778,6 +809,7 @@ class ShardIndex:
         self._clip_data.append(data)
         self._row_clip_parts.append(np.full(n, position, dtype=np.int32))
         self._row_frame_parts.append(np.arange(n, dtype=np.int32))
+        self._clip_hops.append(data.hop)
         if delta:
             self._delta_parts.append(data.vectors)
         if not indexed:
@@ -798,16 +830,18 @@ class ShardIndex:
         """Clips were placed: the row arrays are joined again when next read, not per clip (a bulk load adds
         clips one at a time, and joining the whole shard's rows each time made it quadratic)."""
         self._live_key = (-1, -1)
-        self._joined: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._joined: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None = None
         self._delta: np.ndarray | None = None  # built on the next search: a bulk load never holds two copies
 
-    def _rows_joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(row_clip, row_frame, clip_offsets) of the layout as it is now."""
+    def _rows_joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(row_clip, row_frame, clip_offsets, clip_hops) of the layout as it is now; clip_hops is None when
+        every clip's frames come at the query's hop."""
         if self._joined is None:
             row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
             row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
             self._row_clip_parts, self._row_frame_parts = [row_clip], [row_frame]
-            self._joined = (row_clip, row_frame, np.array([*self._row_starts, self._rows], dtype=np.int64))
+            hops = np.array(self._clip_hops, dtype=np.int64) if max(self._clip_hops, default=1) > 1 else None
+            self._joined = (row_clip, row_frame, np.array([*self._row_starts, self._rows], dtype=np.int64), hops)
         return self._joined
 
     @property
@@ -883,6 +917,7 @@ class ShardIndex:
                 centre=self.centre(),
                 class_postings=self.classes.sorted_view(),
                 clip_offsets=self._clip_offsets,
+                clip_hops=self._rows_joined()[3],
             )
 
 
@@ -908,6 +943,9 @@ class ShardView:
     centre: np.ndarray  # the live clips' average audible frame (ShardIndex.centre)
     class_postings: tuple[SortedClassPostings, ...]
     clip_offsets: np.ndarray  # clip position p's rows are clip_offsets[p]:clip_offsets[p + 1]
+    # Query hops per stored frame of each clip position (None: one for every clip). A search's frame positions
+    # and offsets are in query hops throughout; clip_frames reads a coarser clip at them (Upsampled).
+    clip_hops: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -938,11 +976,14 @@ class ShardView:
         return int((self.live if allowed is None else self.live & allowed).sum())
 
     def clip_labels(self, clip: int, start: int, frames: int) -> list[str]:
-        return self.clip_data[clip].labels_at(start, frames)
+        """The classes heard most over query hops [start, start + frames) of a clip."""
+        hop = self.clip_data[clip].hop
+        return self.clip_data[clip].labels_at(start // hop, -(-frames // hop))
 
-    def clip_frames(self, clip: int) -> np.ndarray:
-        """A clip's stored frame vectors (float16; callers convert just the frames they read)."""
-        return self.clip_data[clip].vectors
+    def clip_frames(self, clip: int) -> np.ndarray | Upsampled:
+        """A clip's frame vectors at the query's hop (float16; callers convert just the frames they read)."""
+        data = self.clip_data[clip]
+        return data.vectors if data.hop == 1 else Upsampled(data.vectors, data.hop)
 
     def match_landmarks(
         self,
@@ -961,7 +1002,7 @@ class ShardView:
         live = self.live if allowed is None else self.live & allowed
         seconds = np.zeros(live.size)
         frames = np.diff(self.clip_offsets)[: live.size]
-        seconds[: frames.size] = frames * FRAME_HOP_S
+        seconds[: frames.size] = frames * FRAME_HOP_S * (1 if self.clip_hops is None else self.clip_hops[: frames.size])
         return steady_clips(self.postings, hashes, times, live, seconds, limit)
 
     def search(

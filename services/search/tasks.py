@@ -286,7 +286,7 @@ def index_clip(self: Task, embedded: dict[str, Any], *, clip_id: str, job_id: st
         return {"clip_id": clip_id, "frames": 0, "duplicate_of": original}
     try:
         index = get_index(shard)
-        index.write_segment(clip_id, store.get_arrays(clip_id), info.space.key)
+        index.write_segment(clip_id, store.get_arrays(clip_id), info.space.key, info.space.hop_s)
     except EchovidsError as error:
         fail_job(job_id, error)  # and the catalog's clip, unless it is ready already
     _bump(shard, written=clip_id)
