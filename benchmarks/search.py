@@ -390,7 +390,8 @@ def scann_variant_params(variant: str, n: int, dim: int, k: int) -> dict[str, An
         from services.search.shard import scann_parameters
 
         return scann_parameters(n, dim, k)
-    if variant.startswith("custom:"):  # custom:leaves=2000,lts=100,dpb=4,thr=0.2,reorder=200,q=int8,lts_sweep=25/50/100
+    # custom:leaves=2000,lts=100,dpb=4,thr=0.2,reorder=200,q=int8,spherical=1,lts_sweep=25/50/100
+    if variant.startswith("custom:"):
         params: dict[str, Any] = {"brute_force": False}
         for item in variant.split(":", 1)[1].split(","):
             key, value = item.split("=")
@@ -428,7 +429,10 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
 
         def make() -> Any:
             builder = scann_ops_pybind.builder(base, k, "dot_product").set_n_training_threads(threads)
-            tree_kw: dict[str, Any] = {"training_sample_size": int(min(n, p.get("sample", 250_000)))}
+            tree_kw: dict[str, Any] = {
+                "training_sample_size": int(min(n, p.get("sample", 250_000))),
+                "spherical": bool(p.get("spherical", False)),
+            }
             if p.get("soar"):
                 tree_kw["soar_lambda"] = float(p["soar"])
             builder = builder.tree(num_leaves=leaves, num_leaves_to_search=int(p["lts"]), **tree_kw)
