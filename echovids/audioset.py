@@ -25,7 +25,7 @@ import hashlib
 import re
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,11 +314,15 @@ def import_audioset(
     wait: bool = True,
     timeout_s: float = 3600.0,
     in_flight: int = 5000,
+    progress: Callable[[str], None] | None = None,
+    progress_every_s: float = 10.0,
 ) -> ImportReport:
     """Add every record whose segment is in the CSVs as a YouTube clip, indexed by its shard's worker.
 
     ``wait``: until the shards have indexed every clip, or none has been indexed for ``timeout_s``.
     ``in_flight``: clips sent and not yet taken by a shard, at most (see ``_hold_back``).
+    ``progress``: told a line of where the import stands every ``progress_every_s`` (a 200 000-segment import
+    takes half an hour here), and when the sending ends.
     """
     from echovids import catalog
     from echovids.errors import SpaceMismatch
@@ -348,11 +352,13 @@ def import_audioset(
     seen: set[tuple[str, int]] = set()
     sent: dict[str, str] = {}  # clip id -> job id
     pending: list[tuple[Segment, FeatureRecord]] = []
+    tell = _Progress(progress, progress_every_s, started)
 
     def flush() -> None:
         _hold_back(in_flight)
         _submit(pending, space, report, sent)
         pending.clear()
+        tell(f"{report.records} records read, {len(sent)} clips sent to the shards ({report.already} in already)")
 
     for path in feature_files(feature_paths):
         for item in tfrecords(path):
@@ -378,8 +384,10 @@ def import_audioset(
     flush()
     report.submit_s = time.monotonic() - started
     report.missing_features = len(set(segments) - seen)
+    waiting = "; waiting for the shards to index them" if wait and sent else ""
+    tell(f"all {report.records} records read and {len(sent)} clips sent in {report.submit_s:.0f} s{waiting}", now=True)
     if wait:
-        _wait(sent, report, timeout_s)
+        _wait(sent, report, timeout_s, tell)
     report.wall_s = time.monotonic() - started
     return report
 
@@ -484,7 +492,20 @@ def _hold_back(in_flight: int) -> None:
 WAIT_BATCH = 500
 
 
-def _wait(sent: dict[str, str], report: ImportReport, timeout_s: float) -> None:
+class _Progress:
+    """Tells ``say`` a line at most every ``every_s``."""
+
+    def __init__(self, say: Callable[[str], None] | None, every_s: float, started: float) -> None:
+        self.say, self.every_s, self.started, self.last = say, every_s, started, started
+
+    def __call__(self, line: str, now: bool = False) -> None:
+        at = time.monotonic()
+        if self.say is not None and (now or at - self.last >= self.every_s):
+            self.say(f"[{at - self.started:.0f} s] {line}")
+            self.last = at
+
+
+def _wait(sent: dict[str, str], report: ImportReport, timeout_s: float, tell: _Progress | None = None) -> None:
     """Until every sent clip has settled, or none has for ``timeout_s``: a long import waits for as long as its
     shards keep indexing. A pass reads the clips in the order they were sent up to the first batch the shards
     have not reached (re-reading 200 000 rows five times a second would take a core from them); the last pass
@@ -519,5 +540,7 @@ def _wait(sent: dict[str, str], report: ImportReport, timeout_s: float) -> None:
         if len(left) < len(waiting):
             progress_at = time.monotonic()
         waiting = left
+        if tell is not None:
+            tell(f"{len(sent) - len(waiting)} of {len(sent)} clips settled ({len(report.failed)} failed)")
         if waiting:
             time.sleep(0.2)

@@ -130,13 +130,21 @@ def import_audioset(
     features: Annotated[list[Path], typer.Option(exists=True, help="Folder(s) or file(s) of *.tfrecord features")],
     space_version: Annotated[str, typer.Option(help="version of the vggish embedding space")] = "audioset-pca-uint8",
     wait: Annotated[bool, typer.Option(help="wait until the shards have indexed every clip")] = True,
+    progress_every: Annotated[
+        float, typer.Option(min=0, help="seconds between progress lines (on stderr); 0: at every step")
+    ] = 10.0,
 ) -> None:
     """Add AudioSet segments as YouTube clips from the released VGGish features (no audio download)."""
     from echovids.audioset import import_audioset as run
     from echovids.errors import EchovidsError
 
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
     try:
-        report = run(segments, features, space_version=space_version, wait=wait)
+        report = run(
+            segments, features, space_version=space_version, wait=wait, progress=say, progress_every_s=progress_every
+        )
     except EchovidsError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from None

@@ -169,9 +169,15 @@ def test_import_then_a_yamnet_query_is_refused(
     vggish_stack: Stack, audioset_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     csv_path, folder = audioset_files
-    done = vggish_stack.cli("import-audioset", "--segments", str(csv_path), "--features", str(folder))
+    done = vggish_stack.cli(
+        "import-audioset", "--segments", str(csv_path), "--features", str(folder), "--progress-every", "0"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "imported 4 AudioSet clips (0 already in the library)" in done.stdout, done.stdout
+    # Where it stands, on stderr, as it goes: sending, then the shards' indexing, to the last clip.
+    assert "clips sent to the shards" in done.stderr, done.stderr
+    assert "all 7 records read and 4 clips sent in" in done.stderr and "waiting for the shards" in done.stderr
+    assert "4 of 4 clips settled (0 failed)" in done.stderr, done.stderr
     assert "2 malformed records, 3 malformed CSV lines, 2 records not in the segment CSVs" in done.stdout
     assert "1 segments without features" in done.stdout  # zzzzzzzzzzz (IDS[4]'s CSV lines are bad)
     listing = httpx.get(f"{vggish_stack.url}/v1/library", params={"label": "Dog"}).json()
