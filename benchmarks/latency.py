@@ -8,10 +8,11 @@ description (``text``) reads posting lists as long as a real library's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +43,35 @@ class LatencyReport:
     stage_p50_ms: dict[str, float]  # median time from submission to the start of each stage
 
 
-def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> int:
-    """Write segments, catalog rows and cached availability for ``frames`` frames; compact every shard."""
-    os.environ["ECHOVIDS_DATA_DIR"] = str(data_dir)
-    os.environ["ECHOVIDS_SEARCH_SHARDS"] = str(shards)
-    from echovids import catalog
-    from echovids.schemas import ClipStatus
+@contextlib.contextmanager
+def _settings(**values: str) -> Iterator[None]:
+    """ECHOVIDS_* settings of this process for the block, then as they were (a later test or stack must not
+    inherit the library's data dir and shard count)."""
     from echovids.settings import get_settings
 
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> int:
+    """Write segments, catalog rows and cached availability for ``frames`` frames; compact every shard."""
+    with _settings(ECHOVIDS_DATA_DIR=str(data_dir), ECHOVIDS_SEARCH_SHARDS=str(shards)):
+        return _build_library(data_dir, frames, shards, seed)
+
+
+def _build_library(data_dir: Path, frames: int, shards: int, seed: int) -> int:
+    from echovids import catalog
+    from echovids.schemas import ClipStatus
     from services.search.shard import ShardIndex
 
     rng = np.random.default_rng(seed)

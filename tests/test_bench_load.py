@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from benchmarks.load import LevelReport, run, saturation, table
 
@@ -32,3 +35,19 @@ def test_load_runs_levels_of_clients_against_a_stack(tmp_path: Path) -> None:
         assert all(abs(sum(by.values()) - a) < 1 for _, _, a, by in lv.memory_samples)
         assert {"redis", "gateway", "embedder", "search", "availability", "beat"} <= set(lv.anon_by_service_end_mb)
     assert "| 3 |" in table(report)
+
+
+def test_building_a_benchmark_library_leaves_the_process_settings_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library is written under its own data dir and shard count; the process keeps its own afterwards."""
+    from benchmarks.latency import build_library
+    from echovids.settings import get_settings
+
+    monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path / "mine"))
+    monkeypatch.delenv("ECHOVIDS_SEARCH_SHARDS", raising=False)
+    get_settings.cache_clear()
+    assert build_library(tmp_path / "bench", frames=400, shards=2) == 20
+    assert (tmp_path / "bench" / "shards" / "1" / "segments").is_dir()
+    assert os.environ["ECHOVIDS_DATA_DIR"] == str(tmp_path / "mine") and "ECHOVIDS_SEARCH_SHARDS" not in os.environ
+    assert get_settings().data_dir == tmp_path / "mine"
