@@ -163,7 +163,7 @@ SNAPSHOT_ARRAYS = (
     "clip_flags",  # per clip: LABELLED | SCORED
     "clip_hops",  # per clip: query hops per stored frame (hop_ratio)
 )
-# Arrays a snapshot written before them lacks, and what stands in for them (read_snapshot).
+# Arrays a snapshot written before them lacks (read_snapshot skips them; Sealed.clips reads each clip at one hop).
 OPTIONAL_SNAPSHOT_ARRAYS = ("clip_hops",)
 LABELLED, SCORED = 1, 2
 LABEL_COLUMNS = ("frame_labels", "label_names")
