@@ -87,8 +87,8 @@ def scann_parameters(
     ~4x the cost), AH with 2 dims per 4-bit block (4 dims lost ~0.05 recall even with 300 reordered; with 2, 100
     or 200 reordered gave the same recall: the leaves searched limit it) and exact re-scoring of the candidates
     (ScaNN's int8 reordering lost 0.02). The tree is spherical k-means (unit centroids): frames are unit vectors
-    scored by dot product, and the plain means' partitions left about 1 % of a shard's frames in leaves no query
-    reached, not even the frame itself (recall@10 0.981 -> 0.999 at 200k x 1024, same leaves, same speed).
+    scored by dot product, and plain means left up to 2.5 % of a shard's frames in leaves no query reached, not
+    even the frame itself (docs/benchmarks.md, "ScaNN's tree": what it gains and costs in recall and speed).
     """
     leaves = leaves or max(16, int(np.sqrt(n)))
     return {
