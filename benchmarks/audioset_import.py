@@ -9,7 +9,8 @@ feature list ``audio_embedding`` of 128 uint8 per 0.96 s), 10 features a segment
 - ``indexed_rate``: segments a second until the last one is ``ready`` (the shards' work included: segment
   files, and the compactions the growing shard triggers on the way);
 - ``importer_peak_mb``: the importer process's peak RSS (sampled every 0.2 s), and ``search_pss_mb``: the search
-  processes' PSS once everything is indexed.
+  processes' PSS once everything is indexed; ``search_empty_pss_mb`` the same before the import began, and
+  ``bytes_per_frame`` the growth between the two per stored frame.
 
 Writing needs TensorFlow (``tf.io.TFRecordWriter`` frames and checksums the records); the import itself does not.
 """
@@ -62,6 +63,8 @@ class ImportBenchReport:
     indexed_rate: float
     importer_peak_mb: float
     search_pss_mb: float
+    search_empty_pss_mb: float
+    bytes_per_frame: float
     summary: str
     machine: dict[str, Any] = field(default_factory=machine_info)
 
@@ -142,6 +145,7 @@ def run(segments: int = 200_000, workdir: Path | None = None, log: Callable[[str
     stack.log_path = root / "serve.log"
     stack.start(timeout=600)
     try:
+        empty_pss = search_pss_mb(stack)
         command = [sys.executable, "-m", "echovids.cli", "import-audioset", "--segments", str(csv_path)]
         proc = subprocess.Popen(
             [*command, "--features", str(features)],
@@ -166,9 +170,10 @@ def run(segments: int = 200_000, workdir: Path | None = None, log: Callable[[str
     if f"imported {segments} AudioSet clips" not in summary or "0 failed to index" not in summary:
         raise RuntimeError(f"the import did not index every segment: {summary}")
     submit_s, indexed_s = _times(summary)
+    frames = stored_frames(data_dir)
     return ImportBenchReport(
         segments=segments,
-        frames=stored_frames(data_dir),
+        frames=frames,
         write_s=round(write_s, 1),
         submit_s=submit_s,
         indexed_s=indexed_s,
@@ -176,6 +181,8 @@ def run(segments: int = 200_000, workdir: Path | None = None, log: Callable[[str
         indexed_rate=round(segments / indexed_s, 1),
         importer_peak_mb=round(peak[0], 1),
         search_pss_mb=round(pss, 1),
+        search_empty_pss_mb=round(empty_pss, 1),
+        bytes_per_frame=round((pss - empty_pss) * 2**20 / max(frames, 1), 1),
         summary=summary,
     )
 

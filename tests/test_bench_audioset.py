@@ -24,5 +24,7 @@ def test_the_import_bench_imports_and_indexes_every_segment(tmp_path: Path) -> N
     report = run(segments=300, workdir=tmp_path, log=lambda _: None)
     assert report.segments == 300 and report.frames == 3000  # one per feature, at AudioSet's 0.96 s
     assert 0 < report.submit_s <= report.indexed_s and report.indexed_rate > 0
-    assert report.importer_peak_mb > 50 and report.search_pss_mb > 50
+    assert report.importer_peak_mb > 50 and report.search_empty_pss_mb > 50
+    growth = (report.search_pss_mb - report.search_empty_pss_mb) * 2**20 / 3000  # of the figures rounded to 0.1 MB
+    assert report.bytes_per_frame > 0 and abs(report.bytes_per_frame - growth) < 0.1 * 2**20 / 3000
     assert "imported 300 AudioSet clips" in report.summary
