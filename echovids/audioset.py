@@ -33,7 +33,7 @@ import numpy as np
 
 from echovids.audio_params import VGGISH_EMBEDDING_DIM, VGGISH_FEATURE_HOP_S
 from echovids.schemas import ClipStatus, EmbeddingSpace
-from echovids.vectors import dequantize
+from echovids.vectors import dequantize, l2_normalise
 
 DEFAULT_SPACE_VERSION = "audioset-pca-uint8"
 
@@ -218,13 +218,9 @@ def parse_sequence_example(buf: bytes) -> FeatureRecord:
 
 
 # -- vectors -----------------------------------------------------------------------------------------------------
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def to_search_frames(features: np.ndarray) -> np.ndarray:
     """[n, 128] uint8 -> [n, 128] unit vectors, one per 0.96 s as released (see the module's note)."""
-    return _normalise(dequantize(features))
+    return l2_normalise(dequantize(features))
 
 
 # -- segment CSVs --------------------------------------------------------------------------------------------------
