@@ -9,6 +9,9 @@ the next, so which hop is a local maximum is left to noise. Its *steady peaks* a
 spectrum of each 128 ms cell and paired a few cells apart, in the same hash layout with a ``dt`` beyond
 ``MAX_DT``. They say which clip holds the sound, not where (a steady sound is alike everywhere): the search
 passes such clips on for their audio to decide (services/search/verify.py).
+
+A click or a hit has neither: its spectrum is smooth. The moments it starts are hashed instead, as onset pairs
+(echovids/onsets.py), from the same spectrogram.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from echovids import onsets
 from echovids.audio_params import SAMPLE_RATE
 
 N_FFT = 512
@@ -76,7 +80,13 @@ def magnitude_spectrogram(waveform: np.ndarray) -> np.ndarray:
 
 def log_spectrogram(waveform: np.ndarray) -> np.ndarray:
     """[frames, 257] log magnitude (see magnitude_spectrogram)."""
-    return np.log(magnitude_spectrogram(waveform) + 1e-6).astype(np.float32)
+    return _log(magnitude_spectrogram(waveform))
+
+
+def _log(magnitude: np.ndarray) -> np.ndarray:
+    """log_spectrogram's values, written over ``magnitude`` (float32): a block's spectrogram is 4 MB."""
+    np.add(magnitude, np.float32(1e-6), out=magnitude)
+    return np.log(magnitude, out=magnitude)
 
 
 def _running_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
@@ -215,7 +225,7 @@ def pair_steady(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
 
 def is_steady(hashes: np.ndarray) -> np.ndarray:
     """Which hashes are steady pairs (their dt field beyond MAX_DT)."""
-    return (hashes & np.uint32(63)) >= STEADY_DT
+    return ((hashes & np.uint32(63)) >= STEADY_DT) & ~onsets.is_onset(hashes)
 
 
 def _joined(parts: list[Landmarks]) -> Landmarks:
@@ -227,9 +237,12 @@ def _joined(parts: list[Landmarks]) -> Landmarks:
 
 
 def extract(waveform: np.ndarray, whole: bool = False) -> Landmarks:
-    """Landmarks of a library recording (or, with ``whole``, of a query excerpt): peak pairs, then steady pairs."""
-    spec = log_spectrogram(waveform)
-    return _joined([pair_peaks(*find_peaks(spec, whole=whole)), pair_steady(*steady_peaks(spec))])
+    """Landmarks of a library recording (or, with ``whole``, of a query excerpt): peak pairs, steady pairs, then
+    onset pairs (echovids/onsets.py)."""
+    magnitude = magnitude_spectrogram(waveform)
+    onset_pairs = Landmarks(*onsets.onset_pairs(*onsets.rises(onsets.band_energies(magnitude))))
+    spec = _log(magnitude)
+    return _joined([pair_peaks(*find_peaks(spec, whole=whole)), pair_steady(*steady_peaks(spec)), onset_pairs])
 
 
 # A long recording's landmarks are taken a block at a time: 60 s of spectrogram (4 MB), whole seconds.
@@ -257,6 +270,9 @@ class LandmarkStream:
         self._steady_rows = np.zeros((0, N_FFT // 2 + 1), dtype=np.float32)  # a cell begun, from _steady_frame on
         self._steady_frame = 0
         self._steady: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Each frame's onset rise and code (5 bytes a 16 ms hop): onsets are picked over the whole recording at
+        # its end, as ``extract`` picks them.
+        self._rises: list[tuple[np.ndarray, np.ndarray]] = []
 
     def feed(self, chunk: np.ndarray) -> None:
         self._samples = np.concatenate([self._samples, np.asarray(chunk, dtype=np.float32)])
@@ -275,6 +291,9 @@ class LandmarkStream:
         parts = self._parts or [Landmarks(np.empty(0, np.uint32), np.empty(0, np.int32), np.empty(0, np.float32))]
         if self._steady:
             self._keep(pair_steady(*(np.concatenate(column) for column in zip(*self._steady, strict=True))))
+        if self._rises:
+            rise, codes = (np.concatenate(column) for column in zip(*self._rises, strict=True))
+            self._keep(Landmarks(*onsets.onset_pairs(rise, codes)))
         return _joined(parts)
 
     def _keep(self, part: Landmarks) -> None:
@@ -292,8 +311,12 @@ class LandmarkStream:
         lo = max(0, start - PEAK_TIME_RADIUS)
         offset = (lo - self._buffer_frame) * HOP
         hi = end if final else end + PEAK_TIME_RADIUS
-        spec = log_spectrogram(self._samples[offset : offset + (hi - lo - 1) * HOP + N_FFT]) if hi > lo else None
-        if spec is not None and spec.shape[0]:
+        samples = self._samples[offset : offset + (hi - lo - 1) * HOP + N_FFT]
+        magnitude = magnitude_spectrogram(samples) if hi > lo else None
+        if magnitude is not None and magnitude.shape[0]:
+            # The block's left context (PEAK_TIME_RADIUS frames, LAG of them) is its first frames' past.
+            self._rises.append(onsets.rises(onsets.band_energies(magnitude[: end - lo]), past=start - lo))
+            spec = _log(magnitude)
             peaks = find_peaks(spec, context=(start - lo, spec.shape[0] - (end - lo)), first_frame=start)
             self._steady_block(spec[start - lo : end - lo])
         else:
@@ -335,5 +358,9 @@ def extract_query(waveform: np.ndarray) -> Landmarks:
     first = np.ones(order.size, dtype=bool)
     first[1:] = packed[order][1:] != packed[order][:-1]
     keep = order[first]
-    peak = float(weights.max()) if weights.size else 1.0
-    return Landmarks(hashes=hashes[keep], times=times[keep], weights=weights[keep] / peak)
+    hashes, times, weights = hashes[keep], times[keep], weights[keep]
+    # Each family's weights against its own loudest: a peak's magnitude and an onset's rise are not one scale.
+    for family in (onsets.is_onset(hashes), ~onsets.is_onset(hashes)):
+        if family.any():
+            weights[family] /= float(weights[family].max()) or 1.0
+    return Landmarks(hashes=hashes, times=times, weights=weights)

@@ -17,7 +17,7 @@ from services.embedder.silence import mute_silence
 from services.search import matching
 from services.search.landmark_index import LandmarkPostings
 from services.search.matching import aligned_score, best_matches, vote
-from tests.sounds import SR, synthetic_library
+from tests.sounds import SR, mix_at_snr, synthetic_library
 
 NO_CENTRE = np.zeros(16, dtype=np.float32)  # a library whose average sound is nothing: plain cosines
 
@@ -226,6 +226,32 @@ def test_the_librarys_average_sound_is_partly_taken_out_of_similar_scores() -> N
     # Muted silence (zero frames) has no sound, average or not: only the frame fit (zero here) counts.
     silent = matching.align(query, lambda _: np.zeros((4, 16), np.float32), np.zeros(1, int), np.zeros(1, int), 0)
     assert matching.scores(silent, query, common)[0] == 0.0
+
+
+def test_onset_pairs_find_a_click_train_under_noise() -> None:
+    """The moments a train's clicks start survive white noise at 10 dB: they name the clip and the excerpt's
+    offset. Pure noise makes no onsets."""
+    from echovids import onsets, synthetic
+
+    trains = [synthetic.make_sound("click_train", np.random.default_rng(seed)) for seed in range(6)]
+    postings = LandmarkPostings()
+    for i, train in enumerate(trains):
+        marks = landmarks.extract(train.waveform)
+        onset = onsets.is_onset(marks.hashes)
+        assert onset.sum() > 10 and not landmarks.is_steady(marks.hashes[onset]).any()
+        postings.add(i, marks.hashes, marks.times)
+    rng = np.random.default_rng(4)
+    live = np.ones(len(trains), dtype=bool)
+    for i, train in enumerate(trains):
+        start = int(1.5 * SR)
+        excerpt = train.waveform[start : start + 3 * SR]
+        noisy = mix_at_snr(excerpt, rng.standard_normal(excerpt.size).astype(np.float32), 10.0)
+        marks = landmarks.extract_query(noisy)
+        onset = onsets.is_onset(marks.hashes)
+        found = postings.match(marks.hashes[onset], marks.times[onset], live, limit=3)
+        assert found[0].clip == i and abs(found[0].offset * landmarks.HOP_S - 1.5) <= 2 * landmarks.HOP_S
+    noise = landmarks.extract_query(0.1 * rng.standard_normal(3 * SR).astype(np.float32))
+    assert not onsets.is_onset(noise.hashes).any()
 
 
 def test_landmarks_find_the_recording_and_offset_under_noise() -> None:

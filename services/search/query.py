@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from echovids import catalog, landmarks
+from echovids import catalog, landmarks, onsets
 from echovids.audio_params import FRAME_HOP_S
 from echovids.class_scores import DEFAULT_STRETCH
 from echovids.errors import TextSearchUnavailable
@@ -38,6 +38,9 @@ RECHECKS = 2
 RECHECK_MIN_VOTES = 3
 STEADY_RECHECKS = 2  # of each of the two readings of steady pairs
 STEADY_MIN_HELD = 1  # of a query's distinct steady hashes (a short tone has one; each weighs by its rarity)
+# Onset pairs (echovids/onsets.py) name the clip of a click train or a run of hits, where no peak pair does; a
+# train aligns at each of its repeats, so these too go to the audio to decide, by their place in the list.
+ONSET_RECHECKS = 2
 
 
 def allowed_clips(view: ShardView, filters: SearchFilters | None, allowed_ids: set[str] | None) -> np.ndarray | None:
@@ -88,8 +91,11 @@ def search_shard(
         return []
     settings = get_settings()
     allowed = allowed_clips(view, filters, allowed_ids)
-    # Peak pairs are evidence of a copy; steady pairs only of which clips hold the sound (echovids/landmarks.py).
+    # Peak pairs are evidence of a copy; steady pairs only of which clips hold the sound (echovids/landmarks.py);
+    # onset pairs, of which clips hold its transients, and about where.
     steady = landmarks.is_steady(arrays["hashes"])
+    onset = onsets.is_onset(arrays["hashes"])
+    peak = ~steady & ~onset
     weights = arrays.get("weights")
 
     def match(part: np.ndarray) -> list[LandmarkMatch]:
@@ -101,10 +107,11 @@ def search_shard(
     # spend their time in numpy and ScaNN, which release the GIL).
     landmark_matches = _side.submit(
         lambda: (
-            match(~steady),
+            match(peak),
             # A sweep's steady pairs change as it goes, and align in time like peak pairs; a tone's do not.
             match(steady)[:STEADY_RECHECKS],
             view.match_steady(arrays["hashes"][steady], arrays["times"][steady], STEADY_RECHECKS, allowed),
+            match(onset)[:ONSET_RECHECKS],
         )
     )
     vectors = arrays["vectors"].astype(np.float32)
@@ -135,8 +142,8 @@ def search_shard(
         )
         for mt in matches
     }
-    needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * np.count_nonzero(~steady))
-    peak_matches, sweep_matches, steady_matches = landmark_matches.result()
+    needed = max(settings.landmark_min_votes, settings.landmark_min_fraction * np.count_nonzero(peak))
+    peak_matches, sweep_matches, steady_matches, onset_matches = landmark_matches.result()
     rechecks = 0  # places given to peak matches without a clear offset
     for lm in peak_matches:  # most votes first
         # A periodic sound lines up with itself at many offsets; a true copy has one offset far above the rest.
@@ -154,6 +161,8 @@ def search_shard(
     for place, lm in enumerate(steady_matches):
         if lm.votes >= STEADY_MIN_HELD:
             _recheck(candidates, view, lm, vectors, place, anywhere=True)
+    for place, lm in enumerate(onset_matches):
+        _recheck(candidates, view, lm, vectors, place)
     passing = [c for c in candidates.values() if _moment_passes(filters, c.labels)]
     return sorted(passing, key=rank_key)
 
