@@ -352,6 +352,9 @@ def extract_query(waveform: np.ndarray) -> Landmarks:
     """Landmarks of a query at several sub-hop shifts (union; a repeated one keeps its largest weight)."""
     shifts = QUERY_SHIFTS if waveform.size < LONG_QUERY_S * SAMPLE_RATE else QUERY_SHIFTS[::2]
     joined = _joined([extract(waveform[shift:], whole=True) for shift in shifts if waveform.size > shift])
+    onset = onsets.is_onset(joined.hashes)
+    widened = Landmarks(*onsets.widen(joined.hashes[onset], joined.times[onset], joined.weights[onset]))
+    joined = _joined([Landmarks(joined.hashes[~onset], joined.times[~onset], joined.weights[~onset]), widened])
     hashes, times, weights = joined.hashes, joined.times, joined.weights
     packed = (hashes.astype(np.uint64) << 32) | times.astype(np.uint64)
     order = np.lexsort((-weights, packed))

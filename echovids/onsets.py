@@ -85,6 +85,19 @@ def pair(frames: np.ndarray, codes: np.ndarray, strength: np.ndarray) -> tuple[n
     return hashes, frames[i].astype(np.int32), np.minimum(strength[i], strength[j]).astype(np.float32)
 
 
+def widen(hashes: np.ndarray, times: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A query's onset pairs, each also with its dt one hop shorter and longer: an onset's frame is the nearer
+    of two 16 ms hops, so a pair of the library may be a hop apart from the query's, and a few pairs have none
+    to spare."""
+    dt = (hashes & np.uint32(MAX_DT)).astype(np.int64)
+    out = [(hashes, times, weights)]
+    for step in (-1, 1):
+        ok = (dt + step >= 1) & (dt + step <= MAX_DT)
+        shifted = (hashes[ok] & ~np.uint32(MAX_DT)) | (dt[ok] + step).astype(np.uint32)
+        out.append((shifted, times[ok], weights[ok]))
+    return tuple(np.concatenate(column) for column in zip(*out, strict=True))
+
+
 def onset_pairs(rise: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, ...]:
     """(hashes, times, weights) of a recording's onset pairs from its frames' rises and codes."""
     frames = pick(rise)

@@ -171,6 +171,11 @@ class ShardCandidate(BaseModel):
         "verify against their audio (0 first)",
     )
     anywhere: bool = Field(default=False, description="The fingerprint says which clip holds it, not where")
+    recheck_at_s: float | None = Field(
+        default=None,
+        description="Where the fingerprint places the query's start in the clip, when the match aligns it elsewhere "
+        "(both places are verified)",
+    )
 
 
 class ShardAnswer(BaseModel):

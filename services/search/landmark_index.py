@@ -129,8 +129,11 @@ def match_postings(
     live: np.ndarray,
     limit: int,
     weights: np.ndarray | None = None,
+    min_hits: int = 2,
 ) -> list[LandmarkMatch]:
-    """The best-aligned clips for a query's landmarks; ``live[clip]`` is False for tombstoned clips."""
+    """The best-aligned clips for a query's landmarks; ``live[clip]`` is False for tombstoned clips.
+
+    ``min_hits``: the hashes a (clip, offset) pair needs before its neighbours' are added (see below)."""
     if hashes.size == 0:
         return []
     if weights is None:
@@ -152,8 +155,9 @@ def match_postings(
     begins = np.full(uniq.size, np.iinfo(np.int64).max)
     np.minimum.at(begins, inverse, q_times)
     # Almost every (clip, offset) pair is hit once, by chance; a real alignment gathers many hits.
-    # Ranking only the pairs hit at least twice keeps a query over a large index fast.
-    repeated = np.flatnonzero(counted >= 2)
+    # Ranking only the pairs hit at least twice keeps a query over a large index fast (a query of a few onset
+    # pairs has no hits to spare: it ranks every pair).
+    repeated = np.flatnonzero(counted >= min_hits)
     if repeated.size == 0:
         return []
     pairs, counted, weighed = uniq[repeated], counted[repeated], weighed[repeated]

@@ -98,9 +98,14 @@ def search_shard(
     peak = ~steady & ~onset
     weights = arrays.get("weights")
 
-    def match(part: np.ndarray) -> list[LandmarkMatch]:
+    def match(part: np.ndarray, min_hits: int = 2) -> list[LandmarkMatch]:
         return view.match_landmarks(
-            arrays["hashes"][part], arrays["times"][part], limit, None if weights is None else weights[part], allowed
+            arrays["hashes"][part],
+            arrays["times"][part],
+            limit,
+            None if weights is None else weights[part],
+            allowed,
+            min_hits,
         )
 
     # The landmark match shares nothing with the embedding search until the end: it runs beside it (both
@@ -111,7 +116,8 @@ def search_shard(
             # A sweep's steady pairs change as it goes, and align in time like peak pairs; a tone's do not.
             match(steady)[:STEADY_RECHECKS],
             view.match_steady(arrays["hashes"][steady], arrays["times"][steady], STEADY_RECHECKS, allowed),
-            match(onset)[:ONSET_RECHECKS],
+            # Three hits in an excerpt make three onset pairs: one aligned is evidence enough to look.
+            match(onset, min_hits=1)[:ONSET_RECHECKS],
         )
     )
     vectors = arrays["vectors"].astype(np.float32)
@@ -180,12 +186,15 @@ def _recheck(
     clip_id = view.clip_ids[lm.clip]
     if clip_id in candidates:
         held = candidates[clip_id]
-        candidates[clip_id] = held.model_copy(
-            update={
-                "recheck": place if held.recheck is None else min(held.recheck, place),
-                "anywhere": held.anywhere or anywhere,
-            }
-        )
+        update: dict[str, object] = {
+            "recheck": place if held.recheck is None else min(held.recheck, place),
+            "anywhere": held.anywhere or anywhere,
+        }
+        at = lm.offset * landmarks.HOP_S  # where the fingerprint puts the query's start in the clip
+        if not anywhere and abs(at - (held.match_start_s - held.query_start_s)) > FRAME_HOP_S:
+            # The embedding aligned it elsewhere (hits sound alike along their clip): look at both places.
+            update["recheck_at_s"] = at
+        candidates[clip_id] = held.model_copy(update=update)
         return
     candidates[clip_id] = _landmark_candidate(view, lm, vectors, MatchKind.similar, recheck=place, anywhere=anywhere)
 
@@ -289,7 +298,7 @@ def rank_answers(
         similar = sorted((c for c in rest if c.match != MatchKind.exact), key=rank_key)  # the demoted among them
         settled = (verified + exact + partial + similar)[: forwarded(k)]
     # What a shard asked the merge to verify means nothing past it.
-    return [c.model_copy(update={"recheck": None, "anywhere": False}) for c in settled]
+    return [c.model_copy(update={"recheck": None, "anywhere": False, "recheck_at_s": None}) for c in settled]
 
 
 def _by_landmarks(ranked: list[ShardCandidate], query: np.ndarray | None, window_of: WindowOf) -> list[ShardCandidate]:

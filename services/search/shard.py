@@ -1000,9 +1000,10 @@ class ShardView:
         limit: int,
         weights: np.ndarray | None = None,
         allowed: np.ndarray | None = None,
+        min_hits: int = 2,
     ) -> list[LandmarkMatch]:
         live = self.live if allowed is None else self.live & allowed
-        return match_postings(self.postings, hashes, times, live, limit, weights)
+        return match_postings(self.postings, hashes, times, live, limit, weights, min_hits)
 
     def match_steady(
         self, hashes: np.ndarray, times: np.ndarray, limit: int, allowed: np.ndarray | None = None

@@ -250,8 +250,12 @@ def _fit_all(
     def read(i: int) -> tuple[float, np.ndarray | None]:
         candidate = candidates[i]
         around = window_s(candidate)
-        lead = max(0.0, candidate.match_start_s - candidate.query_start_s - around)
-        return lead, window_of(candidate.clip_id, lead, spectra.size / SAMPLE_RATE + 2 * around)
+        # Where the query's start lies in the clip: as the match aligns it, and as a fingerprint does.
+        at = [candidate.match_start_s - candidate.query_start_s]
+        if candidate.recheck_at_s is not None:
+            at.append(candidate.recheck_at_s)
+        lead = max(0.0, min(at) - around)
+        return lead, window_of(candidate.clip_id, lead, max(at) - min(at) + spectra.size / SAMPLE_RATE + 2 * around)
 
     fits = {}
     # The windows are read side by side: a stored file other than WAV is read by an ffmpeg process each.
