@@ -51,9 +51,19 @@ STEADY_DT = MAX_DT + 1  # the dt field of a steady pair is STEADY_DT + its lag's
 # A steady hash is kept once per second it recurs in: an hour of mains hum must not fill a posting list, and
 # one a second still names the clip.
 STEADY_ONCE_FRAMES = STEADY_CELL * 8
+# Fine steady peaks: a hum's or an engine's harmonics lie 40-200 Hz apart, so in 31 Hz bins, +-4 of them, the
+# strongest alone stands out, at a bin every low rumble shares (a 61 Hz hum kept only bin 2). Under FINE_TOP_BIN
+# (2 kHz), one 2048-point spectrum per cell (7.8 Hz bins, the cell's own samples) gives each harmonic its own
+# peak, in a hash family of its own (FINE_FLAG), read as steady pairs are.
+FINE_N_FFT = STEADY_CELL * HOP
+FINE_TOP_BIN = 256
+FINE_FREQ_RADIUS = 2  # +-16 Hz: a 40 Hz hum's harmonics are 5 bins apart
+FINE_FLAG = np.uint32(1 << 30)  # peak and steady pairs use 22 bits, onset pairs the top bit
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
+_FINE_WINDOW = np.hanning(FINE_N_FFT).astype(np.float32)
 DYNAMIC_RANGE = np.log(10**3)  # 60 dB, in the natural-log magnitude units of the spectrogram
 ABSOLUTE_FLOOR = np.log(N_FFT / 4 * 10**-4)  # -80 dB below a full-scale sine's peak bin (about N/4)
+FINE_ABSOLUTE_FLOOR = np.log(FINE_N_FFT / 4 * 10**-4)
 
 
 @dataclass
@@ -183,23 +193,39 @@ def steady_peaks(spec: np.ndarray, first_frame: int = 0) -> tuple[np.ndarray, np
     """(frame, bin, log magnitude) of the steady peaks of whole cells of ``spec`` (a last partial cell is left
     out); ``first_frame``, a multiple of STEADY_CELL, is its first row's place in the recording."""
     cells = spec.shape[0] // STEADY_CELL
-    if cells == 0:
+    mean = spec[: cells * STEADY_CELL].reshape(cells, STEADY_CELL, -1).mean(axis=1)
+    return _strongest_steady(mean, PEAK_FREQ_RADIUS, ABSOLUTE_FLOOR, first_frame)
+
+
+def _strongest_steady(
+    cells: np.ndarray, radius: int, floor: float, first_frame: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, bin, log magnitude) of the STEADY_PEAKS strongest local maxima (+-``radius`` bins) of each row of
+    ``cells`` (a cell's log spectrum) that stand STEADY_RISE above its median and above ``floor``."""
+    if cells.shape[0] == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
-    mean = spec[: cells * STEADY_CELL].reshape(cells, STEADY_CELL, -1).mean(axis=1)
-    median = np.median(mean, axis=1, keepdims=True)
+    median = np.median(cells, axis=1, keepdims=True)
     # Above -80 dBFS, as a peak pair's peaks: a room's hiss at -80 dB is silence, not a steady sound.
-    is_peak = (mean == _running_max(mean, PEAK_FREQ_RADIUS, 1)) & (
-        mean > np.maximum(median + STEADY_RISE, ABSOLUTE_FLOOR)
-    )
+    is_peak = (cells == _running_max(cells, radius, 1)) & (cells > np.maximum(median + STEADY_RISE, floor))
     is_peak[:, 0] = False
-    rank = np.argsort(np.argsort(-np.where(is_peak, mean, -np.inf), axis=1), axis=1)
+    rank = np.argsort(np.argsort(-np.where(is_peak, cells, -np.inf), axis=1), axis=1)
     cell, f = np.nonzero(is_peak & (rank < STEADY_PEAKS))
-    return first_frame + cell * STEADY_CELL, f, mean[cell, f].astype(np.float32)
+    return first_frame + cell * STEADY_CELL, f, cells[cell, f].astype(np.float32)
 
 
-def pair_steady(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
-    """Each steady peak hashed with every steady peak STEADY_LAGS cells later (within MAX_DF bins)."""
+def fine_steady_peaks(waveform: np.ndarray, first_cell: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, fine bin, log magnitude) of the steady peaks under FINE_TOP_BIN of each whole cell of samples
+    (FINE_N_FFT each, from cell ``first_cell`` of the recording on), read from one long spectrum per cell."""
+    cells = waveform.size // FINE_N_FFT
+    frames = np.ascontiguousarray(waveform[: cells * FINE_N_FFT], dtype=np.float32).reshape(cells, FINE_N_FFT)
+    spectrum = np.abs(scipy.fft.rfft(frames * _FINE_WINDOW, axis=1)[:, :FINE_TOP_BIN])
+    return _strongest_steady(np.log(spectrum + 1e-6), FINE_FREQ_RADIUS, FINE_ABSOLUTE_FLOOR, first_cell * STEADY_CELL)
+
+
+def pair_steady(t: np.ndarray, f: np.ndarray, values: np.ndarray, family: np.uint32 = np.uint32(0)) -> Landmarks:
+    """Each steady peak hashed with every steady peak STEADY_LAGS cells later (within MAX_DF bins); ``family``
+    is or-ed into the hashes (FINE_FLAG for fine steady peaks)."""
     hashes, times, weights = [], [], []
     cell = t // STEADY_CELL
     for code, lag in enumerate(STEADY_LAGS):
@@ -212,7 +238,10 @@ def pair_steady(t: np.ndarray, f: np.ndarray, values: np.ndarray) -> Landmarks:
         keep = np.abs(df) <= MAX_DF
         i, j, df = i[keep], j[keep], df[keep]
         hashes.append(
-            (f[i].astype(np.uint32) << 13) | ((df + MAX_DF).astype(np.uint32) << 6) | np.uint32(STEADY_DT + code)
+            family
+            | (f[i].astype(np.uint32) << 13)
+            | ((df + MAX_DF).astype(np.uint32) << 6)
+            | np.uint32(STEADY_DT + code)
         )
         times.append(t[i].astype(np.int32))
         weights.append(np.exp(np.minimum(values[i], values[j])).astype(np.float32))
@@ -237,12 +266,13 @@ def _joined(parts: list[Landmarks]) -> Landmarks:
 
 
 def extract(waveform: np.ndarray, whole: bool = False) -> Landmarks:
-    """Landmarks of a library recording (or, with ``whole``, of a query excerpt): peak pairs, steady pairs, then
-    onset pairs (echovids/onsets.py)."""
+    """Landmarks of a library recording (or, with ``whole``, of a query excerpt): peak pairs, steady pairs, fine
+    steady pairs, then onset pairs (echovids/onsets.py)."""
     magnitude = magnitude_spectrogram(waveform)
     onset_pairs = Landmarks(*onsets.onset_pairs(*onsets.rises(onsets.band_energies(magnitude))))
     spec = _log(magnitude)
-    return _joined([pair_peaks(*find_peaks(spec, whole=whole)), pair_steady(*steady_peaks(spec)), onset_pairs])
+    fine = pair_steady(*fine_steady_peaks(waveform), family=FINE_FLAG)
+    return _joined([pair_peaks(*find_peaks(spec, whole=whole)), pair_steady(*steady_peaks(spec)), fine, onset_pairs])
 
 
 # A long recording's landmarks are taken a block at a time: 60 s of spectrogram (4 MB), whole seconds.
@@ -273,9 +303,17 @@ class LandmarkStream:
         # Each frame's onset rise and code (5 bytes a 16 ms hop): onsets are picked over the whole recording at
         # its end, as ``extract`` picks them.
         self._rises: list[tuple[np.ndarray, np.ndarray]] = []
+        self._fine_samples = np.zeros(0, dtype=np.float32)  # a fine cell begun, cell ``self._fine_cell``
+        self._fine_cell = 0
+        self._fine: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def feed(self, chunk: np.ndarray) -> None:
         self._samples = np.concatenate([self._samples, np.asarray(chunk, dtype=np.float32)])
+        self._fine_samples = np.concatenate([self._fine_samples, np.asarray(chunk, dtype=np.float32)])
+        whole = self._fine_samples.size // FINE_N_FFT
+        if whole:
+            self._fine.append(fine_steady_peaks(self._fine_samples[: whole * FINE_N_FFT], self._fine_cell))
+            self._fine_samples, self._fine_cell = self._fine_samples[whole * FINE_N_FFT :], self._fine_cell + whole
         while True:
             end = self._block_end(self._next + self.block_frames)
             # The block's frames, PEAK_TIME_RADIUS more (its right context) and their samples must be here.
@@ -291,6 +329,9 @@ class LandmarkStream:
         parts = self._parts or [Landmarks(np.empty(0, np.uint32), np.empty(0, np.int32), np.empty(0, np.float32))]
         if self._steady:
             self._keep(pair_steady(*(np.concatenate(column) for column in zip(*self._steady, strict=True))))
+        if self._fine:
+            fine = (np.concatenate(column) for column in zip(*self._fine, strict=True))
+            self._keep(pair_steady(*fine, family=FINE_FLAG))
         if self._rises:
             rise, codes = (np.concatenate(column) for column in zip(*self._rises, strict=True))
             self._keep(Landmarks(*onsets.onset_pairs(rise, codes)))

@@ -254,6 +254,26 @@ def test_onset_pairs_find_a_click_train_under_noise() -> None:
     assert not onsets.is_onset(noise.hashes).any()
 
 
+def test_fine_steady_pairs_tell_two_low_hums_apart() -> None:
+    """Two hums 11 Hz apart share every coarse steady hash (31 Hz bins: one peak at the lowest bin) and few fine
+    one (7.8 Hz bins: each harmonic its own peak); a hum under white noise at 10 dB keeps its fine hashes."""
+    t = np.arange(6 * SR) / SR
+
+    def hum(f0: float) -> np.ndarray:
+        return sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 7)).astype(np.float32) * 0.2
+
+    fine = [landmarks.extract(hum(f0)).hashes for f0 in (61.0, 72.0)]
+    is_fine = [(h & landmarks.FINE_FLAG) != 0 for h in fine]
+    coarse = [set(h[landmarks.is_steady(h) & ~f].tolist()) for h, f in zip(fine, is_fine, strict=True)]
+    assert coarse[0] == coarse[1]
+    held = [set(h[f].tolist()) for h, f in zip(fine, is_fine, strict=True)]
+    assert held[0] and held[1] and len(held[0] & held[1]) < len(held[0]) // 4
+    assert landmarks.is_steady(fine[0][is_fine[0]]).all()
+    noisy = mix_at_snr(hum(61.0)[SR : 4 * SR], np.random.default_rng(2).standard_normal(3 * SR), 10.0)
+    query = landmarks.extract_query(noisy.astype(np.float32)).hashes
+    assert len(held[0] & set(query.tolist())) >= len(held[0]) // 2
+
+
 def test_landmarks_find_the_recording_and_offset_under_noise() -> None:
     sounds = synthetic_library(8)
     postings = LandmarkPostings()
