@@ -328,10 +328,9 @@ class LandmarkStream:
             self._block(max(available, self._next), final=True)
         parts = self._parts or [Landmarks(np.empty(0, np.uint32), np.empty(0, np.int32), np.empty(0, np.float32))]
         if self._steady:
-            self._keep(pair_steady(*(np.concatenate(column) for column in zip(*self._steady, strict=True))))
+            self._keep(pair_steady(*_columns(self._steady)))
         if self._fine:
-            fine = (np.concatenate(column) for column in zip(*self._fine, strict=True))
-            self._keep(pair_steady(*fine, family=FINE_FLAG))
+            self._keep(pair_steady(*_columns(self._fine), family=FINE_FLAG))
         if self._rises:
             rise, codes = (np.concatenate(column) for column in zip(*self._rises, strict=True))
             self._keep(Landmarks(*onsets.onset_pairs(rise, codes)))
@@ -380,6 +379,12 @@ class LandmarkStream:
         whole = rows.shape[0] // STEADY_CELL * STEADY_CELL
         self._steady.append(steady_peaks(rows[:whole], first_frame=self._steady_frame))
         self._steady_rows, self._steady_frame = rows[whole:], self._steady_frame + whole
+
+
+def _columns(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, bin, value) parts of a recording, joined."""
+    t, f, v = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return t, f, v
 
 
 def extract_stream(chunks: Iterable[np.ndarray], block_frames: int = STREAM_BLOCK_FRAMES) -> Landmarks:
