@@ -59,6 +59,9 @@ FINE_N_FFT = STEADY_CELL * HOP
 FINE_TOP_BIN = 256
 FINE_FREQ_RADIUS = 2  # +-16 Hz: a 40 Hz hum's harmonics are 5 bins apart
 FINE_FLAG = np.uint32(1 << 30)  # peak and steady pairs use 22 bits, onset pairs the top bit
+# Fine pairs take the coarse lags: lags 4 and 0 alone halve them (79 -> 40 a second of ESC-10) and lost 2 of 40
+# short sounds in context on each tuning seed; lag 0 alone (20 a second) lost more (docs/quality.md).
+FINE_LAGS = STEADY_LAGS
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
 _FINE_WINDOW = np.hanning(FINE_N_FFT).astype(np.float32)
 DYNAMIC_RANGE = np.log(10**3)  # 60 dB, in the natural-log magnitude units of the spectrogram
@@ -223,12 +226,18 @@ def fine_steady_peaks(waveform: np.ndarray, first_cell: int = 0) -> tuple[np.nda
     return _strongest_steady(np.log(spectrum + 1e-6), FINE_FREQ_RADIUS, FINE_ABSOLUTE_FLOOR, first_cell * STEADY_CELL)
 
 
-def pair_steady(t: np.ndarray, f: np.ndarray, values: np.ndarray, family: np.uint32 = np.uint32(0)) -> Landmarks:
-    """Each steady peak hashed with every steady peak STEADY_LAGS cells later (within MAX_DF bins); ``family``
-    is or-ed into the hashes (FINE_FLAG for fine steady peaks)."""
+def pair_steady(
+    t: np.ndarray,
+    f: np.ndarray,
+    values: np.ndarray,
+    family: np.uint32 = np.uint32(0),
+    lags: tuple[int, ...] = STEADY_LAGS,
+) -> Landmarks:
+    """Each steady peak hashed with every steady peak ``lags`` cells later (within MAX_DF bins); ``family`` is
+    or-ed into the hashes (FINE_FLAG for fine steady peaks, with FINE_LAGS)."""
     hashes, times, weights = [], [], []
     cell = t // STEADY_CELL
-    for code, lag in enumerate(STEADY_LAGS):
+    for code, lag in enumerate(lags):
         later = np.searchsorted(cell, cell + lag, side="left")
         ends = np.searchsorted(cell, cell + lag, side="right")
         counts = ends - later
@@ -271,7 +280,7 @@ def extract(waveform: np.ndarray, whole: bool = False) -> Landmarks:
     magnitude = magnitude_spectrogram(waveform)
     onset_pairs = Landmarks(*onsets.onset_pairs(*onsets.rises(onsets.band_energies(magnitude))))
     spec = _log(magnitude)
-    fine = pair_steady(*fine_steady_peaks(waveform), family=FINE_FLAG)
+    fine = pair_steady(*fine_steady_peaks(waveform), family=FINE_FLAG, lags=FINE_LAGS)
     return _joined([pair_peaks(*find_peaks(spec, whole=whole)), pair_steady(*steady_peaks(spec)), fine, onset_pairs])
 
 
@@ -330,7 +339,7 @@ class LandmarkStream:
         if self._steady:
             self._keep(pair_steady(*_columns(self._steady)))
         if self._fine:
-            self._keep(pair_steady(*_columns(self._fine), family=FINE_FLAG))
+            self._keep(pair_steady(*_columns(self._fine), family=FINE_FLAG, lags=FINE_LAGS))
         if self._rises:
             rise, codes = (np.concatenate(column) for column in zip(*self._rises, strict=True))
             self._keep(Landmarks(*onsets.onset_pairs(rise, codes)))

@@ -212,3 +212,30 @@ def test_a_short_sound_inside_a_louder_recording_leads_the_similar_ones_at_its_m
     assert [(c.clip_id, c.match) for c in settled] == [("room", MatchKind.similar), ("other", MatchKind.similar)]
     assert 0.35 < (settled[0].correlation or 0.0) < 0.75  # held in part: not claimed as the very recording
     assert settled[0].match_start_s - settled[0].query_start_s == pytest.approx(2.3, abs=0.01)
+
+
+def test_a_recheck_the_fingerprint_places_elsewhere_is_verified_there_too() -> None:
+    """Hits sound alike along their clip: the embedding may rank the right clip at the wrong hit. Where an onset
+    match places the query elsewhere in it, the merge looks at both places and finds the copy at the second."""
+    from echovids import synthetic
+
+    first, second = (synthetic.make_sound("hit", np.random.default_rng(seed)).waveform for seed in (3, 4))
+    hits = np.concatenate([first, second])  # 12-20 s, no stretch of it twice
+    at_s = first.size / SAMPLE_RATE + 1.0
+    start = round(at_s * SAMPLE_RATE)
+    noise = np.random.default_rng(1).standard_normal(3 * SAMPLE_RATE)
+    query = mix_at_snr(hits[start : start + 3 * SAMPLE_RATE], noise, 10)
+
+    def window_of(clip: str, start_s: float, seconds: float) -> np.ndarray | None:
+        a = max(0, round(start_s * SAMPLE_RATE))
+        return hits[a : a + round(seconds * SAMPLE_RATE)]
+
+    embedded = candidate("hits", MatchKind.similar, offset_s=0.5).model_copy(update={"recheck": 0})
+    alone = rank_answers([embedded], 10, lambda: query.astype(np.float32), window_of)
+    assert alone[0].match == MatchKind.similar  # 6 s or more off: its window does not reach the copy
+    both = rank_answers(
+        [embedded.model_copy(update={"recheck_at_s": at_s})], 10, lambda: query.astype(np.float32), window_of
+    )
+    assert both[0].match == MatchKind.exact
+    assert both[0].match_start_s - both[0].query_start_s == pytest.approx(at_s, abs=0.01)
+    assert both[0].recheck_at_s is None  # what a shard asked the merge means nothing past it
