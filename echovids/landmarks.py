@@ -24,10 +24,8 @@ import scipy.fft
 
 from echovids import onsets
 from echovids.audio_params import SAMPLE_RATE
+from echovids.spectrogram import FLOOR_MAGNITUDE, HOP, HOP_S, N_FFT, magnitude_spectrogram
 
-N_FFT = 512
-HOP = 256  # 16 ms at 16 kHz
-HOP_S = HOP / SAMPLE_RATE
 PEAK_TIME_RADIUS = 2  # local maximum over +-2 frames ...
 PEAK_FREQ_RADIUS = 4  # ... and +-4 bins
 PEAKS_PER_SECOND = 30
@@ -62,11 +60,10 @@ FINE_FLAG = np.uint32(1 << 30)  # peak and steady pairs use 22 bits, onset pairs
 # Fine pairs take the coarse lags: lags 4 and 0 alone halve them (79 -> 40 a second of ESC-10) and lost 2 of 40
 # short sounds in context on each tuning seed; lag 0 alone (20 a second) lost more (docs/quality.md).
 FINE_LAGS = STEADY_LAGS
-_WINDOW = np.hanning(N_FFT).astype(np.float32)
 _FINE_WINDOW = np.hanning(FINE_N_FFT).astype(np.float32)
 DYNAMIC_RANGE = np.log(10**3)  # 60 dB, in the natural-log magnitude units of the spectrogram
-ABSOLUTE_FLOOR = np.log(N_FFT / 4 * 10**-4)  # -80 dB below a full-scale sine's peak bin (about N/4)
-FINE_ABSOLUTE_FLOOR = np.log(FINE_N_FFT / 4 * 10**-4)
+ABSOLUTE_FLOOR = np.log(FLOOR_MAGNITUDE)
+FINE_ABSOLUTE_FLOOR = np.log(FLOOR_MAGNITUDE * FINE_N_FFT / N_FFT)  # the same level in a longer window's bins
 
 
 @dataclass
@@ -77,18 +74,6 @@ class Landmarks:
 
     def __len__(self) -> int:
         return int(self.hashes.size)
-
-
-def magnitude_spectrogram(waveform: np.ndarray) -> np.ndarray:
-    """[frames, 257] magnitude, Hann window, 512-point FFT, 16 ms hop."""
-    if waveform.size < N_FFT:
-        return np.zeros((0, N_FFT // 2 + 1), dtype=np.float32)
-    n = 1 + (waveform.size - N_FFT) // HOP
-    frames = np.lib.stride_tricks.as_strided(
-        np.ascontiguousarray(waveform, dtype=np.float32), shape=(n, N_FFT), strides=(HOP * 4, 4), writeable=False
-    )
-    # scipy's FFT keeps float32 (numpy's would promote to float64): half the work on the hot path.
-    return np.abs(scipy.fft.rfft(frames * _WINDOW, axis=1))
 
 
 def log_spectrogram(waveform: np.ndarray) -> np.ndarray:

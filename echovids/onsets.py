@@ -5,7 +5,8 @@ spectral peaks that stand out (a train of 26 clicks gives 2 peak pairs in 6 s, e
 it starts is the clearest thing about it, under noise too: white noise at 10 dB under a sparse click train's mean
 level lies some 20 dB under each click. An onset is a frame where the energy of many bands jumps; its code is
 the band that is loudest there; an onset is paired with the next ``FAN_OUT`` and hashed as (code, code, dt), in a
-hash family of its own (``FLAG``), stored and matched in time as peak pairs are (docs/quality.md, "Onset pairs").
+hash family of its own (``FLAG``), stored and matched in time as peak pairs are (docs/quality.md, "How it
+works"), from the landmarks' own spectrogram (echovids/spectrogram.py).
 
 A periodic train hashes alike at each repeat, so its matches say which clip more than where: the search passes
 its best ones on for their audio to decide, as it does for steady sounds (services/search/query.py).
@@ -15,17 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from echovids.audio_params import SAMPLE_RATE
+from echovids.spectrogram import FLOOR_MAGNITUDE, HOP_S, N_FFT
 
-# The spectrogram's geometry is the landmarks' (512-point FFT, 16 ms hop): the same frames serve both.
-N_FFT = 512
-HOP_S = 256 / SAMPLE_RATE
 # 16 bands spaced evenly in log frequency from 94 Hz (bin 3) to 8 kHz (the last bin, as np.add.reduceat needs): a
 # hum's rumble under them is not an onset.
 BAND_EDGES = np.unique(np.round(np.geomspace(3, N_FFT // 2 + 1, 17)).astype(np.int64))
-# A band's energy is read no lower than a full-scale sine's peak bin 80 dB down, per bin (the landmarks' floor):
-# in digital silence, a rise from nothing is not a rise of 200 dB.
-FLOOR_ENERGY = float((N_FFT / 4 * 10**-4) ** 2)
+# A band's energy is read no lower than the fingerprints' floor in each of its bins: in digital silence, a rise
+# from nothing is not a rise of 200 dB.
+FLOOR_ENERGY = FLOOR_MAGNITUDE**2
 # The rise is read against the frame LAG hops earlier: a click inside the 32 ms window shows over two frames.
 LAG = 2
 # Summed over the bands, in natural log units (20 is 87 dB in all: about 5 dB in each band): under white noise
