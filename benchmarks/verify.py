@@ -29,7 +29,7 @@ COPY_SNR_DB = 20.0
 
 def run(queries: int = 30, repeats: int = 3, stored: str = "wav", esc10: Path = DEFAULT_ESC10) -> dict:
     from services.embedder.tasks import query_arrays
-    from services.search.query import rank_answers, search_shard
+    from services.search.query import rank_answers, search_shard, sent_to_merge
     from services.search.verify import file_window
 
     clips = load_clips(esc10)
@@ -60,7 +60,8 @@ def run(queries: int = 30, repeats: int = 3, stored: str = "wav", esc10: Path = 
                 arrays = query_arrays(client.model, query)
                 found = search_shard(client.index, client.model.space.key, arrays, limit=100, k=10)
                 audio = (lambda q=query: q) if verify else (lambda: None)
-                rank_answers(found, 10, audio, lambda clip, at, s: file_window(client.paths[clip], at, s))
+                sent = sent_to_merge(found, 10)  # what a shard sends the merge
+                rank_answers(sent, 10, audio, lambda clip, at, s: file_window(client.paths[clip], at, s))
                 times.append(time.perf_counter() - started)
             return 1000 * float(np.median(times))
 

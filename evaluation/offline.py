@@ -68,7 +68,7 @@ class OfflineClient:
     def search(self, data: bytes, file_name: str, k: int) -> SearchAnswer:
         from echovids.errors import EchovidsError
         from services.embedder.tasks import query_arrays
-        from services.search.query import rank_answers, search_shard
+        from services.search.query import rank_answers, search_shard, sent_to_merge
         from services.search.verify import file_window
 
         started = time.perf_counter()
@@ -76,7 +76,9 @@ class OfflineClient:
             waveform = decode_bytes(data)
             arrays = query_arrays(self.model, waveform)
             found = search_shard(self.index, self.model.space.key, arrays, limit=max(k * 2, 100), k=k)
-            ranked = rank_answers(found, k, lambda: waveform, lambda clip, t, s: file_window(self.paths[clip], t, s))
+            ranked = rank_answers(
+                sent_to_merge(found, k), k, lambda: waveform, lambda clip, t, s: file_window(self.paths[clip], t, s)
+            )
         except EchovidsError as error:
             return SearchAnswer("failed", [], time.perf_counter() - started, error.message)
         results = [

@@ -239,3 +239,15 @@ def test_a_recheck_the_fingerprint_places_elsewhere_is_verified_there_too() -> N
     assert both[0].match == MatchKind.exact
     assert both[0].match_start_s - both[0].query_start_s == pytest.approx(at_s, abs=0.01)
     assert both[0].recheck_at_s is None  # what a shard asked the merge means nothing past it
+
+
+def test_a_shard_sends_the_merge_its_best_and_every_recheck_however_far_down() -> None:
+    """A tone's own clip, held by its steady hashes, ranks far down by embedding score: cut at forwarded(k) with
+    the rest, it never reached the audio that names it exact (through the system, not offline)."""
+    from services.search.query import forwarded, sent_to_merge
+
+    found = [candidate(f"c{i}", MatchKind.similar).model_copy(update={"score": 1 - i / 100}) for i in range(60)]
+    found[45] = found[45].model_copy(update={"recheck": 0})
+    sent = sent_to_merge(found, 10)
+    assert [c.clip_id for c in sent] == [f"c{i}" for i in range(forwarded(10))] + ["c45"]
+    assert sent_to_merge(found[:5], 10) == found[:5]

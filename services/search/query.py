@@ -310,6 +310,14 @@ def forwarded(k: int) -> int:
     return max(k * 3, k + 10)
 
 
+def sent_to_merge(found: list[ShardCandidate], k: int) -> list[ShardCandidate]:
+    """What a shard sends the merge of its ranked candidates: the first ``forwarded(k)``, and every one the
+    fingerprints asked the merge to verify. A recheck (a tone's own clip, held by its steady hashes) is most
+    often far down a list ranked by embedding score, and the merge's audio is what can name it exact."""
+    head = found[: forwarded(k)]
+    return head + [c for c in found[len(head) :] if c.recheck is not None]
+
+
 def to_result(candidate: ShardCandidate, clip: catalog.Clip) -> SearchResult:
     """A ranked candidate as the API shows it, with what the catalog knows of its clip."""
     match_start = max(0.0, candidate.match_start_s)

@@ -35,6 +35,7 @@ from services.search.query import (
     rank_answers,
     search_shard,
     search_text_shard,
+    sent_to_merge,
     to_result,
 )
 from services.search.shard import ShardIndex
@@ -175,7 +176,7 @@ def query_shard(self: Task, embedded: dict[str, Any], *, job_id: str, shard: int
                 filters=filters,
                 allowed_ids=allowed_ids,
             )
-        answer = ShardAnswer(shard=shard, candidates=found[: forwarded(query.k)])
+        answer = ShardAnswer(shard=shard, candidates=sent_to_merge(found, query.k))
     except EchovidsError as error:
         answer = ShardAnswer(shard=shard, candidates=[], error=ErrorBody(code=error.code, message=error.message))
     key = _answers_key(job_id)
