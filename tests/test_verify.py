@@ -251,3 +251,17 @@ def test_a_shard_sends_the_merge_its_best_and_every_recheck_however_far_down() -
     sent = sent_to_merge(found, 10)
     assert [c.clip_id for c in sent] == [f"c{i}" for i in range(forwarded(10))] + ["c45"]
     assert sent_to_merge(found[:5], 10) == found[:5]
+
+
+def test_two_far_places_of_one_candidate_are_not_read_as_one_long_window() -> None:
+    """An hour-long recording aligned by the embedding at 10 s and by a fingerprint at 3000 s: the fingerprint's
+    place is read, not the 50 minutes between them."""
+    reads: list[tuple[float, float]] = []
+
+    def window_of(clip: str, start_s: float, seconds: float) -> np.ndarray | None:
+        reads.append((start_s, seconds))
+        return np.zeros(round(seconds * SAMPLE_RATE), np.float32)
+
+    far = candidate("long", MatchKind.similar, offset_s=10.0).model_copy(update={"recheck": 0, "recheck_at_s": 3000.0})
+    rank_answers([far], 10, lambda: np.ones(2 * SAMPLE_RATE, np.float32), window_of)
+    assert reads and all(2990 < start < 3000 and seconds < 10 for start, seconds in reads)

@@ -99,6 +99,9 @@ VERIFY_BUDGET_S = 40.0
 WINDOW_EXACT_S = 0.25
 WINDOW_SIMILAR_S = 2.0
 WINDOW_ANYWHERE_S = 10.0
+# A candidate the embedding aligns at one moment and a fingerprint at another is read once across both when they
+# lie this close (a long recording's two far moments would make one long read).
+JOINED_WINDOWS_S = 20.0
 # The peak correlation of an exact copy: a copy under noise at S dB keeps sqrt(1 / (1 + 10^(-S/10))), 0.95 at
 # 10 dB and 0.71 at 3 dB; a sound that is not the query keeps little (docs/quality.md gives the measured spread).
 EXACT_CORRELATION = 0.75
@@ -250,10 +253,12 @@ def _fit_all(
     def read(i: int) -> tuple[float, np.ndarray | None]:
         candidate = candidates[i]
         around = window_s(candidate)
-        # Where the query's start lies in the clip: as the match aligns it, and as a fingerprint does.
+        # Where the query's start lies in the clip: as the match aligns it, and as a fingerprint does (both, in one
+        # window, when they are near; else the fingerprint's place, the better evidence of a copy).
         at = [candidate.match_start_s - candidate.query_start_s]
         if candidate.recheck_at_s is not None:
-            at.append(candidate.recheck_at_s)
+            near = abs(candidate.recheck_at_s - at[0]) <= JOINED_WINDOWS_S
+            at = [*at, candidate.recheck_at_s] if near else [candidate.recheck_at_s]
         lead = max(0.0, min(at) - around)
         return lead, window_of(candidate.clip_id, lead, max(at) - min(at) + spectra.size / SAMPLE_RATE + 2 * around)
 
