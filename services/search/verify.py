@@ -100,7 +100,7 @@ WINDOW_EXACT_S = 0.25
 WINDOW_SIMILAR_S = 2.0
 WINDOW_ANYWHERE_S = 10.0
 # A candidate the embedding aligns at one moment and a fingerprint at another is read once across both when they
-# lie this close (a long recording's two far moments would make one long read).
+# lie this close, and as two windows when further apart (a long recording's far moments would make one long read).
 JOINED_WINDOWS_S = 20.0
 # The peak correlation of an exact copy: a copy under noise at S dB keeps sqrt(1 / (1 + 10^(-S/10))), 0.95 at
 # 10 dB and 0.71 at 3 dB; a sound that is not the query keeps little (docs/quality.md gives the measured spread).
@@ -250,26 +250,31 @@ def _fit_all(
 ) -> dict[int, tuple[WaveformFit | None, int]]:
     """(fit, samples read) of the candidates at ``positions`` that have stored audio."""
 
-    def read(i: int) -> tuple[float, np.ndarray | None]:
-        candidate = candidates[i]
-        around = window_s(candidate)
-        # Where the query's start lies in the clip: as the match aligns it, and as a fingerprint does (both, in one
-        # window, when they are near; else the fingerprint's place, the better evidence of a copy).
+    def spans(candidate: ShardCandidate) -> list[tuple[float, float]]:
+        """(start, seconds) of the stretches to read: around where the match aligns the query, and where a
+        fingerprint does; one stretch when the two lie near, two short ones when far apart."""
+        around, length = window_s(candidate), spectra.size / SAMPLE_RATE
         at = [candidate.match_start_s - candidate.query_start_s]
         if candidate.recheck_at_s is not None:
-            near = abs(candidate.recheck_at_s - at[0]) <= JOINED_WINDOWS_S
-            at = [*at, candidate.recheck_at_s] if near else [candidate.recheck_at_s]
-        lead = max(0.0, min(at) - around)
-        return lead, window_of(candidate.clip_id, lead, max(at) - min(at) + spectra.size / SAMPLE_RATE + 2 * around)
+            at.append(candidate.recheck_at_s)
+        groups = [at] if max(at) - min(at) <= JOINED_WINDOWS_S else [[a] for a in at]
+        return [(max(0.0, min(g) - around), max(g) - min(g) + length + 2 * around) for g in groups]
 
-    fits = {}
+    def read(i: int) -> list[tuple[float, np.ndarray | None]]:
+        return [(lead, window_of(candidates[i].clip_id, lead, seconds)) for lead, seconds in spans(candidates[i])]
+
+    fits: dict[int, tuple[WaveformFit | None, int]] = {}
     # The windows are read side by side: a stored file other than WAV is read by an ffmpeg process each.
-    for i, (lead, audio) in zip(positions, _readers.map(read, positions), strict=True):
-        if audio is None:
-            continue
-        found = waveform_fit(spectra, audio)
-        placed = None if found is None else WaveformFit(found.correlation, lead + found.start_s, found.period_s)
-        fits[i] = (placed, audio.size)
+    for i, windows in zip(positions, _readers.map(read, positions), strict=True):
+        for lead, audio in windows:
+            if audio is None:
+                continue
+            found = waveform_fit(spectra, audio)
+            placed = None if found is None else WaveformFit(found.correlation, lead + found.start_s, found.period_s)
+            best, size = fits.get(i, (None, 0))
+            if best is None or (placed is not None and placed.correlation > best.correlation):
+                best = placed
+            fits[i] = (best, size + audio.size)
     return fits
 
 
