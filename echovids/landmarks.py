@@ -24,7 +24,15 @@ import scipy.fft
 
 from echovids import onsets
 from echovids.audio_params import SAMPLE_RATE
-from echovids.spectrogram import FLOOR_MAGNITUDE, HOP, HOP_S, N_FFT, magnitude_spectrogram
+from echovids.spectrogram import (
+    FLOOR_MAGNITUDE,
+    HOP,
+    HOP_S,
+    N_FFT,
+    magnitude_spectrogram,
+    running_max,
+    strongest_each,
+)
 
 PEAK_TIME_RADIUS = 2  # local maximum over +-2 frames ...
 PEAK_FREQ_RADIUS = 4  # ... and +-4 bins
@@ -87,32 +95,9 @@ def _log(magnitude: np.ndarray) -> np.ndarray:
     return np.log(magnitude, out=magnitude)
 
 
-def _running_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Max over +-radius along one axis (edges padded with -inf).
-
-    By doubling: after each step ``span[i]`` is the max of ``2**k`` consecutive cells, so a window of 9 costs 4
-    vector maxima instead of 8, all on slices (views), never copies of shifted arrays.
-    """
-    width = 2 * radius + 1
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (radius, radius)
-    padded = np.pad(x, pad, constant_values=-np.inf)
-
-    def cells(a: np.ndarray, start: int, length: int) -> np.ndarray:
-        return a[start : start + length] if axis == 0 else a[:, start : start + length]
-
-    span, spans = 1, padded
-    while span * 2 <= width:
-        length = spans.shape[axis] - span
-        spans = np.maximum(cells(spans, 0, length), cells(spans, span, length))
-        span *= 2
-    size = x.shape[axis]
-    return np.maximum(cells(spans, 0, size), cells(spans, width - span, size))
-
-
 def local_max(spec: np.ndarray) -> np.ndarray:
     """The maximum over each cell's +-2 frames x +-4 bins neighbourhood (separable: time, then frequency)."""
-    return _running_max(_running_max(spec, PEAK_TIME_RADIUS, 0), PEAK_FREQ_RADIUS, 1)
+    return running_max(running_max(spec, PEAK_TIME_RADIUS, 0), PEAK_FREQ_RADIUS, 1)
 
 
 def find_peaks(
@@ -144,10 +129,7 @@ def find_peaks(
         second = np.zeros_like(second)
     else:
         quota = PEAKS_PER_SECOND
-    order = np.lexsort((-values, second))
-    t, f, values, second = t[order], f[order], values[order], second[order]
-    starts = np.searchsorted(second, second, side="left")
-    keep = (np.arange(t.size) - starts) < quota
+    keep = strongest_each(second, values, quota)
     t, f, values = t[keep], f[keep], values[keep]
     order = np.lexsort((f, t))
     return t[order], f[order], values[order]
@@ -195,7 +177,7 @@ def _strongest_steady(
         return empty, empty, np.empty(0, dtype=np.float32)
     median = np.median(cells, axis=1, keepdims=True)
     # Above -80 dBFS, as a peak pair's peaks: a room's hiss at -80 dB is silence, not a steady sound.
-    is_peak = (cells == _running_max(cells, radius, 1)) & (cells > np.maximum(median + STEADY_RISE, floor))
+    is_peak = (cells == running_max(cells, radius, 1)) & (cells > np.maximum(median + STEADY_RISE, floor))
     is_peak[:, 0] = False
     rank = np.argsort(np.argsort(-np.where(is_peak, cells, -np.inf), axis=1), axis=1)
     cell, f = np.nonzero(is_peak & (rank < STEADY_PEAKS))
@@ -208,7 +190,7 @@ def fine_steady_peaks(waveform: np.ndarray, first_cell: int = 0) -> tuple[np.nda
     cells = waveform.size // FINE_N_FFT
     frames = np.ascontiguousarray(waveform[: cells * FINE_N_FFT], dtype=np.float32).reshape(cells, FINE_N_FFT)
     spectrum = np.abs(scipy.fft.rfft(frames * _FINE_WINDOW, axis=1)[:, :FINE_TOP_BIN])
-    return _strongest_steady(np.log(spectrum + 1e-6), FINE_FREQ_RADIUS, FINE_ABSOLUTE_FLOOR, first_cell * STEADY_CELL)
+    return _strongest_steady(_log(spectrum), FINE_FREQ_RADIUS, FINE_ABSOLUTE_FLOOR, first_cell * STEADY_CELL)
 
 
 def pair_steady(
@@ -302,8 +284,9 @@ class LandmarkStream:
         self._fine: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def feed(self, chunk: np.ndarray) -> None:
-        self._samples = np.concatenate([self._samples, np.asarray(chunk, dtype=np.float32)])
-        self._fine_samples = np.concatenate([self._fine_samples, np.asarray(chunk, dtype=np.float32)])
+        chunk = np.asarray(chunk, dtype=np.float32)
+        self._samples = np.concatenate([self._samples, chunk])
+        self._fine_samples = np.concatenate([self._fine_samples, chunk])
         whole = self._fine_samples.size // FINE_N_FFT
         if whole:
             self._fine.append(fine_steady_peaks(self._fine_samples[: whole * FINE_N_FFT], self._fine_cell))
@@ -403,7 +386,8 @@ def extract_query(waveform: np.ndarray) -> Landmarks:
     keep = order[first]
     hashes, times, weights = hashes[keep], times[keep], weights[keep]
     # Each family's weights against its own loudest: a peak's magnitude and an onset's rise are not one scale.
-    for family in (onsets.is_onset(hashes), ~onsets.is_onset(hashes)):
+    onset = onsets.is_onset(hashes)
+    for family in (onset, ~onset):
         if family.any():
             weights[family] /= float(weights[family].max()) or 1.0
     return Landmarks(hashes=hashes, times=times, weights=weights)

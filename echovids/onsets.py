@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from echovids.spectrogram import FLOOR_MAGNITUDE, HOP_S, N_FFT
+from echovids.spectrogram import FLOOR_MAGNITUDE, HOP_S, N_FFT, running_max, strongest_each
 
 # 16 bands spaced evenly in log frequency from 94 Hz (bin 3) to 8 kHz (the last bin, as np.add.reduceat needs): a
 # hum's rumble under them is not an onset.
@@ -56,14 +56,8 @@ def rises(bands: np.ndarray, past: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def pick(rise: np.ndarray) -> np.ndarray:
     """The frames that are onsets: a rise of MIN_RISE or more, the largest within RADIUS, the strongest
     PER_SECOND of each second."""
-    padded = np.pad(rise, RADIUS, constant_values=-np.inf)
-    neighbourhood = np.lib.stride_tricks.sliding_window_view(padded, 2 * RADIUS + 1).max(axis=1)
-    frames = np.flatnonzero((rise >= MIN_RISE) & (rise == neighbourhood))
-    second = (frames * HOP_S).astype(np.int64)
-    order = np.lexsort((-rise[frames], second))
-    frames, second = frames[order], second[order]
-    keep = (np.arange(frames.size) - np.searchsorted(second, second, side="left")) < PER_SECOND
-    return np.sort(frames[keep])
+    frames = np.flatnonzero((rise >= MIN_RISE) & (rise == running_max(rise[:, None], RADIUS, 0)[:, 0]))
+    return np.sort(frames[strongest_each((frames * HOP_S).astype(np.int64), rise[frames], PER_SECOND)])
 
 
 def pair(frames: np.ndarray, codes: np.ndarray, strength: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -12,6 +12,7 @@ from echovids import audio, audio_params, framing, landmarks
 from echovids.catalog import shard_of
 from echovids.errors import AudioTooLong, AudioTooShort, SilentAudio, UndecodableAudio
 from echovids.harness import write_wav
+from echovids.spectrogram import running_max
 from echovids.vectors import l2_normalise
 from services.embedder.silence import mute_silence
 from services.search import matching
@@ -299,7 +300,7 @@ def test_peak_neighbourhood_max_matches_brute_force(shape: tuple[int, int]) -> N
         n = x.shape[axis]
         windows = [np.take(x, range(max(0, i - radius), min(n, i + radius + 1)), axis=axis) for i in range(n)]
         expected = np.stack([w.max(axis=axis) for w in windows], axis=axis)
-        np.testing.assert_array_equal(landmarks._running_max(x, radius, axis), expected)
+        np.testing.assert_array_equal(running_max(x, radius, axis), expected)
 
 
 def test_shard_routing_is_stable_and_spread() -> None:
