@@ -19,3 +19,19 @@ def dequantize(quantized: np.ndarray) -> np.ndarray:
     x * 4/255 - 2, Google's vggish_postprocess inverted."""
     scale = (QUANTIZE_MAX - QUANTIZE_MIN) / 255.0
     return (np.asarray(quantized, dtype=np.float32) * np.float32(scale) + np.float32(QUANTIZE_MIN)).astype(np.float32)
+
+
+def int8_rows(vectors: np.ndarray, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """[n, d] -> (int8 codes, float32 scales): row i is ``codes[i] * scales[i]``, each entry within half a step
+    (its row's largest magnitude / 127); a zero row stays zero (scale 0). Taken ``chunk`` rows at a time, so a
+    large float16 map is never converted whole."""
+    n, d = vectors.shape
+    codes = np.empty((n, d), dtype=np.int8)
+    scales = np.empty(n, dtype=np.float32)
+    for start in range(0, n, chunk):
+        block = np.asarray(vectors[start : start + chunk], dtype=np.float32)
+        peak = np.abs(block).max(axis=1) if d else np.zeros(block.shape[0], np.float32)
+        step = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        codes[start : start + chunk] = np.rint(block / step[:, None]).astype(np.int8)
+        scales[start : start + chunk] = np.where(peak > 0, step, 0.0)
+    return codes, scales

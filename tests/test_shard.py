@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -235,11 +236,12 @@ def test_clips_at_two_hops_a_frame_match_to_the_query_hop_through_compaction_and
     assert legacy.version == restarted.version and hop_of(legacy, "coarse3") == 1
 
 
-def test_a_large_shard_keeps_one_mapped_float16_copy_and_rescores_scann_candidates_from_it(
+def test_a_large_shard_maps_its_frames_and_rescores_scann_candidates_from_their_int8_codes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    """Past the brute-force size ScaNN keeps no vectors: its candidates are re-scored from the snapshot's float16
-    frames, mapped (not read) by every process, and each sealed clip's frames are views of that map."""
+    """Past the brute-force size ScaNN keeps no vectors: its candidates are re-scored from the snapshot's int8
+    codes, mapped (not read) by every process, as are the float16 frames each sealed clip views. A start takes the
+    centre from the snapshot's frame total; a snapshot written before the codes re-scores from its float16 frames."""
     monkeypatch.setattr(shard_module, "SCANN_BRUTE_FORCE_BELOW", 500)
     # Every leaf searched: what is left to test is the re-scoring (the leaves' recall is the benchmark's).
     monkeypatch.setenv("ECHOVIDS_SEARCH_SCANN_LEAVES_TO_SEARCH", "1000")
@@ -252,36 +254,52 @@ def test_a_large_shard_keeps_one_mapped_float16_copy_and_rescores_scann_candidat
     for c in range(150):  # 1800 rows in clusters, as sounds cluster: a tree with leaves to choose from
         arrays = random_clip(rng)
         vectors = centres[rng.integers(0, 30)] + 0.5 * arrays["vectors"]
-        arrays["vectors"] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors[0] = 0.0  # a muted frame: no part of the centre
+        arrays["vectors"] = vectors
         index.write_segment(f"clip{c:03d}", arrays, SPACE)
         stored.append(arrays["vectors"].astype(np.float16))
     index.refresh()
     index.compact()
     snapshot = index.snapshots / "v1"
     assert not any(p.name == "dataset.npy" for p in (snapshot / "scann").iterdir())  # no float32 copy
-    for shard in (index, ShardIndex(tmp_path, 0)):  # the compactor and a restarted process
+    library = np.concatenate(stored).astype(np.float32)
+    audible = library[library.any(axis=1)]
+    queries = audible[rng.choice(audible.shape[0], 40, replace=False)] + 0.05 * rng.standard_normal((40, 32))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    exact = np.argsort(-(queries @ library.T), axis=1)[:, :10]
+
+    def searched(shard: ShardIndex, codes: bool) -> None:
         view = shard.view()
         assert view.searcher is not None and view.searcher.rescore >= 100 and view.delta is None
-        mapped = view.searcher.vectors
-        assert isinstance(mapped, np.ndarray) and not mapped.flags.owndata and not mapped.flags.writeable
-        assert all(np.shares_memory(data.vectors, mapped) for data in view.clip_data)
-        library = np.concatenate(stored).astype(np.float32)
-        queries = library[rng.choice(library.shape[0], 40, replace=False)] + 0.05 * rng.standard_normal((40, 32))
-        queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+        columns = view.searcher.columns
+        assert columns is not None and ("codes" in columns) == codes
+        for mapped in [columns["vectors"], *([columns["codes"]] if codes else [])]:
+            assert not mapped.flags.owndata and not mapped.flags.writeable
+        assert all(np.shares_memory(data.vectors, columns["vectors"]) for data in view.clip_data)
+        np.testing.assert_allclose(view.centre, audible.mean(axis=0), atol=1e-5)
         rows, sims = view.search(queries, 10)
-        exact = np.argsort(-(queries @ library.T), axis=1)[:, :10]
         recall = np.mean([len(set(r) & set(e)) / 10 for r, e in zip(rows.tolist(), exact.tolist())])
         # Not 1: the 100 candidates are ScaNN's quantised guesses among near-ties (0.97-1.00 run to run: its
         # training is threaded).
         assert recall >= 0.95, recall
         found = rows >= 0
-        # The scores are the stored frames' own dot products, not ScaNN's quantised estimates.
+        # The scores are the stored float16 frames' own dot products, not ScaNN's nor the codes' estimates.
         np.testing.assert_allclose(
             sims[found],
             np.einsum("ij,ij->i", library[rows[found]], np.repeat(queries, 10, axis=0)[found.ravel()]),
             rtol=1e-5,
             atol=1e-5,
         )
+
+    for shard in (index, ShardIndex(tmp_path, 0)):  # the compactor and a restarted process
+        searched(shard, codes=True)
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    for name in ("codes", "code_scales", "frame_total"):
+        (snapshot / f"{name}.npy").unlink()
+        del manifest["arrays"][name]
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    searched(ShardIndex(tmp_path, 0), codes=False)
 
 
 def test_every_frame_of_a_scann_indexed_shard_is_within_reach_of_itself() -> None:

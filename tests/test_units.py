@@ -423,3 +423,18 @@ def test_a_client_waits_out_a_redis_outage_says_so_once_and_resumes() -> None:
     with pytest.raises(ValueError):
         with_backoff(lambda: never(ValueError("bad")), "x", first_s=0.01)
     assert calls == ["ValueError"]
+
+
+def test_int8_rows_keep_each_entry_within_half_a_step_and_zero_rows_zero() -> None:
+    from echovids.vectors import int8_rows
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((300, 64)).astype(np.float32)
+    rows[7] = 0.0
+    codes, scales = int8_rows(rows.astype(np.float16), chunk=128)  # chunks that do not divide the rows
+    assert codes.dtype == np.int8 and scales.shape == (300,)
+    decoded = codes.astype(np.float32) * scales[:, None]
+    step = np.abs(rows).max(axis=1) / 127
+    assert np.all(np.abs(decoded - rows) <= step[:, None] / 2 + 1e-3 * np.abs(rows))  # float16's own rounding
+    assert scales[7] == 0 and not codes[7].any()
+    assert np.all(np.abs(codes).max(axis=1)[np.arange(300) != 7] == 127)
