@@ -2,7 +2,7 @@
 
 On benchmarks/latency.py's synthetic library (built, or reused from ``--workdir``):
 1. recall@10 of each shard's snapshot, searched as a search process searches it (ScaNN's candidates re-scored
-   from the mapped float16 frames), against exact search over the same stored frames; held-out queries are
+   from the mapped int8 codes of the frames), against exact search over the same stored frames; held-out queries are
    library frames moved by noise (cosine ~0.9 to their source). In this process, from the snapshot alone.
 2. `echovids serve` with ``search_processes`` search processes (``pinned``: that many per shard, each worker holding
    only its shard, as on several hosts): ``load_s`` is from the start until the last of them logged its shards
@@ -53,7 +53,7 @@ class ScaleReport:
 
 
 def snapshot_recall(data_dir: Path, shards: int, queries: int = RECALL_QUERIES, seed: int = 7) -> float:
-    """Mean recall@10 over every shard's newest snapshot, against exact search on its stored float16 frames."""
+    """Mean recall@10 over every shard's newest snapshot, against exact search on its stored frames."""
     from services.search.shard import SNAPSHOT_MARKER, read_snapshot
 
     rng = np.random.default_rng(seed)
@@ -63,8 +63,8 @@ def snapshot_recall(data_dir: Path, shards: int, queries: int = RECALL_QUERIES, 
         if not found:
             raise RuntimeError(f"shard {shard} has no snapshot: the library was not compacted")
         _, sealed = read_snapshot(max(found, key=lambda p: int(p.parent.name[1:])).parent)
-        stored = sealed.vectors
-        assert stored is not None, "a snapshot written before the float16 frames were mapped"
+        stored = sealed.frames
+        assert stored is not None, "a snapshot written before its frames were mapped"
         picks = rng.choice(stored.shape[0], queries, replace=False)
         noise = rng.standard_normal((queries, stored.shape[1])).astype(np.float32)
         noise *= 0.5 / np.linalg.norm(noise, axis=1, keepdims=True)

@@ -408,6 +408,7 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
     from scann.scann_ops.py.scann_builder import ReorderType
 
     from echovids.vectors import int8_rows
+    from services.search.matching import Int8Frames
     from services.search.shard import rescored
 
     k = config.k
@@ -423,9 +424,9 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         p = scann_variant_params(variant, n, dim, k)
         leaves, dpb = int(p["leaves"]), int(p["dpb"])
         reorder = int(p["reorder"])
-        # "i8": as a shard searches (services/search/shard.py): no reordering in ScaNN, its candidates cut by 8-bit
-        # codes of the rows, the best re-scored from a float16 copy (a shard maps both from its snapshot; here
-        # they are made with the index); "f16": every candidate from the float16 copy, as shards did before.
+        # "i8": as a shard searches (services/search/shard.py): no reordering in ScaNN, its candidates re-scored
+        # from int8 codes of the rows (a shard maps them from its snapshot; here they are made with the index);
+        # "f16": from a float16 copy, as shards did before the codes.
         q_name = str(p.get("q", "i8" if variant == "production" else ""))
         quant = {"int8": ReorderType.INT8, "bf16": ReorderType.BFLOAT16}.get(q_name, ReorderType.FLOAT32)
 
@@ -439,8 +440,10 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
                 tree_kw["soar_lambda"] = float(p["soar"])
             builder = builder.tree(num_leaves=leaves, num_leaves_to_search=int(p["lts"]), **tree_kw)
             builder = builder.score_ah(dpb, anisotropic_quantization_threshold=float(p["thr"]))
-            if q_name in ("f16", "i8"):
-                return builder.build(), (base.astype(np.float16), int8_rows(base) if q_name == "i8" else None)
+            if q_name == "f16":
+                return builder.build(), base.astype(np.float16)
+            if q_name == "i8":
+                return builder.build(), Int8Frames(*int8_rows(base))
             return builder.reorder(reorder, quantize=quant).build(), None
 
         lts0 = int(p["lts"])
@@ -460,7 +463,7 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         lts, r = setting
         if stored is not None:
             rows, sims = s.search(q, final_num_neighbors=r, leaves_to_search=lts)
-            return rescored(stored[0], q[None], rows[None], sims[None], k, stored[1])[0][0]
+            return rescored(stored, q[None], rows[None], sims[None], k)[0][0]
         return s.search(q, final_num_neighbors=k, pre_reorder_num_neighbors=r, leaves_to_search=lts)
 
     def all_(s: Any, qs: np.ndarray, setting: tuple[int, int]) -> np.ndarray:
@@ -468,7 +471,7 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         batch = max(16, len(qs) // threads // 4)
         if stored is not None:
             rows, sims = s.search_batched_parallel(qs, final_num_neighbors=r, batch_size=batch, leaves_to_search=lts)
-            return rescored(stored[0], qs, rows, sims, k, stored[1])[0]
+            return rescored(stored, qs, rows, sims, k)[0]
         kw = {"leaves_to_search": lts, "pre_reorder_num_neighbors": r} if lts > 0 else {}
         ids, _ = s.search_batched_parallel(qs, final_num_neighbors=k, batch_size=batch, **kw)
         return ids

@@ -9,6 +9,23 @@ from typing import Any, NamedTuple
 import numpy as np
 
 
+class Int8Frames:
+    """A clip's frames as a snapshot keeps them: int8 codes and a scale a row (echovids.vectors.int8_rows), read
+    as float32 a stretch at a time (a cosine off by ~1e-3 at most, at half float16's bytes)."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, codes: np.ndarray, scales: np.ndarray) -> None:
+        self.codes, self.scales = codes, scales
+        self.shape = codes.shape
+
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        return self.codes[rows].astype(np.float32) * self.scales[rows, None]
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        return self[:].astype(dtype)
+
+
 class Upsampled:
     """A clip's frames stored at ``ratio`` query hops each, read at the query's hop.
 
@@ -18,7 +35,7 @@ class Upsampled:
     to a long clip costs what it does at the query's own hop.
     """
 
-    def __init__(self, frames: np.ndarray, ratio: int) -> None:
+    def __init__(self, frames: np.ndarray | Int8Frames, ratio: int) -> None:
         self.frames = frames
         self.ratio = ratio
         self.shape = (frames.shape[0] * ratio, frames.shape[1])
@@ -45,7 +62,8 @@ class Upsampled:
         return self[:].astype(dtype)
 
 
-Frames = np.ndarray | Upsampled  # a clip's frames at the query's hop
+Stored = np.ndarray | Int8Frames  # a clip's frames at the hop they were stored at
+Frames = Stored | Upsampled  # a clip's frames at the query's hop
 
 
 @dataclass
@@ -156,7 +174,7 @@ def align(
     """Align each clip at the offset within +-``slack`` hops of its voted one that fits the query best.
 
     Vectorised over the candidates: each clip is read only where the query lies on it (an hour-long clip
-    costs what a short one does), all of them as one [n, rows, d] block converted from float16 once.
+    costs what a short one does), all of them as one [n, rows, d] float32 block.
     """
     m, d = query.shape
     n, width = clips.size, m + 2 * slack
@@ -170,12 +188,11 @@ def align(
     earliest, latest = np.clip(first, 0, lengths - span), np.clip(first + 2 * slack, 0, lengths - span)
     lo = np.minimum(first, earliest)
     rows = int((np.maximum(first + width, latest + span) - lo).max(initial=width))
-    block16 = np.zeros((n, rows, d), dtype=np.float16)
+    block = np.zeros((n, rows, d), dtype=np.float32)  # zeros outside the clip
     for c, frames in enumerate(stored):
         a, b = max(0, int(lo[c])), min(int(lengths[c]), int(lo[c]) + rows)
         if b > a:
-            block16[c, a - lo[c] : b - lo[c]] = frames[a:b]
-    block = block16.astype(np.float32)  # zeros outside the clip
+            block[c, a - lo[c] : b - lo[c]] = frames[a:b]
     # Per-frame cosine at each offset tried, [n, 2 slack + 1, m]: diagonals of one product per candidate.
     t, each = np.arange(m), np.arange(n)[:, None]
     gram = (block.reshape(n * rows, d) @ query.T).reshape(n, rows, m)

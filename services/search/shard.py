@@ -7,7 +7,7 @@ On disk, under ``<data dir>/shards/<i>/``:
   (written once by `echovids reindex-classes`; a newer segment holds them itself).
 - ``tombstones/<clip>``: the clip is deleted; filtered at query time, purged by the next compaction.
 - ``snapshots/v<N>/``: a ScaNN index (``serialize()``) over the clips its ``manifest.json`` lists, in row
-  order, and those clips' arrays as ``.npy`` files (SNAPSHOT_ARRAYS): their float16 frames, their landmark and
+  order, and those clips' arrays as ``.npy`` files (SNAPSHOT_ARRAYS): their frames (int8 codes), their landmark and
   class postings (sorted, numbered by the snapshot's clip positions and rows) and their own columns (labels,
   class scores). Every search process memory-maps them: one copy in the page cache however many processes
   read it, no postings to sort, and a start that reads no segment of a sealed clip. The manifest holds the
@@ -51,7 +51,7 @@ from services.search.landmark_index import (
     match_postings,
     steady_clips,
 )
-from services.search.matching import Upsampled
+from services.search.matching import Frames, Int8Frames, Stored, Upsampled
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,8 @@ def scann_searcher(
 
     Small shards are searched exactly (0 to re-score). Large ones are partitioned and quantised and keep no
     vectors of their own: ScaNN's float32 reordering copy was 4 KB a frame in every search process, two thirds
-    of a shard's memory. The shard re-scores ScaNN's candidates from its float16 frames instead, one copy mapped
-    from the snapshot and shared by every process: at 300k x 1024 the same recall@10 as float32 reordering
-    (0.9646) at 0.74x its single-query speed (docs/benchmarks.md, "Scale").
+    of a shard's memory. The shard re-scores ScaNN's candidates from its frames' int8 codes instead, one copy
+    mapped from the snapshot and shared by every process (docs/benchmarks.md, "Scale").
     ``leaves``/``leaves_to_search``/``reorder`` default to the settings ``ECHOVIDS_SEARCH_SCANN_*`` (0 = auto).
     """
     builder = scann_pybind().builder(data, neighbours, "dot_product")
@@ -152,10 +151,11 @@ SNAPSHOT_MARKER = "COMPLETE"
 # A snapshot's arrays, each ``<name>.npy`` in its folder, memory-mapped by every search process; row and clip
 # positions are the snapshot's (its manifest's clip order).
 SNAPSHOT_ARRAYS = (
-    "vectors",  # [rows, dim] float16: the clips' frames, read where a match compares them
-    # ScaNN's candidates are cut by 8-bit codes of the frames before the best are read in float16 (rescored).
+    # The clips' frames as int8 codes and a scale a row (echovids.vectors.int8_rows): what ScaNN's candidates are
+    # re-scored from and a match compares, at half float16's bytes; numpy also casts int8 ten times faster.
     "codes",  # [rows, dim] int8
     "code_scales",  # [rows] float32: row i is codes[i] * code_scales[i]
+    "vectors",  # [rows, dim] float16: the frames, in a snapshot written before the codes
     "frame_total",  # [dim + 1] float64: the sum of every row, then how many are audible (the centre's parts)
     *(f"landmark_{name}" for name in SortedPostings._fields),  # sorted by hash
     *(f"class_index_{name}" for name in SortedClassPostings._fields),  # sorted by class
@@ -168,8 +168,9 @@ SNAPSHOT_ARRAYS = (
     "clip_flags",  # per clip: LABELLED | SCORED
     "clip_hops",  # per clip: query hops per stored frame (hop_ratio)
 )
-# Arrays a snapshot written before them lacks (read_snapshot skips them; Sealed.clips reads each clip at one hop).
-OPTIONAL_SNAPSHOT_ARRAYS = ("clip_hops", "codes", "code_scales", "frame_total")
+# Arrays a snapshot lacks: one written before them (clip_hops, the codes, the frame total; Sealed.clips reads each
+# clip at one hop, its float16 frames), or after the float16 frames gave way to the codes.
+OPTIONAL_SNAPSHOT_ARRAYS = ("clip_hops", "codes", "code_scales", "frame_total", "vectors")
 LABELLED, SCORED = 1, 2
 LABEL_COLUMNS = ("frame_labels", "label_names")
 CLASS_COLUMNS = ("class_ids", "class_levels")
@@ -270,9 +271,10 @@ def _move_aside(path: Path, to: Path) -> None:
         os.replace(path, to)
 
 
-def _frame_sum(vectors: np.ndarray) -> tuple[np.ndarray, int]:
+def _frame_sum(vectors: Stored) -> tuple[np.ndarray, int]:
     """(sum of a clip's frame vectors in float64, how many are audible: not muted to zero)."""
-    return vectors.sum(axis=0, dtype=np.float64), int(np.count_nonzero(vectors.any(axis=1)))
+    frames = vectors[:]
+    return frames.sum(axis=0, dtype=np.float64), int(np.count_nonzero(frames.any(axis=1)))
 
 
 @dataclass
@@ -285,9 +287,13 @@ class Sealed:
     columns: dict[str, np.ndarray] | None = None
 
     @property
-    def vectors(self) -> np.ndarray | None:
-        """[sealed, dim] float16."""
-        return None if self.columns is None else self.columns["vectors"]
+    def frames(self) -> Stored | None:
+        """[sealed, dim]: the codes (float16 frames in a snapshot written before them)."""
+        if self.columns is None:
+            return None
+        if "codes" in self.columns:
+            return Int8Frames(self.columns["codes"], self.columns["code_scales"])
+        return self.columns["vectors"]
 
     @property
     def frame_total(self) -> tuple[np.ndarray, int] | None:
@@ -323,7 +329,7 @@ class Sealed:
             names = c["label_names"][c["label_offsets"][position] : c["label_offsets"][position + 1]]
             out.append(
                 ClipData(
-                    c["vectors"][rows],
+                    Int8Frames(c["codes"][rows], c["code_scales"][rows]) if "codes" in c else c["vectors"][rows],
                     *NO_LANDMARKS,  # searched from the snapshot's postings
                     c["frame_labels"][rows] if flags & LABELLED else None,
                     names if flags & LABELLED else None,
@@ -345,49 +351,37 @@ class Sealed:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest sealed rows of each query frame and their dot products; -1 (score 0) pads."""
-        if not self.rescore or self.columns is None:
-            rows, sims = self.searcher.search_batched(queries, final_num_neighbors=k)
-            return rescored(None, queries, rows, sims, k)
-        rows, sims = self.searcher.search_batched(queries, final_num_neighbors=max(k, self.rescore))
-        # A snapshot written before the codes re-scores every candidate from its float16 frames.
-        codes = (self.columns["codes"], self.columns["code_scales"]) if "codes" in self.columns else None
-        return rescored(self.columns["vectors"], queries, rows, sims, k, codes)
+        mapped = self.frames if self.rescore else None
+        rows, sims = self.searcher.search_batched(
+            queries, final_num_neighbors=k if mapped is None else max(k, self.rescore)
+        )
+        return rescored(mapped, queries, rows, sims, k)
 
 
 def rescored(
-    vectors: np.ndarray | None,
-    queries: np.ndarray,
-    rows: np.ndarray,
-    sims: np.ndarray,
-    k: int,
-    codes: tuple[np.ndarray, np.ndarray] | None = None,
+    stored: Stored | None, queries: np.ndarray, rows: np.ndarray, sims: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ScaNN's candidate ``rows`` of each query frame, re-scored from the stored float16 ``vectors`` (when given)
-    and cut to the best ``k``; -1 (score 0) where ScaNN found fewer (it pads with row 0 and a NaN score).
-
-    With ``codes`` (the rows' int8 codes and scales, echovids.vectors.int8_rows), the candidates are first cut to
-    the best ``2 k`` by the codes and only those read from ``vectors``: numpy casts float16 at ~1.7 ns an entry
-    and int8 ten times faster, and the codes' rounding (~1e-3 of a cosine) would reorder near-ties on its own."""
+    """ScaNN's candidate ``rows`` of each query frame, re-scored from the ``stored`` frames (when given: int8
+    codes, or float16 frames) and cut to the best ``k``; -1 (score 0) where ScaNN found fewer (it pads with row 0
+    and a NaN score)."""
     found = ~np.isnan(sims)
     rows = np.where(found, rows.astype(np.int64), -1)
-    if vectors is None:
+    if stored is None:
         return rows, np.where(found, sims, 0.0).astype(np.float32)
-    if codes is not None and 2 * k < rows.shape[1]:
-        approximate = np.where(found, _products(codes[0], queries, rows) * codes[1][np.maximum(rows, 0)], -np.inf)
-        rows = np.take_along_axis(rows, np.argpartition(-approximate, 2 * k - 1, axis=1)[:, : 2 * k], axis=1)
-        found = rows >= 0
-    exact = np.where(found, _products(vectors, queries, rows), -np.inf)
+    gathered = np.maximum(rows, 0).ravel()
+    # A float32 product of gathered frames: numpy has no BLAS for float16 or int8 products.
+    if isinstance(stored, Int8Frames):
+        candidates = stored.codes[gathered].astype(np.float32).reshape(*rows.shape, -1)
+        products = np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0]
+        products *= stored.scales[gathered].reshape(rows.shape)
+    else:
+        candidates = stored[gathered].astype(np.float32).reshape(*rows.shape, -1)
+        products = np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0]
+    exact = np.where(found, products, -np.inf)
     if k < rows.shape[1]:
         top = np.argpartition(-exact, k - 1, axis=1)[:, :k]
         rows, exact = np.take_along_axis(rows, top, axis=1), np.take_along_axis(exact, top, axis=1)
     return rows, np.where(rows >= 0, exact, 0.0).astype(np.float32)
-
-
-def _products(stored: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """[queries, candidates] dot products of each query frame with its candidate ``rows`` of ``stored``."""
-    # A float32 product of gathered frames: numpy's float16 matmul has no BLAS and is several times slower.
-    candidates = stored[np.maximum(rows, 0).ravel()].astype(np.float32).reshape(*rows.shape, -1)
-    return np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0]
 
 
 def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
@@ -411,9 +405,9 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
             if file_digest(path / f"{name}.npy") != manifest["arrays"][name]:
                 raise DamagedFile(f"its {name}.npy does not match the checksum in its manifest")
         sealed.map_arrays(path)
-        assert sealed.vectors is not None
-        if sealed.vectors.shape[0] != manifest["rows"]:
-            raise ValueError("its vectors.npy holds another number of rows than the manifest")
+        frames = sealed.frames
+        if frames is None or frames.shape[0] != manifest["rows"]:
+            raise ValueError("its frames hold another number of rows than the manifest")
     if sum(n for _, n in manifest["clips"]) != manifest["rows"]:
         raise ValueError("manifest rows do not add up")
     return [(clip, int(n)) for clip, n in manifest["clips"]], sealed
@@ -421,7 +415,7 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
 
 @dataclass
 class ClipData:
-    vectors: np.ndarray  # [frames, dim] float16 (half the memory), unit length
+    vectors: Stored  # [frames, dim] unit length: float16 from a segment, int8 codes from a snapshot
     hashes: np.ndarray
     times: np.ndarray
     frame_labels: np.ndarray | None = None  # [frames, 3] best classes per frame, indices into label_names
@@ -749,7 +743,7 @@ class ShardIndex:
         with self._lock:
             self.refresh()
             order = [c for c in self.clip_ids if c not in self.deleted]
-            vectors = np.concatenate([self._clips[c].vectors for c in order]) if order else None  # float16
+            stored = [self._clips[c].vectors for c in order]
             dead = [c for c in self.clip_ids if c in self.deleted]
             # The layout's arrays, not a view: a view also builds the delta's float32 copy, which this never reads.
             layout = (
@@ -760,20 +754,26 @@ class ShardIndex:
                 self.row_clip,
                 self.row_frame,
             )
-        if vectors is None:
+        if not order:
             self.rebuild_wanted = False  # nothing left to index
             return self.version
-        codes, scales = int8_rows(vectors)
+        # A sealed clip's codes are taken as they are; a new clip's float16 frames are coded once, here.
+        coded = [(f.codes, f.scales) if isinstance(f, Int8Frames) else int8_rows(f) for f in stored]
+        codes, scales = (np.concatenate(column) for column in zip(*coded, strict=True))
+        del stored, coded
+        vectors = codes.astype(np.float32)  # ScaNN indexes the very frames the shard re-scores from
+        vectors *= scales[:, None]
         total, audible = _frame_sum(vectors)
         arrays = {
-            "vectors": vectors,
             "codes": codes,
             "code_scales": scales,
             "frame_total": np.append(total, audible),
             **_renumbered_postings(*layout),
             **_clip_columns([self._clips[c] for c in order]),
         }
-        searcher, rescore = scann_searcher(vectors.astype(np.float32), neighbours=10)
+        searcher, rescore = scann_searcher(vectors, neighbours=10)
+        rows = int(vectors.shape[0])
+        del vectors
         # Never a version number used before, a set-aside one included: replicas skip versions they found bad.
         set_aside = (p.name.split(".")[0][len("snapshot-v") :] for p in self.quarantine.glob("snapshot-v*"))
         used = [v for v, _ in self._snapshot_dirs()] + [int(v) for v in set_aside if v.isdigit()]
@@ -783,16 +783,16 @@ class ShardIndex:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "scann").mkdir(parents=True)
         searcher.serialize(str(tmp / "scann"), relative_path=True)  # the folder is renamed next
-        for name in SNAPSHOT_ARRAYS:
-            np.save(tmp / f"{name}.npy", arrays[name])
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
         del arrays  # the shard maps the files instead
         clips = [(c, int(self._clips[c].vectors.shape[0])) for c in order]
         manifest = {
             "files": folder_digests(tmp / "scann"),
-            "arrays": {name: file_digest(tmp / f"{name}.npy") for name in SNAPSHOT_ARRAYS},
+            "arrays": {p.stem: file_digest(p) for p in sorted(tmp.glob("*.npy"))},
             "rescore": rescore,
             "version": version,
-            "rows": int(vectors.shape[0]),
+            "rows": rows,
             "space": self.space,
             "clips": clips,
         }
@@ -866,6 +866,7 @@ class ShardIndex:
         self._row_frame_parts.append(np.arange(n, dtype=np.int32))
         self._clip_hops.append(data.hop)
         if delta:
+            assert isinstance(data.vectors, np.ndarray), "a delta clip's frames are its segment's"
             self._delta_parts.append(data.vectors)
         if not indexed:
             self.landmarks.add(position, data.hashes, data.times)
@@ -1037,8 +1038,9 @@ class ShardView:
         hop = self.clip_data[clip].hop
         return self.clip_data[clip].labels_at(start // hop, -(-frames // hop))
 
-    def clip_frames(self, clip: int) -> np.ndarray | Upsampled:
-        """A clip's frame vectors at the query's hop (float16; callers convert just the frames they read)."""
+    def clip_frames(self, clip: int) -> Frames:
+        """A clip's frame vectors at the query's hop (float16 or int8 codes; callers convert just the frames they
+        read)."""
         data = self.clip_data[clip]
         return data.vectors if data.hop == 1 else Upsampled(data.vectors, data.hop)
 
