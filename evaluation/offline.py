@@ -3,8 +3,9 @@
 The service's own code runs in this process, behind the client interface the suites already use: the
 embedder's arrays (``services.embedder.tasks``), one :class:`ShardIndex` per library under ``folder``, and every
 query through ``search_shard`` and the merge's ranking (``rank_answers``, several exact matches set against the
-added files' audio). Left out: Celery, Redis, the catalog and availability. It gives the system's answers, not its
-latencies: publish figures measured through the system, use this to try a change.
+added files' audio), compacted as a search process compacts. Left out: Celery, Redis, the catalog and
+availability. It gives the system's answers, not its latencies: publish figures measured through the system, use
+this to try a change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from echovids.audio import decode_bytes
 from echovids.schemas import ClipStatus
+from echovids.settings import get_settings
 from evaluation.client import SearchAnswer
 
 
@@ -58,6 +60,10 @@ class OfflineClient:
             self.paths[title] = path
             if (i + 1) % 100 == 0:
                 log(f"  indexed {i + 1} of {len(files)} files")
+        # As a search process does (services/search/tasks.py, maybe_compact): a delta past the setting becomes a
+        # snapshot, whose frames are int8 codes; ECHOVIDS_SEARCH_DELTA_MAX=0 seals every clip.
+        if self.index.delta_rows > get_settings().search_delta_max:
+            self.index.compact()
         return failures
 
     def delete(self, clip_id: str) -> None:

@@ -186,15 +186,24 @@ def test_exact_queries_are_judged_by_recording_and_offset() -> None:
     assert wav_bytes(np.zeros(10, dtype=np.float32))[:4] == b"RIFF"
 
 
-def test_offline_client_finds_a_clip_at_its_moment_and_forgets_a_deleted_one(env: Path, tmp_path: Path) -> None:
-    """`echovids eval --offline` answers with the service's own code: the very recording, where, and no deleted clip."""
+@pytest.mark.parametrize("sealed", [False, True])
+def test_offline_client_finds_a_clip_at_its_moment_and_forgets_a_deleted_one(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sealed: bool
+) -> None:
+    """`echovids eval --offline` answers with the service's own code: the very recording, where, and no deleted clip;
+    from the delta's float16 frames, and (sealed: a search process compacts past ECHOVIDS_SEARCH_DELTA_MAX rows) from a
+    snapshot's int8 codes."""
     from echovids.harness import write_wav
+    from echovids.settings import get_settings
     from evaluation.offline import OfflineClient
     from tests.sounds import synthetic_library
 
+    monkeypatch.setenv("ECHOVIDS_SEARCH_DELTA_MAX", "0" if sealed else "4096")
+    get_settings.cache_clear()
     sounds = synthetic_library(3)
     client = OfflineClient(tmp_path / "library")
     assert client.add([(write_wav(tmp_path / f"s{i}.wav", s), f"s{i}", []) for i, s in enumerate(sounds)]) == []
+    assert client.index.version == (1 if sealed else 0) and client.index.delta_rows == (0 if sealed else 48)
     excerpt = wav_bytes(sounds[1][3 * SR : 6 * SR])
     answer = client.search(excerpt, "q.wav", 3)
     top = answer.results[0]
