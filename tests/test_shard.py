@@ -567,7 +567,7 @@ def test_a_pool_process_sorts_its_shards_postings_before_its_first_task(env: Pat
 def test_a_replica_takes_in_another_replicas_new_clips_without_reading_the_folder(env: Path, monkeypatch) -> None:
     """A bulk load writes clip after clip from whichever replica takes the task: the others take in just the
     segments written since their last look (a folder scan per write made it quadratic); a step that names no
-    clip (a delete, a compaction) and a replica too far behind read the folders again."""
+    clip (a compaction) and a replica too far behind read the folders again; a delete and a re-index name theirs."""
     from services.search import tasks
 
     shard = 7  # a shard no stack of the suite has: its Redis keys are this test's own
@@ -579,10 +579,13 @@ def test_a_replica_takes_in_another_replicas_new_clips_without_reading_the_folde
     mine = tasks.get_index(shard)  # this process's copy
     other = ShardIndex(env, shard)  # another replica's
 
+    def step_by_the_other(step: str) -> None:
+        keys = [tasks._generation_key(shard), tasks._written_key(shard)]
+        redis.eval(tasks._BUMP, 2, *keys, step, tasks.WRITTEN_WINDOW)
+
     def written_by_the_other(clip_id: str) -> None:
         other.write_segment(clip_id, random_clip(rng), SPACE)
-        keys = [tasks._generation_key(shard), tasks._written_key(shard)]
-        redis.eval(tasks._BUMP, 2, *keys, clip_id, tasks.WRITTEN_WINDOW)
+        step_by_the_other(clip_id)
 
     scans: list[int] = []
     real_refresh = ShardIndex.refresh
@@ -600,6 +603,19 @@ def test_a_replica_takes_in_another_replicas_new_clips_without_reading_the_folde
     # Each step forgets the one WRITTEN_WINDOW before it: the hash stays that size however long the load.
     assert int(redis.get(tasks._generation_key(shard))) == 8
     assert not redis.hexists(tasks._written_key(shard), "6") and redis.hexists(tasks._written_key(shard), "8")
+    # A delete and a re-index's class scores name their clip too: taken in without a scan, as a scan would.
+    other.write_tombstone("clip5")
+    step_by_the_other(tasks.TOMBSTONE + "clip5")
+    assert mine.view().scored_clips() == 0  # random clips carry no class scores
+    classes = {
+        "class_ids": rng.integers(0, 521, size=(12, 10)).astype(np.uint16),
+        "class_levels": rng.integers(1, 256, size=(12, 10)).astype(np.uint8),
+    }
+    assert other.write_class_scores("clip6", classes)
+    step_by_the_other(tasks.CLASSES + "clip6")
+    assert tasks.get_index(shard) is mine and len(scans) == 2
+    for index in (mine, ShardIndex(env, shard)):  # what this replica took in, and what a scan finds
+        assert "clip5" in index.deleted and index.view().live_clips() == 6 and index.view().scored_clips() == 1
 
 
 def test_a_pool_process_started_while_redis_is_down_waits_for_it_then_preloads(monkeypatch) -> None:

@@ -603,6 +603,16 @@ class ShardIndex:
     def write_tombstone(self, clip_id: str) -> None:
         (self.tombstones / clip_id).touch()
 
+    def take_tombstone(self, clip_id: str) -> None:
+        """Take in one clip's delete, written by this process or another (no folder scan)."""
+        with self._lock:
+            self.deleted.add(clip_id)
+
+    def take_class_scores(self, clip_id: str) -> None:
+        """Take in one clip's class scores, written by a re-index in this process or another (no folder scan)."""
+        with self._lock:
+            self._take_class_segment(clip_id)
+
     def add_segment(self, clip_id: str) -> None:
         """Take in one segment this process has just written (no folder scan)."""
         with self._lock:

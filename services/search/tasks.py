@@ -50,13 +50,16 @@ def _generation_key(shard: int) -> str:
 
 
 def _written_key(shard: int) -> str:
-    """generation -> the clip whose new segment made it (a hash of the last WRITTEN_WINDOW generations)."""
+    """generation -> the step that made it (a hash of the last WRITTEN_WINDOW generations)."""
     return f"echovids:shard:{shard}:written"
 
 
-# A replica this many generations behind or less takes in the clips written since, file by file; further behind
-# (or after a delete, a compaction or a re-index, which name no clip) it reads the shard's folders again.
+# A replica this many generations behind or less takes in the steps written since, clip by clip; further behind
+# (or after a compaction, which names no clip) it reads the shard's folders again. A step is a clip's id (its new
+# segment), or TOMBSTONE or CLASSES and the id (its delete, its class scores written by a re-index): clip ids never
+# hold a colon. Re-reading the folders for each of these made a bulk load, delete or re-index quadratic.
 WRITTEN_WINDOW = 10_000
+TOMBSTONE, CLASSES = "tombstone:", "classes:"
 # One step, so no replica sees the new generation without the clip that made it.
 _BUMP = """
 local generation = redis.call('INCR', KEYS[1])
@@ -80,17 +83,26 @@ def get_index(shard: int) -> ShardIndex:
             if written is None:
                 index.refresh()
             else:
-                for clip_id in written:
-                    index.add_segment(clip_id)
+                for step in written:
+                    _take_in(index, step)
             _generations[shard] = generation
     _recover_damaged(index)
     return index
 
 
+def _take_in(index: ShardIndex, step: str) -> None:
+    """One step of the written hash, taken in without reading the shard's folders."""
+    if step.startswith(TOMBSTONE):
+        index.take_tombstone(step[len(TOMBSTONE) :])
+    elif step.startswith(CLASSES):
+        index.take_class_scores(step[len(CLASSES) :])
+    else:
+        index.add_segment(step)
+
+
 def _written_since(shard: int, mine: int | None, generation: int) -> list[str] | None:
-    """The clips written after generation ``mine`` up to ``generation``, when every step between was a clip's
-    new segment; None when the shard's folders must be read again (re-scanning them on every write of another
-    replica made a bulk load quadratic)."""
+    """The steps after generation ``mine`` up to ``generation``, when every one named its clip; None when the
+    shard's folders must be read again."""
     if mine is None or not 0 < generation - mine <= WRITTEN_WINDOW:
         return None
     fields = [str(g) for g in range(mine + 1, generation + 1)]
@@ -111,15 +123,13 @@ def _recover_damaged(index: ShardIndex) -> None:
 
 
 def _bump(shard: int, written: str | None = None) -> None:
-    """Tell the shard's replicas something changed; the writer itself takes in its own segment directly.
-
-    Re-reading the segment folder on every write would make bulk indexing quadratic.
-    """
+    """Tell the shard's replicas something changed (``written``: the step, see WRITTEN_WINDOW); the writer
+    itself takes in its own step directly."""
     keys = [_generation_key(shard), _written_key(shard)]
     generation = int(get_redis().eval(_BUMP, 2, *keys, written or "", WRITTEN_WINDOW))
     with _lock:
         if written is not None and _generations.get(shard) == generation - 1:
-            _indexes[shard].add_segment(written)
+            _take_in(_indexes[shard], written)
             _generations[shard] = generation
 
 
@@ -318,7 +328,7 @@ def index_clip_classes(self: Task, embedded: dict[str, Any], *, clip: str, job_i
     except EchovidsError as error:
         fail_job(job_id, error)
     if written:
-        _bump(shard)
+        _bump(shard, written=CLASSES + clip)
     store.update(job_id, status=JobStatus.done, progress="class scores written" if written else "had them")
     return written
 
@@ -327,7 +337,7 @@ def index_clip_classes(self: Task, embedded: dict[str, Any], *, clip: str, job_i
 def delete_clip(self: Task, *, clip_id: str, shard: int) -> None:
     """Tombstone a clip's frames; they stop matching at once and are purged at the next rebuild."""
     get_index(shard).write_tombstone(clip_id)
-    _bump(shard)
+    _bump(shard, written=TOMBSTONE + clip_id)
 
 
 @shared_task(name=TaskName.RECONCILE_LIBRARY, **TASK_OPTIONS)
