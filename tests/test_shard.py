@@ -643,3 +643,20 @@ def test_a_pool_process_started_while_redis_is_down_waits_for_it_then_preloads(m
     monkeypatch.setattr(worker, "PRELOAD_SHARDS", [0])
     worker._preload()
     assert calls == [0, 0, 0] and marked == [[0]]
+
+
+def test_a_start_hashes_only_the_snapshot_files_written_since_they_were_last_hashed(library, monkeypatch) -> None:
+    """The compactor stamps each file's sha256 with its stat: a restart reads none of them; a file written again
+    (here: the same bytes) is hashed again, and a changed one is still found damaged (the tests above)."""
+    root, _ = library
+    ShardIndex(root, 0).compact()
+    snapshot = root / "shards" / "0" / "snapshots" / "v1"
+    assert (snapshot / shard_module.STAMPS).exists()
+    hashed: list[str] = []
+    real = shard_module.file_digest
+    monkeypatch.setattr(shard_module, "file_digest", lambda p: (hashed.append(p.name), real(p))[1])
+    assert ShardIndex(root, 0).version == 1 and hashed == []
+    codes = snapshot / "codes.npy"
+    codes.write_bytes(codes.read_bytes())
+    assert ShardIndex(root, 0).version == 1 and hashed == ["codes.npy"]
+    assert ShardIndex(root, 0).version == 1 and hashed == ["codes.npy"]  # stamped again by that start

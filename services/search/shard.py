@@ -33,6 +33,7 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,9 +243,51 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_digests(folder: Path) -> dict[str, str]:
+def folder_digests(folder: Path, digest: Callable[[Path], str] = file_digest) -> dict[str, str]:
     """sha256 of every file under ``folder``, by path relative to it."""
-    return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+STAMPS = "verified.json"  # in a snapshot's folder: each file's sha256 and its stat when it was taken
+
+
+class Digests:
+    """A snapshot's files' sha256, hashed once: a file whose size, times and inode are what they were when it was
+    last hashed gives the digest it gave then (git's index skips unchanged files the same way), so a start does
+    not read gigabytes to check them. A file written again (damaged, replaced) is hashed again; a bit flipped
+    under unchanged times is not caught at a start."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        try:
+            self.stamps: dict[str, list] = json.loads((folder / STAMPS).read_text())
+        except (OSError, ValueError):
+            self.stamps = {}
+        self.changed = False
+
+    def __call__(self, path: Path) -> str:
+        name, seen = str(path.relative_to(self.folder)), _stat(path)
+        stamp = self.stamps.get(name)
+        if stamp is not None and stamp[0] == seen:
+            return str(stamp[1])
+        digest = file_digest(path)
+        self.stamps[name] = [seen, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        """Keep the stamps for the next start (a read-only store keeps none: each start hashes again)."""
+        if not self.changed:
+            return
+        tmp = self.folder / f"{STAMPS}.{os.getpid()}.tmp"
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(self.stamps))
+            os.replace(tmp, self.folder / STAMPS)
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _checked_columns(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray] | None:
@@ -392,8 +435,9 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
     """
     manifest = json.loads((path / "manifest.json").read_text())
     files = manifest.get("files")
+    digests = Digests(path)
     # Snapshots written before checksums were kept have none; they are loaded as they are.
-    if files is not None and folder_digests(path / "scann") != files:
+    if files is not None and folder_digests(path / "scann", digests) != files:
         raise DamagedFile("its files do not match the checksums in its manifest")
     searcher = scann_pybind().load_searcher(str(path / "scann"))
     sealed = Sealed(searcher, int(manifest.get("rescore", 0)))
@@ -402,7 +446,7 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
         for name in SNAPSHOT_ARRAYS:
             if name in OPTIONAL_SNAPSHOT_ARRAYS and name not in manifest["arrays"]:
                 continue
-            if file_digest(path / f"{name}.npy") != manifest["arrays"][name]:
+            if digests(path / f"{name}.npy") != manifest["arrays"][name]:
                 raise DamagedFile(f"its {name}.npy does not match the checksum in its manifest")
         sealed.map_arrays(path)
         frames = sealed.frames
@@ -410,6 +454,7 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
             raise ValueError("its frames hold another number of rows than the manifest")
     if sum(n for _, n in manifest["clips"]) != manifest["rows"]:
         raise ValueError("manifest rows do not add up")
+    digests.save()
     return [(clip, int(n)) for clip, n in manifest["clips"]], sealed
 
 
@@ -797,9 +842,10 @@ class ShardIndex:
             np.save(tmp / f"{name}.npy", array)
         del arrays  # the shard maps the files instead
         clips = [(c, int(self._clips[c].vectors.shape[0])) for c in order]
+        digests = Digests(tmp)  # its stamps are the files' own: the search processes' starts read none of them
         manifest = {
-            "files": folder_digests(tmp / "scann"),
-            "arrays": {p.stem: file_digest(p) for p in sorted(tmp.glob("*.npy"))},
+            "files": folder_digests(tmp / "scann", digests),
+            "arrays": {p.stem: digests(p) for p in sorted(tmp.glob("*.npy"))},
             "rescore": rescore,
             "version": version,
             "rows": rows,
@@ -807,6 +853,7 @@ class ShardIndex:
             "clips": clips,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest))
+        digests.save()
         (tmp / SNAPSHOT_MARKER).touch()
         os.replace(tmp, final)
         sealed = Sealed(searcher, rescore)
