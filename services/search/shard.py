@@ -412,14 +412,15 @@ def rescored(
     if stored is None:
         return rows, np.where(found, sims, 0.0).astype(np.float32)
     gathered = np.maximum(rows, 0).ravel()
-    # A float32 product of gathered frames: numpy has no BLAS for float16 or int8 products.
     if isinstance(stored, Int8Frames):
-        candidates = stored.codes[gathered].astype(np.float32).reshape(*rows.shape, -1)
-        products = np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0]
-        products *= stored.scales[gathered].reshape(rows.shape)
+        picked, scales = stored.codes[gathered], stored.scales[gathered]
     else:
-        candidates = stored[gathered].astype(np.float32).reshape(*rows.shape, -1)
-        products = np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0]
+        picked, scales = stored[gathered], None
+    # A float32 product of gathered frames (numpy has no BLAS for float16 or int8), scaled once for the codes.
+    candidates = picked.astype(np.float32).reshape(*rows.shape, -1)
+    products = np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0]
+    if scales is not None:
+        products *= scales.reshape(rows.shape)
     exact = np.where(found, products, -np.inf)
     if k < rows.shape[1]:
         top = np.argpartition(-exact, k - 1, axis=1)[:, :k]
