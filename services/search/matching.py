@@ -11,7 +11,7 @@ import numpy as np
 
 class Int8Frames:
     """A clip's frames as a snapshot keeps them: int8 codes and a scale a row (echovids.vectors.int8_rows), read
-    as float32 a stretch at a time (a cosine off by ~1e-3 at most, at half float16's bytes)."""
+    as float32 a stretch at a time (a cosine off by a few thousandths at most, at half float16's bytes)."""
 
     dtype = np.dtype(np.float32)
 
