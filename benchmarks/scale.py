@@ -10,7 +10,9 @@ On benchmarks/latency.py's synthetic library (built, or reused from ``--workdir`
 3. ``queries`` 10 s recordings end to end, one at a time: p50 and p95; every answer from all shards (a partial
    one stops the run).
 4. ``rss_mb``: the sum of the search processes' PSS (a page shared by n processes counts 1/n in each), after the
-   queries; ``bytes_per_frame``: its growth over the same stack's on an empty library, per frame.
+   queries; ``bytes_per_frame``: its growth over the same stack's on an empty library, per frame. The snapshots'
+   arrays are mapped, and a page counts once a query touched it: ``mapped_bytes_per_frame`` is their size on disk
+   per frame, what the page cache holds of them once every page is hot.
 The last line printed is one JSON object with every figure.
 """
 
@@ -44,6 +46,7 @@ class ScaleReport:
     rss_mb: float
     empty_rss_mb: float
     bytes_per_frame: float
+    mapped_bytes_per_frame: float
     recall_at_10: float
     load_s: float
     p50_ms: float
@@ -82,6 +85,18 @@ def snapshot_recall(data_dir: Path, shards: int, queries: int = RECALL_QUERIES, 
             best_sims, best_rows = np.take_along_axis(best_sims, keep, axis=1), np.take_along_axis(best_rows, keep, 1)
         recalls += [len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), best_rows.tolist())]
     return float(np.mean(recalls))
+
+
+def mapped_bytes(data_dir: Path, shards: int) -> int:
+    """Bytes of the arrays a search process maps from each shard's newest snapshot (its .npy files)."""
+    from services.search.shard import SNAPSHOT_MARKER
+
+    total = 0
+    for shard in range(shards):
+        found = (data_dir / "shards" / str(shard) / "snapshots").glob(f"v*/{SNAPSHOT_MARKER}")
+        newest = max(found, key=lambda p: int(p.parent.name[1:])).parent
+        total += sum(p.stat().st_size for p in newest.glob("*.npy"))
+    return total
 
 
 def search_pss_mb(stack: Stack) -> float:
@@ -173,6 +188,7 @@ def run(
         rss_mb=round(rss_mb, 1),
         empty_rss_mb=round(empty_mb, 1),
         bytes_per_frame=round((rss_mb - empty_mb) * 2**20 / n, 1),
+        mapped_bytes_per_frame=round(mapped_bytes(data_dir, shards) / n, 1),
         recall_at_10=round(recall, 4),
         load_s=round(load_s, 1),
         p50_ms=round(float(np.percentile(ms, 50)), 1),
