@@ -243,8 +243,8 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_digests(folder: Path, digest: Callable[[Path], str] = file_digest) -> dict[str, str]:
-    """sha256 of every file under ``folder``, by path relative to it."""
+def folder_digests(folder: Path, digest: Callable[[Path], str]) -> dict[str, str]:
+    """sha256 (by ``digest``: a snapshot's Digests) of every file under ``folder``, by path relative to it."""
     return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
