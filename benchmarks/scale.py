@@ -39,6 +39,7 @@ EXACT_CHUNK = 100_000  # rows of the exact search at a time: 400 MB of float32 a
 class ScaleReport:
     frames: int
     dim: int
+    stored_dim: int  # of the frames as the snapshots keep them: projected (ECHOVIDS_SEARCH_PROJECTION_AXES + 1)
     shards: int
     search_processes: int  # in all: a pinned layout runs ``processes`` per shard
     pinned: bool  # one search worker per shard (ECHOVIDS_SEARCH_PINNED), or one worker holding every shard
@@ -87,16 +88,16 @@ def snapshot_recall(data_dir: Path, shards: int, queries: int = RECALL_QUERIES, 
     return float(np.mean(recalls))
 
 
-def mapped_bytes(data_dir: Path, shards: int) -> int:
-    """Bytes of the arrays a search process maps from each shard's newest snapshot (its .npy files)."""
+def newest_snapshot(data_dir: Path, shard: int) -> Path:
     from services.search.shard import SNAPSHOT_MARKER
 
-    total = 0
-    for shard in range(shards):
-        found = (data_dir / "shards" / str(shard) / "snapshots").glob(f"v*/{SNAPSHOT_MARKER}")
-        newest = max(found, key=lambda p: int(p.parent.name[1:])).parent
-        total += sum(p.stat().st_size for p in newest.glob("*.npy"))
-    return total
+    found = (data_dir / "shards" / str(shard) / "snapshots").glob(f"v*/{SNAPSHOT_MARKER}")
+    return max(found, key=lambda p: int(p.parent.name[1:])).parent
+
+
+def mapped_bytes(data_dir: Path, shards: int) -> int:
+    """Bytes of the arrays a search process maps from each shard's newest snapshot (its .npy files)."""
+    return sum(p.stat().st_size for shard in range(shards) for p in newest_snapshot(data_dir, shard).glob("*.npy"))
 
 
 def search_pss_mb(stack: Stack) -> float:
@@ -181,6 +182,7 @@ def run(
     return ScaleReport(
         frames=n,
         dim=1024,
+        stored_dim=int(np.load(newest_snapshot(data_dir, 0) / "codes.npy", mmap_mode="r").shape[1]),
         shards=shards,
         search_processes=processes * (shards if pinned else 1),
         pinned=pinned,

@@ -390,7 +390,7 @@ def scann_variant_params(variant: str, n: int, dim: int, k: int) -> dict[str, An
         from services.search.shard import scann_parameters
 
         return scann_parameters(n, dim, k)
-    # custom:leaves=2000,lts=100,dpb=4,thr=0.2,reorder=200,q=int8,spherical=1,lts_sweep=25/50/100
+    # custom:leaves=2000,lts=100,dpb=4,thr=0.2,reorder=200,q=int8,spherical=1,proj=256,lts_sweep=25/50/100
     if variant.startswith("custom:"):
         params: dict[str, Any] = {"brute_force": False}
         for item in variant.split(":", 1)[1].split(","):
@@ -407,12 +407,14 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
     from scann import scann_ops_pybind
     from scann.scann_ops.py.scann_builder import ReorderType
 
-    from echovids.vectors import int8_rows
+    from echovids.settings import get_settings
+    from echovids.vectors import Projection, int8_rows
     from services.search.matching import Int8Frames
-    from services.search.shard import rescored
+    from services.search.shard import PROJECTION_SAMPLE_ROWS, rescored
 
     k = config.k
     n, dim = base.shape
+    projection: Projection | None = None
     if variant == "brute-force":
 
         def make() -> Any:
@@ -429,9 +431,20 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         # "f16": from a float16 copy, as shards did before the codes.
         q_name = str(p.get("q", "i8" if variant == "production" else ""))
         quant = {"int8": ReorderType.INT8, "bf16": ReorderType.BFLOAT16}.get(q_name, ReorderType.FLOAT32)
+        # "proj": the rows projected on that many principal axes, as a shard keeps them (0: as they are); the
+        # recall is still against the exact search of the rows themselves, as every peer's.
+        axes = int(p.get("proj", get_settings().search_projection_axes if variant == "production" else 0))
+        if 0 < axes < dim - 1:
+            sample = np.random.default_rng(0).choice(n, min(n, PROJECTION_SAMPLE_ROWS), replace=False)
+            projection = Projection.fit(base[np.sort(sample)], axes)
 
         def make() -> Any:
-            builder = scann_ops_pybind.builder(base, k, "dot_product").set_n_training_threads(threads)
+            # A shard indexes its coded rows: ScaNN gets them dequantised, and re-scores from the codes.
+            data, codes = base, None
+            if projection is not None:
+                codes = Int8Frames(*int8_rows(projection(base)))
+                data = codes.codes.astype(np.float32) * codes.scales[:, None]
+            builder = scann_ops_pybind.builder(data, k, "dot_product").set_n_training_threads(threads)
             tree_kw: dict[str, Any] = {
                 "training_sample_size": int(min(n, p.get("sample", 250_000))),
                 "spherical": bool(p.get("spherical", False)),
@@ -443,7 +456,7 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
             if q_name == "f16":
                 return builder.build(), base.astype(np.float16)
             if q_name == "i8":
-                return builder.build(), Int8Frames(*int8_rows(base))
+                return builder.build(), codes if codes is not None else Int8Frames(*int8_rows(base))
             return builder.reorder(reorder, quantize=quant).build(), None
 
         lts0 = int(p["lts"])
@@ -453,7 +466,9 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         settings = [(f"search {lts}/{leaves} leaves, reorder {r}", (lts, r)) for lts in searched for r in reorders]
         label = (
             f"tree {leaves} leaves + AH {dpb} dims/block thr {p['thr']} + reorder {reorder} "
-            f"({q_name or 'float32'})" + (f" + SOAR {p['soar']}" if p.get("soar") else "")
+            f"({q_name or 'float32'})"
+            + (f" + SOAR {p['soar']}" if p.get("soar") else "")
+            + (f", rows projected on {axes} axes" if projection is not None else "")
         )
 
     (searcher, stored), seconds, memory = measure_build(make)
@@ -461,6 +476,8 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
 
     def one(s: Any, q: np.ndarray, setting: tuple[int, int]) -> Any:
         lts, r = setting
+        if projection is not None:
+            q = projection(q[None])[0]
         if stored is not None:
             rows, sims = s.search(q, final_num_neighbors=r, leaves_to_search=lts)
             return rescored(stored, q[None], rows[None], sims[None], k)[0][0]
@@ -469,6 +486,8 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
     def all_(s: Any, qs: np.ndarray, setting: tuple[int, int]) -> np.ndarray:
         lts, r = setting
         batch = max(16, len(qs) // threads // 4)
+        if projection is not None:
+            qs = projection(qs)
         if stored is not None:
             rows, sims = s.search_batched_parallel(qs, final_num_neighbors=r, batch_size=batch, leaves_to_search=lts)
             return rescored(stored, qs, rows, sims, k)[0]

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     search_scann_leaves: int = Field(default=0, ge=0, description="Partitions of the ScaNN tree")
     search_scann_leaves_to_search: int = Field(default=0, ge=0, description="Partitions searched per query frame")
     search_scann_reorder: int = Field(default=0, ge=0, description="Candidates re-scored exactly (reordering)")
+    # A snapshot keeps its frames projected on the library's principal axes (echovids.vectors.Projection): a
+    # quarter of the bytes and of the arithmetic at 1024 dims (docs/benchmarks.md, "Projected frames").
+    search_projection_axes: int = Field(
+        default=256, ge=0, description="Principal axes a shard's frames are projected on (0: kept as they are)"
+    )
     # A landmark match is "exact" (this very recording) with this many aligned hashes, this share of the
     # query's hashes, and this many times the clip's best other offset; chance alignments fail all three
     # (tuned on ESC-10 recordings, docs/quality.md).

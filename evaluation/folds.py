@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from echovids.audio import decode_bytes
+from echovids.settings import get_settings
 from evaluation import metrics, references
 from services.search.matching import RESCORING, Rescoring
 from services.search.query import rank_key, search_shard
@@ -81,6 +82,8 @@ def library(folder: Path, items: Sequence[Item], space: str) -> ShardIndex:
     for item in items:
         index.write_segment(item.name, item.library, space)
         index.add_segment(item.name)
+    if index.delta_rows > get_settings().search_delta_max:  # sealed as a search process seals its delta
+        index.compact()
     return index
 
 

@@ -8,7 +8,8 @@
   (clip, offset) pairs (``matching.vote``: the same neighbours, the same votes); a clip ranks by its best pair, and
   nothing is re-scored.
 
-Both read the frames a :class:`ShardView` holds, so they see the library the system sees.
+Both read the frames a :class:`ShardView` holds (projected when the shard's are), so they see the library the
+system sees.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def clip_mean(view: ShardView, vectors: np.ndarray, k: int) -> list[Ranked]:
 
 
 def rank(method: str, view: ShardView, vectors: np.ndarray, k: int) -> list[Ranked]:
+    vectors = view.project(vectors)  # into the space of the frames the view holds, as the system's search does
     if method == "frame voting":
         return frame_voting(view, vectors, k)
     if method == "clip mean":

@@ -660,3 +660,76 @@ def test_a_start_hashes_only_the_snapshot_files_written_since_they_were_last_has
     codes.write_bytes(codes.read_bytes())
     assert ShardIndex(root, 0).version == 1 and hashed == ["codes.npy"]
     assert ShardIndex(root, 0).version == 1 and hashed == ["codes.npy"]  # stamped again by that start
+
+
+def low_rank_clip(rng: np.random.Generator, basis: np.ndarray, frames: int = 12) -> dict[str, np.ndarray]:
+    """A clip of unit frames near a subspace (``basis``' rows), as YAMNet's lie near a few hundred of 1024 axes."""
+    arrays = random_clip(rng, frames, basis.shape[1])
+    vectors = rng.standard_normal((frames, basis.shape[0])) @ basis + 0.05 * arrays["vectors"]
+    arrays["vectors"] = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return arrays
+
+
+def test_a_shard_keeps_its_frames_projected_on_its_principal_axes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A compaction fits the library's principal axes and keeps every frame as its projection plus the norm of the
+    rest: scores keep their scale (unit frames stay unit), a query is projected by each shard, and clips laid out
+    later are projected too. The axes are fitted again once the shard has doubled, and with no axes set the
+    frames go back to their own dimension, from their segments."""
+    monkeypatch.setenv("ECHOVIDS_SEARCH_PROJECTION_AXES", "8")
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    rng = np.random.default_rng(5)
+    basis = np.linalg.qr(rng.standard_normal((64, 8)))[0].T
+    clips = {f"clip{i:03d}": low_rank_clip(rng, basis) for i in range(30)}
+    index = ShardIndex(tmp_path, 0)
+    for clip_id, arrays in clips.items():
+        index.write_segment(clip_id, arrays, SPACE)
+    index.refresh()
+    before = {cid: top(index, excerpt(arrays, 4)) for cid, arrays in list(clips.items())[:10]}
+    assert all(found[0] == cid for cid, found in before.items())
+    index.compact()
+    snapshot = index.snapshots / "v1"
+    assert np.load(snapshot / "codes.npy").shape == (30 * 12, 9)
+    assert np.load(snapshot / "projection_axes.npy").shape == (64, 8)
+    view = index.view()
+    assert view.projection is not None and view.centre.shape == (9,)
+    # The same clips at the same moments; a frame's score against itself is still ~1 (the rest's norm is kept).
+    assert {cid: top(index, excerpt(arrays, 4)) for cid, arrays in list(clips.items())[:10]} == before
+    own = view.project(clips["clip003"]["vectors"][:1])
+    assert abs(float(np.linalg.norm(own)) - 1) < 1e-3
+    rows, sims = view.search(own, 1)
+    assert view.clip_ids[view.row_clip[rows[0, 0]]] == "clip003" and sims[0, 0] > 0.98
+
+    # A clip laid out later is searched in the same space, here and in a restarted process.
+    late = low_rank_clip(rng, basis)
+    index.write_segment("late", late, SPACE)
+    index.add_segment("late")
+    for shard in (index, ShardIndex(tmp_path, 0)):
+        assert shard.view().clip_data[shard.clip_pos["late"]].vectors.shape == (12, 9)
+        assert top(shard, excerpt(late, 3))[0] == "late"
+    fitted = json.loads((snapshot / "manifest.json").read_text())["projection_rows"]
+    assert fitted == 30 * 12  # every row, under PROJECTION_SAMPLE_ROWS
+    index.compact()  # 372 rows: the axes fitted on 360 still fit, the codes are taken as they are
+    assert json.loads((index.snapshots / "v2" / "manifest.json").read_text())["projection_rows"] == fitted
+    for i in range(30):
+        index.write_segment(f"more{i:03d}", low_rank_clip(rng, basis), SPACE)
+    index.refresh()
+    index.compact()  # doubled: fitted again on every row
+    assert json.loads((index.snapshots / "v3" / "manifest.json").read_text())["projection_rows"] == 61 * 12
+    assert top(index, excerpt(clips["clip007"], 2))[0] == "clip007"
+
+    # No axes: the frames go back to their own dimension, read again from the segments.
+    index.write_segment("last", low_rank_clip(rng, basis), SPACE)
+    index.add_segment("last")
+    monkeypatch.setenv("ECHOVIDS_SEARCH_PROJECTION_AXES", "0")
+    get_settings.cache_clear()
+    index.compact()
+    assert np.load(index.snapshots / "v4" / "codes.npy").shape == (62 * 12, 64)
+    assert not (index.snapshots / "v4" / "projection_axes.npy").exists()
+    late2 = low_rank_clip(rng, basis)
+    index.write_segment("late2", late2, SPACE)
+    index.add_segment("late2")
+    assert index.view().projection is None and top(index, excerpt(late2, 3))[0] == "late2"
+    assert top(index, excerpt(clips["clip007"], 4)) == before["clip007"]

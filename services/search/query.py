@@ -59,7 +59,7 @@ def allowed_clips(view: ShardView, filters: SearchFilters | None, allowed_ids: s
     if labels:
         wanted = set(labels)
         for position in np.flatnonzero(mask):
-            names = view.clip_data[position].label_names
+            names = view.clip_data.label_names(position)
             mask[position] = names is not None and not wanted.isdisjoint(names.tolist())
     return mask
 
@@ -120,7 +120,7 @@ def search_shard(
             match(onset, min_hits=1)[:ONSET_RECHECKS],
         )
     )
-    vectors = arrays["vectors"].astype(np.float32)
+    vectors = view.project(arrays["vectors"])
     # Silent frames are zero vectors that cast no vote: the audible ones alone must reach ``limit`` clips
     # (ESC-10 similar-moment timestamped P@10 0.949 -> 0.951 through the system, docs/quality.md).
     audible = int(np.count_nonzero(vectors.any(axis=1)))

@@ -33,8 +33,8 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from echovids.audio_params import FRAME_HOP_S
 from echovids.errors import SpaceMismatch
-from echovids.vectors import int8_rows
+from echovids.vectors import Projection, int8_rows
 from services.search.class_index import ClassPostings, SortedClassPostings, match_classes
 from services.search.landmark_index import (
     LandmarkMatch,
@@ -158,6 +158,9 @@ SNAPSHOT_ARRAYS = (
     "code_scales",  # [rows] float32: row i is codes[i] * code_scales[i]
     "vectors",  # [rows, dim] float16: the frames, in a snapshot written before the codes
     "frame_total",  # [dim + 1] float64: the sum of every row, then how many are audible (the centre's parts)
+    # The frames' projection (echovids.vectors.Projection): every row above, the centre and a query's frames
+    # are in its space. Absent: the frames are kept at their own dimension.
+    "projection_axes",  # [frame dim, axes] float32
     *(f"landmark_{name}" for name in SortedPostings._fields),  # sorted by hash
     *(f"class_index_{name}" for name in SortedClassPostings._fields),  # sorted by class
     # The clips' own columns (ClipData), so a process starts from the snapshot without reading its segments:
@@ -171,7 +174,11 @@ SNAPSHOT_ARRAYS = (
 )
 # Arrays a snapshot lacks: one written before them (clip_hops, the codes, the frame total; Sealed.clips reads each
 # clip at one hop, its float16 frames), or after the float16 frames gave way to the codes.
-OPTIONAL_SNAPSHOT_ARRAYS = ("clip_hops", "codes", "code_scales", "frame_total", "vectors")
+OPTIONAL_SNAPSHOT_ARRAYS = ("clip_hops", "codes", "code_scales", "frame_total", "projection_axes", "vectors")
+# A shard's projection is fitted on up to this many of its frames (chosen at random), and fitted again each time
+# the shard has doubled, until it was fitted on a shard of this many: a library's first clips need not be its
+# typical ones, and a fit reads every clip's segment again.
+PROJECTION_SAMPLE_ROWS = 100_000
 LABELLED, SCORED = 1, 2
 LABEL_COLUMNS = ("frame_labels", "label_names")
 CLASS_COLUMNS = ("class_ids", "class_levels")
@@ -328,6 +335,14 @@ class Sealed:
     rescore: int  # candidates per query frame re-scored from ``vectors``; 0: the searcher's scores are final
     # SNAPSHOT_ARRAYS by name, memory-mapped (None in a snapshot written before they were kept there).
     columns: dict[str, np.ndarray] | None = None
+    projection_rows: int = 0  # the shard's rows when its projection was fitted (on up to PROJECTION_SAMPLE_ROWS)
+
+    @property
+    def projection(self) -> Projection | None:
+        """What the frames were projected by (None: they are kept at their own dimension)."""
+        if self.columns is None or "projection_axes" not in self.columns:
+            return None
+        return Projection(self.columns["projection_axes"])
 
     @property
     def frames(self) -> Stored | None:
@@ -360,29 +375,11 @@ class Sealed:
             return None
         return SortedClassPostings(*(self.columns[f"class_index_{name}"] for name in SortedClassPostings._fields))
 
-    def clips(self, frames: list[int]) -> list[ClipData]:
-        """The sealed clips (their frame counts ``frames``, in row order) as views of the mapped columns."""
+    def clips(self, frames: list[int]) -> SealedClips:
+        """The sealed clips (their frame counts ``frames``, in row order), each made from the mapped columns when
+        asked for."""
         assert self.columns is not None
-        c = self.columns
-        out, row = [], 0
-        for position, n in enumerate(frames):
-            rows = slice(row, row + n)
-            flags = int(c["clip_flags"][position])
-            hop = int(c["clip_hops"][position]) if "clip_hops" in c else 1
-            names = c["label_names"][c["label_offsets"][position] : c["label_offsets"][position + 1]]
-            out.append(
-                ClipData(
-                    Int8Frames(c["codes"][rows], c["code_scales"][rows]) if "codes" in c else c["vectors"][rows],
-                    *NO_LANDMARKS,  # searched from the snapshot's postings
-                    c["frame_labels"][rows] if flags & LABELLED else None,
-                    names if flags & LABELLED else None,
-                    c["class_ids"][rows] if flags & SCORED else None,
-                    c["class_levels"][rows] if flags & SCORED else None,
-                    hop,
-                )
-            )
-            row += n
-        return out
+        return SealedClips(self.columns, np.asarray(frames, dtype=np.int64))
 
     def map_arrays(self, path: Path) -> None:
         """Map the snapshot's arrays (SNAPSHOT_ARRAYS) from its folder, read-only."""
@@ -399,6 +396,83 @@ class Sealed:
             queries, final_num_neighbors=k if mapped is None else max(k, self.rescore)
         )
         return rescored(mapped, queries, rows, sims, k)
+
+
+class SealedClips:
+    """A snapshot's clips by position, each a ClipData of views of the mapped columns made when asked for: a
+    shard holds no object per sealed clip (50 000 of them, a million frames, took ~80 MB in every search process
+    and a second of each start)."""
+
+    def __init__(self, columns: dict[str, np.ndarray], frames: np.ndarray) -> None:
+        self.columns = columns
+        self.frames = frames  # per clip
+        self.starts = np.cumsum(frames) - frames  # each clip's first row
+        self.hops = columns["clip_hops"].astype(np.int64) if "clip_hops" in columns else np.ones(frames.size, np.int64)
+
+    def __len__(self) -> int:
+        return int(self.frames.size)
+
+    def label_names(self, position: int) -> np.ndarray | None:
+        c = self.columns
+        if not int(c["clip_flags"][position]) & LABELLED:
+            return None
+        return c["label_names"][c["label_offsets"][position] : c["label_offsets"][position + 1]]
+
+    def __getitem__(self, position: int) -> ClipData:
+        c = self.columns
+        start = int(self.starts[position])
+        rows = slice(start, start + int(self.frames[position]))
+        flags = int(c["clip_flags"][position])
+        return ClipData(
+            Int8Frames(c["codes"][rows], c["code_scales"][rows]) if "codes" in c else c["vectors"][rows],
+            *NO_LANDMARKS,  # searched from the snapshot's postings
+            c["frame_labels"][rows] if flags & LABELLED else None,
+            self.label_names(position),
+            c["class_ids"][rows] if flags & SCORED else None,
+            c["class_levels"][rows] if flags & SCORED else None,
+            int(self.hops[position]),
+        )
+
+
+class ClipTable:
+    """A layout's clips by position: its snapshot's (SealedClips), then those placed one by one. A view keeps the
+    table of its layout, which is only ever appended to (a new layout makes a new table)."""
+
+    def __init__(self, sealed: SealedClips | None = None) -> None:
+        self.sealed = sealed
+        self._sealed_count = 0 if sealed is None else len(sealed)
+        self._placed: list[ClipData] = []
+        self._kept: dict[int, ClipData] = {}  # snapshot clips given class scores since (echovids reindex-classes)
+
+    def __len__(self) -> int:
+        return self._sealed_count + len(self._placed)
+
+    def __getitem__(self, position: int | np.integer) -> ClipData:
+        position = int(position)
+        if position >= self._sealed_count:
+            return self._placed[position - self._sealed_count]
+        kept = self._kept.get(position)
+        assert self.sealed is not None
+        return kept if kept is not None else self.sealed[position]
+
+    def __iter__(self) -> Iterator[ClipData]:
+        return (self[p] for p in range(len(self)))
+
+    def label_names(self, position: int | np.integer) -> np.ndarray | None:
+        """``self[position].label_names``, without making the clip."""
+        position = int(position)
+        if position < self._sealed_count and position not in self._kept:
+            assert self.sealed is not None
+            return self.sealed.label_names(position)
+        return self[position].label_names
+
+    def append(self, data: ClipData) -> None:
+        self._placed.append(data)
+
+    def keep(self, position: int, data: ClipData) -> None:
+        """A snapshot clip changed in memory (its class scores attached): it is this object from now on."""
+        if position < self._sealed_count:
+            self._kept[position] = data
 
 
 def rescored(
@@ -441,7 +515,7 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
     if files is not None and folder_digests(path / "scann", digests) != files:
         raise DamagedFile("its files do not match the checksums in its manifest")
     searcher = scann_pybind().load_searcher(str(path / "scann"))
-    sealed = Sealed(searcher, int(manifest.get("rescore", 0)))
+    sealed = Sealed(searcher, int(manifest.get("rescore", 0)), projection_rows=int(manifest.get("projection_rows", 0)))
     # Snapshots written before the arrays were kept have none: ScaNN reorders itself, the postings are built.
     if "arrays" in manifest:
         for name in SNAPSHOT_ARRAYS:
@@ -579,11 +653,12 @@ class ShardIndex:
         self.rebuild_wanted = False
         self._unusable: set[int] = set()  # snapshot versions that cannot be adopted here
         self._clips: dict[str, ClipData] = {}
+        self._frame_dim = 0  # of the segments' frames (a projection's are fewer)
         self._lock = threading.RLock()
         self._live_key: tuple[int, int] = (-1, -1)  # the (clips, tombstones) the live mask and centre are of
         self._live = np.zeros(0, dtype=bool)
         self._centre = np.zeros(0, dtype=np.float32)
-        self._layout([], None, 0)
+        self._layout([], None, [])
         self.refresh()
         if self.deleted:  # tombstones of clips already purged or never here need no memory
             self.deleted &= set(self.clip_ids) | {p.stem for p in self.segments.glob("*.npz")}
@@ -636,15 +711,16 @@ class ShardIndex:
 
     def _take_class_segment(self, clip_id: str) -> None:
         """Attach a clip's class segment to its data in memory, and its postings if the clip is laid out."""
-        data = self._clips.get(clip_id)
+        position = self.clip_pos.get(clip_id)
+        data = self._clips.get(clip_id) if position is None else self._clip_data[position]
         if data is None or data.has_classes:
             return
         if not _attach_classes(data, self.class_segments / f"{clip_id}.npz", self.quarantine):
             return
-        position = self.clip_pos.get(clip_id)
-        if position is not None and self._clip_data[position] is data:
+        if position is not None:
+            self._clip_data.keep(position, data)  # a snapshot's clip is otherwise made anew when asked for
             assert data.class_ids is not None and data.class_levels is not None
-            self.classes.add(self._row_starts[position], data.class_ids, data.class_levels)
+            self.classes.add(int(self._clip_offsets[position]), data.class_ids, data.class_levels)
 
     def write_tombstone(self, clip_id: str) -> None:
         (self.tombstones / clip_id).touch()
@@ -662,7 +738,7 @@ class ShardIndex:
     def add_segment(self, clip_id: str) -> None:
         """Take in one segment this process has just written (no folder scan)."""
         with self._lock:
-            if clip_id in self._clips or clip_id in self.deleted:
+            if clip_id in self._clips or clip_id in self.clip_pos or clip_id in self.deleted:
                 return
             data = self._read_segment(self.segments / f"{clip_id}.npz")
             if data is not None:
@@ -687,6 +763,7 @@ class ShardIndex:
             return None
         self.check_space(str(columns["space"]))
         self.space = str(columns["space"])
+        self._frame_dim = int(columns["vectors"].shape[1])
         labelled = all(name in columns for name in LABEL_COLUMNS)
         scored = all(name in columns for name in CLASS_COLUMNS)
         clip = ClipData(
@@ -723,8 +800,9 @@ class ShardIndex:
             # A snapshot that keeps its clips' columns holds them: their segments are not read.
             sealed = {c for c, _ in newest[2]} if newest is not None and newest[3].columns is not None else set()
             added = []
+            held = self._clips.keys() | self.clip_pos.keys() | self.deleted | sealed
             for path in sorted(self.segments.glob("*.npz")):
-                if path.stem not in self._clips and path.stem not in self.deleted and path.stem not in sealed:
+                if path.stem not in held:
                     data = self._read_segment(path)
                     if data is not None:
                         self._clips[path.stem] = data
@@ -770,11 +848,12 @@ class ShardIndex:
         """Swap to a snapshot: its clips first, in its row order, then the delta; False when it cannot be."""
         order = [clip_id for clip_id, _ in clips]
         if sealed.columns is not None:
-            # Its clips are views of its mapped columns (their own copies, if any, leave memory): deleted ones
-            # too, as ScaNN's row numbering includes them.
-            self._clips.update(zip(order, sealed.clips([n for _, n in clips]), strict=True))
+            # Its clips are made from its mapped columns when asked for (their own copies, if any, leave memory):
+            # deleted ones too, as ScaNN's row numbering includes them.
+            for clip_id in order:
+                self._clips.pop(clip_id, None)
         # A snapshot written before the columns were kept: its clips are read from their segments.
-        missing = [c for c in order if c not in self._clips]
+        missing = [c for c in order if c not in self._clips] if sealed.columns is None else []
         for clip_id in missing:
             data = self._read_segment(self.segments / f"{clip_id}.npz")
             if data is None:
@@ -784,11 +863,11 @@ class ShardIndex:
                 self.rebuild_wanted = True
                 return False
             self._clips[clip_id] = data
-        sealed_rows = sum(self._clips[c].vectors.shape[0] for c in order)
-        self._layout(order, sealed, sealed_rows)
+        frames = [n for _, n in clips]
+        self._layout(order, sealed, frames)
         self.version = version
         self.rebuild_wanted = False
-        log.info("shard %s: now on snapshot v%d (%d sealed rows)", self.shard, version, sealed_rows)
+        log.info("shard %s: now on snapshot v%d (%d sealed rows)", self.shard, version, sum(frames))
         return True
 
     def compact(self) -> int:
@@ -799,7 +878,8 @@ class ShardIndex:
         with self._lock:
             self.refresh()
             order = [c for c in self.clip_ids if c not in self.deleted]
-            stored = [self._clips[c].vectors for c in order]
+            kept = [self._clip_data[self.clip_pos[c]] for c in order]
+            stored = [data.vectors for data in kept]
             dead = [c for c in self.clip_ids if c in self.deleted]
             # The layout's arrays, not a view: a view also builds the delta's float32 copy, which this never reads.
             layout = (
@@ -810,11 +890,11 @@ class ShardIndex:
                 self.row_clip,
                 self.row_frame,
             )
+            space = (self._projection, self._projection_rows)
         if not order:
             self.rebuild_wanted = False  # nothing left to index
             return self.version
-        # A sealed clip's codes are taken as they are; a new clip's float16 frames are coded once, here.
-        coded = [(f.codes, f.scales) if isinstance(f, Int8Frames) else int8_rows(f) for f in stored]
+        coded, projection, fitted = self._coded_frames(order, stored, *space)
         codes, scales = (np.concatenate(column) for column in zip(*coded, strict=True))
         del stored, coded
         vectors = codes.astype(np.float32)  # ScaNN indexes the very frames the shard re-scores from
@@ -825,7 +905,8 @@ class ShardIndex:
             "code_scales": scales,
             "frame_total": np.append(total, audible),
             **_renumbered_postings(*layout),
-            **_clip_columns([self._clips[c] for c in order]),
+            **_clip_columns(kept),
+            **({} if projection is None else {"projection_axes": projection.axes}),
         }
         searcher, rescore = scann_searcher(vectors, neighbours=10)
         rows = int(vectors.shape[0])
@@ -842,12 +923,14 @@ class ShardIndex:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         del arrays  # the shard maps the files instead
-        clips = [(c, int(self._clips[c].vectors.shape[0])) for c in order]
+        clips = [(c, int(data.vectors.shape[0])) for c, data in zip(order, kept, strict=True)]
+        del kept
         digests = Digests(tmp)  # its stamps are the files' own: the search processes' starts read none of them
         manifest = {
             "files": folder_digests(tmp / "scann", digests),
             "arrays": {p.stem: digests(p) for p in sorted(tmp.glob("*.npy"))},
             "rescore": rescore,
+            "projection_rows": fitted,
             "version": version,
             "rows": rows,
             "space": self.space,
@@ -857,12 +940,65 @@ class ShardIndex:
         digests.save()
         (tmp / SNAPSHOT_MARKER).touch()
         os.replace(tmp, final)
-        sealed = Sealed(searcher, rescore)
+        sealed = Sealed(searcher, rescore, projection_rows=fitted)
         sealed.map_arrays(final)
         with self._lock:
             self._adopt(version, final, clips, sealed)
         self._purge(dead, keep_version=version)
         return version
+
+    def _coded_frames(
+        self, order: list[str], stored: list[Stored], current: Projection | None, fitted: int
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], Projection | None, int]:
+        """The clips' frames as the next snapshot keeps them (int8 codes and scales, clip by clip), the projection
+        they are in and the shard's rows when it was fitted; ``stored``, their frames in the layout's space,
+        ``current`` and ``fitted``, the layout's projection and its rows.
+
+        The shard's projection is kept while it fits (ECHOVIDS_SEARCH_PROJECTION_AXES axes, fitted when the
+        shard had half its rows or PROJECTION_SAMPLE_ROWS): a sealed clip's codes are taken as they are and a new
+        clip's frames, projected when laid out, are coded once. Otherwise every clip is projected anew from its
+        frames at their own dimension (or kept at it, when no axes are set or the frames have no more dimensions
+        than that)."""
+        from echovids.settings import get_settings
+
+        axes = get_settings().search_projection_axes
+        rows = sum(int(f.shape[0]) for f in stored)
+        if current is None:
+            keep = not 0 < axes < stored[0].shape[1] - 1
+        else:
+            keep = current.axes.shape[1] == axes and (2 * fitted > rows or fitted >= PROJECTION_SAMPLE_ROWS)
+        if keep:
+            # A sealed clip's codes are taken as they are; a new clip's float16 frames are coded once, here.
+            coded = [(f.codes, f.scales) if isinstance(f, Int8Frames) else int8_rows(f) for f in stored]
+            return coded, current, fitted
+        full = (self._full_frames(c, f, current) for c, f in zip(order, stored, strict=True))
+        if axes == 0 or (current is not None and axes + 1 >= current.dim):
+            return [int8_rows(f) for f in full], None, 0
+        # Rows at random for the fit (a clip's frames are alike: a whole-clip sample says less), then each clip.
+        rng = np.random.default_rng(0)
+        chosen = rng.random(rows) < PROJECTION_SAMPLE_ROWS / rows
+        starts = np.cumsum([0, *(int(f.shape[0]) for f in stored)])
+        sample = [
+            self._full_frames(c, f, current)[chosen[starts[i] : starts[i + 1]]]
+            for i, (c, f) in enumerate(zip(order, stored, strict=True))
+            if chosen[starts[i] : starts[i + 1]].any()
+        ]
+        projection = Projection.fit(np.concatenate(sample), axes)
+        del sample
+        return [int8_rows(projection(f)) for f in full], projection, rows
+
+    def _full_frames(self, clip_id: str, frames: Stored, projection: Projection | None) -> np.ndarray:
+        """A clip's frames at their own dimension: as the shard holds them, or, when they are held projected,
+        its segment's (a damaged or missing segment stops the compaction: its clip is quarantined first)."""
+        if projection is None:
+            if isinstance(frames, Int8Frames):
+                return frames.codes.astype(np.float32) * frames.scales[:, None]
+            return np.asarray(frames, dtype=np.float32)
+        data = self._read_segment(self.segments / f"{clip_id}.npz")
+        if data is None:
+            raise DamagedFile(f"the segment of {clip_id} is missing or damaged: its frames cannot be projected anew")
+        assert isinstance(data.vectors, np.ndarray)
+        return data.vectors.astype(np.float32)
 
     def _purge(self, dead: list[str], keep_version: int) -> None:
         """Drop deleted clips' files (segment before tombstone, so a crash never resurrects one) and old snapshots."""
@@ -875,47 +1011,55 @@ class ShardIndex:
                 shutil.rmtree(path, ignore_errors=True)
 
     # -- memory --------------------------------------------------------------------------------
-    def _layout(self, sealed_order: list[str], sealed: Sealed | None, sealed_rows: int) -> None:
-        """Lay rows out: the snapshot's clips (rows [0, sealed), in ScaNN's numbering), then the delta."""
+    def _layout(self, sealed_order: list[str], sealed: Sealed | None, frames: list[int]) -> None:
+        """Lay rows out: the snapshot's clips (rows [0, sealed), in ScaNN's numbering; ``frames`` a clip), then
+        the delta."""
         sealed_set = set(sealed_order)
         # Deleted clips outside the snapshot leave memory now; inside it they keep their rows (ScaNN's
         # numbering) until the next compaction and are filtered at query time.
         for clip_id in [c for c in self._clips if c in self.deleted and c not in sealed_set]:
             del self._clips[clip_id]
-        sealed_ids = [c for c in sealed_order if c in self._clips]
-        # New lists, never emptied in place: a view taken before this layout keeps its own.
-        self.clip_ids: list[str] = []
-        self._clip_data: list[ClipData] = []
-        # A snapshot that keeps its postings is searched from them: its clips' own postings are not added again.
+        # A snapshot that keeps its clips' columns and postings is laid out whole, from its manifest: its clips
+        # are made from the columns when asked for, and its postings are not added again.
         indexed = sealed is not None and sealed.columns is not None
-        assert not indexed or len(sealed_ids) == len(sealed_order), "a snapshot's postings number all its clips"
+        table = sealed.clips(frames) if sealed is not None and indexed else None
+        counts = table.frames if table is not None else np.zeros(0, np.int64)
+        # New lists, never emptied in place: a view taken before this layout keeps its own.
+        self.clip_ids: list[str] = list(sealed_order) if indexed else []
+        self._clip_data = ClipTable(table)
         self.landmarks = LandmarkPostings(sealed.landmarks if sealed is not None else None)
         self.classes = ClassPostings(sealed.classes if sealed is not None else None)
+        # Rows of the clips placed one by one, after the snapshot's (whose are ``table``'s).
         self._row_starts: list[int] = []
-        self._row_clip_parts: list[np.ndarray] = []
-        self._row_frame_parts: list[np.ndarray] = []
+        starts = table.starts if table is not None else np.zeros(0, np.int64)
+        self._row_clip_parts = [np.repeat(np.arange(counts.size, dtype=np.int32), counts)]
+        self._row_frame_parts = [(np.arange(counts.sum()) - np.repeat(starts, counts)).astype(np.int32)]
         self._clip_hops: list[int] = []
         self._delta_parts: list[np.ndarray] = []
         self._searcher = sealed
-        self._sealed = sealed_rows if sealed is not None else 0
-        self._rows = 0
+        self._sealed = sum(frames) if sealed is not None else 0
+        self._projection = sealed.projection if sealed is not None else None
+        self._projection_rows = sealed.projection_rows if sealed is not None else 0
+        self._rows = int(counts.sum())
         self._frame_sum: np.ndarray | None = None  # of every placed clip's frames (muted silence adds nothing)
         self._audible = 0  # non-zero frames among them
-        # A snapshot that keeps its frames' total is not read through for it: a start touches no frame.
-        summed = sealed.frame_total if indexed and sealed is not None else None
-        if summed is not None:
-            self._frame_sum, self._audible = summed
-        for clip_id in sealed_ids if sealed is not None else []:
-            self._place(clip_id, delta=False, indexed=indexed, summed=summed is not None)
+        if sealed is not None and indexed:
+            # A snapshot that keeps its frames' total is not read through for it: a start touches no frame.
+            total = sealed.frame_total
+            stored = sealed.frames
+            assert stored is not None
+            self._frame_sum, self._audible = total if total is not None else _frame_sum(stored)
+        elif sealed is not None:
+            for clip_id in sealed_order:
+                self._place(clip_id, delta=False)
         placed = set(self.clip_ids)  # once: a set per clip made a 50k-clip layout take minutes
         for clip_id in sorted(c for c in self._clips if c not in placed):
             self._place(clip_id, delta=True)
         self._pack()
 
-    def _place(self, clip_id: str, delta: bool, indexed: bool = False, summed: bool = False) -> None:
-        """Lay a clip's rows out next; ``indexed``: its postings are the snapshot's, not added again; ``summed``:
-        its frames are in the snapshot's total already."""
-        data = self._clips[clip_id]
+    def _place(self, clip_id: str, delta: bool) -> None:
+        """Lay a clip's rows out next, its postings and its frames' sum with them."""
+        data = self._clips[clip_id] = self._in_space(clip_id) if delta else self._clips[clip_id]
         n = data.vectors.shape[0]
         position = len(self.clip_ids)
         self.clip_ids.append(clip_id)
@@ -926,17 +1070,29 @@ class ShardIndex:
         if delta:
             assert isinstance(data.vectors, np.ndarray), "a delta clip's frames are its segment's"
             self._delta_parts.append(data.vectors)
-        if not indexed:
-            self.landmarks.add(position, data.hashes, data.times)
+        self.landmarks.add(position, data.hashes, data.times)
         self._row_starts.append(self._rows)
-        if data.class_ids is not None and data.class_levels is not None and not indexed:
+        if data.class_ids is not None and data.class_levels is not None:
             self.classes.add(self._rows, data.class_ids, data.class_levels)
         self._rows += n
-        if summed:
-            return
         frame_sum, audible = _frame_sum(data.vectors)
         self._frame_sum = frame_sum if self._frame_sum is None else self._frame_sum + frame_sum
         self._audible += audible
+
+    def _in_space(self, clip_id: str) -> ClipData:
+        """A delta clip with its frames in the layout's space: projected when the snapshot's are, as its segment
+        holds them when not (a new copy either way: a view taken before keeps the clip as it was)."""
+        data = self._clips[clip_id]
+        assert isinstance(data.vectors, np.ndarray), "a delta clip's frames are its segment's (or their projection)"
+        dim = data.vectors.shape[1]
+        if self._projection is not None and dim == self._projection.dim:
+            return replace(data, vectors=self._projection(data.vectors).astype(np.float16))
+        if self._projection is None and dim != self._frame_dim:  # projected under the layout before this one
+            again = self._read_segment(self.segments / f"{clip_id}.npz")
+            if again is None:
+                raise DamagedFile(f"the segment of {clip_id} is missing or damaged: its frames cannot be read again")
+            return again
+        return data
 
     def _pack(self) -> None:
         self.clip_pos = {c: i for i, c in enumerate(self.clip_ids)}
@@ -956,8 +1112,17 @@ class ShardIndex:
             row_clip = np.concatenate(self._row_clip_parts) if self._row_clip_parts else np.zeros(0, np.int32)
             row_frame = np.concatenate(self._row_frame_parts) if self._row_frame_parts else np.zeros(0, np.int32)
             self._row_clip_parts, self._row_frame_parts = [row_clip], [row_frame]
-            hops = np.array(self._clip_hops, dtype=np.int64) if max(self._clip_hops, default=1) > 1 else None
-            self._joined = (row_clip, row_frame, np.array([*self._row_starts, self._rows], dtype=np.int64), hops)
+            sealed = self._clip_data.sealed
+            hops = np.concatenate(
+                [sealed.hops if sealed is not None else np.zeros(0, np.int64), np.array(self._clip_hops, np.int64)]
+            )
+            starts = np.concatenate(
+                [
+                    sealed.starts if sealed is not None else np.zeros(0, np.int64),
+                    np.array([*self._row_starts, self._rows], dtype=np.int64),
+                ]
+            )
+            self._joined = (row_clip, row_frame, starts, hops if hops.size and hops.max() > 1 else None)
         return self._joined
 
     @property
@@ -1034,6 +1199,7 @@ class ShardIndex:
                 class_postings=self.classes.sorted_view(),
                 clip_offsets=self._clip_offsets,
                 clip_hops=self._rows_joined()[3],
+                projection=self._projection,
             )
 
 
@@ -1048,7 +1214,7 @@ class ShardView:
     """
 
     clip_ids: list[str]
-    clip_data: list[ClipData]
+    clip_data: ClipTable
     row_clip: np.ndarray  # clip position of each row
     row_frame: np.ndarray  # frame within its clip of each row
     searcher: Sealed | None  # ScaNN over rows [0, sealed)
@@ -1062,6 +1228,7 @@ class ShardView:
     # Query hops per stored frame of each clip position (None: one for every clip). A search's frame positions
     # and offsets are in query hops throughout; clip_frames reads a coarser clip at them (Upsampled).
     clip_hops: np.ndarray | None = None
+    projection: Projection | None = None  # what the frames were projected by (the snapshot's)
 
     @property
     def rows(self) -> int:
@@ -1069,7 +1236,8 @@ class ShardView:
 
     def scored_clips(self) -> int:
         """Live clips a text search can find: those with class scores."""
-        return sum(1 for p in np.flatnonzero(self.live[: len(self.clip_offsets) - 1]) if self.clip_data[p].has_classes)
+        live = np.flatnonzero(self.live[: len(self.clip_offsets) - 1])
+        return sum(1 for p in live if self.clip_data[p].has_classes)
 
     def match_classes(
         self, class_ids: np.ndarray, weights: np.ndarray, allowed: np.ndarray, stretch: int, first: int | None
@@ -1095,6 +1263,10 @@ class ShardView:
         """The classes heard most over query hops [start, start + frames) of a clip."""
         hop = self.clip_data[clip].hop
         return self.clip_data[clip].labels_at(start // hop, -(-frames // hop))
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """A query's frames in the space of the shard's frames (float32)."""
+        return vectors.astype(np.float32) if self.projection is None else self.projection(vectors)
 
     def clip_frames(self, clip: int) -> Frames:
         """A clip's frame vectors at the query's hop (float16 or int8 codes; callers convert just the frames they
