@@ -11,7 +11,7 @@
 
 Timings are medians of ``repeats`` runs. The vectors are the library's own YAMNet frames when a data dir holds
 shard segments, else a clustered synthetic set (see :func:`synthetic_vectors`); ``dims`` below the stored
-dimension are PCA projections of the same vectors (re-normalised), the "store 128/256 dims" scenario.
+dimension are the same vectors as a shard keeps them projected (``pca_project``), every method on those.
 
 HNSW builds at 1M x 1024 take long on two cores: every HNSW build first inserts a prefix of the rows, estimates
 the full build time from it (n log n scaling, a lower bound) and, past ``hnsw_budget_s``, stops there and reports
@@ -222,17 +222,18 @@ def load_dataset(config: BenchConfig) -> tuple[np.ndarray, np.ndarray, dict[str,
 
 
 def pca_project(base: np.ndarray, queries: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Project on the top ``dim`` principal axes (fit on a 100k sample) and re-normalise."""
+    """The rows as a shard keeps them at ``dim`` dimensions: projected on ``dim - 1`` principal axes fitted on a
+    sample (echovids.vectors.Projection, rotated), plus the norm of the rest; unit rows stay unit rows."""
+    from echovids.vectors import Projection
+    from services.search.shard import PROJECTION_SAMPLE_ROWS
+
     rng = np.random.default_rng(seed)
-    sample = base[rng.choice(len(base), size=min(len(base), 100_000), replace=False)]
-    mean = sample.mean(axis=0)
-    centred = sample - mean
-    _, vecs = np.linalg.eigh(centred.T @ centred)
-    axes = np.ascontiguousarray(vecs[:, ::-1][:, :dim]).astype(np.float32)
+    sample = base[np.sort(rng.choice(len(base), size=min(len(base), PROJECTION_SAMPLE_ROWS), replace=False))]
+    projection = Projection.fit(sample, dim - 1)
     projected = np.empty((len(base), dim), dtype=np.float32)
     for start in range(0, len(base), 100_000):
-        projected[start : start + 100_000] = l2_normalise((base[start : start + 100_000] - mean) @ axes)
-    return projected, l2_normalise((queries - mean) @ axes)
+        projected[start : start + 100_000] = projection(base[start : start + 100_000])
+    return projected, projection(queries)
 
 
 # -- exact search ---------------------------------------------------------------------------------------------

@@ -438,3 +438,25 @@ def test_int8_rows_keep_each_entry_within_half_a_step_and_zero_rows_zero() -> No
     assert np.all(np.abs(decoded - rows) <= step[:, None] / 2 + 1e-3 * np.abs(rows))  # float16's own rounding
     assert scales[7] == 0 and not codes[7].any()
     assert np.all(np.abs(codes).max(axis=1)[np.arange(300) != 7] == 127)
+
+
+def test_a_projection_keeps_unit_frames_unit_and_the_dot_products_of_frames_in_its_span() -> None:
+    """Frames near an 8-d subspace of 64 dims: 8 axes plus the rest's norm. In the span dot products are exact; off
+    it a frame keeps its norm (the last coordinate); the axes are rotated so that no pair of coordinates carries
+    most of a frame (what ScaNN quantises two by two)."""
+    from echovids.vectors import Projection
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((64, 8)))[0].T
+    weights = rng.standard_normal((500, 8)) * np.geomspace(4, 0.1, 8)  # energy falling steeply along the axes
+    frames = l2_normalise(weights @ basis)
+    projection = Projection.fit(frames, 8)
+    projected = projection(frames)
+    assert projected.shape == (500, 9) and np.allclose(projected[:, -1], 0, atol=1e-3)
+    np.testing.assert_allclose(projected @ projected.T, frames @ frames.T, atol=1e-5)
+    off = l2_normalise(rng.standard_normal((20, 64)))
+    np.testing.assert_allclose(np.linalg.norm(projection(off), axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(projection(off)[:, :-1] @ projected[:, :-1].T, off @ frames.T, atol=1e-5)
+    assert not projection(np.zeros((2, 64))).any()
+    share = (projected[:, :-1] ** 2).mean(axis=0)
+    assert share.max() < 3 * share.mean()  # on the principal axes themselves the first holds ~2/3
