@@ -145,7 +145,7 @@ def run(segments: int = 200_000, workdir: Path | None = None, log: Callable[[str
     stack.log_path = root / "serve.log"
     stack.start(timeout=600)
     try:
-        empty_pss = search_pss_mb(stack)
+        empty_pss, _ = search_pss_mb(stack)
         command = [sys.executable, "-m", "echovids.cli", "import-audioset", "--segments", str(csv_path)]
         proc = subprocess.Popen(
             [*command, "--features", str(features)],
@@ -163,7 +163,7 @@ def run(segments: int = 200_000, workdir: Path | None = None, log: Callable[[str
         sampler.join()
         if proc.returncode != 0:
             raise RuntimeError(f"import-audioset failed ({proc.returncode}): {err[-2000:]}")
-        pss = search_pss_mb(stack)
+        pss, _ = search_pss_mb(stack)
     finally:
         stack.stop()
     summary = out.strip().splitlines()[-1]

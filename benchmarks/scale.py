@@ -11,8 +11,10 @@ On benchmarks/latency.py's synthetic library (built, or reused from ``--workdir`
    one stops the run).
 4. ``rss_mb``: the sum of the search processes' PSS (a page shared by n processes counts 1/n in each), after the
    queries; ``bytes_per_frame``: its growth over the same stack's on an empty library, per frame. The snapshots'
-   arrays are mapped, and a page counts once a query touched it: ``mapped_bytes_per_frame`` is their size on disk
-   per frame, what the page cache holds of them once every page is hot.
+   arrays are mapped, and a page counts once a query touched it, with the neighbours of it the page cache holds
+   (the kernel's fault-around: a library just built counts more than the same one read from a cold cache):
+   ``anon_bytes_per_frame`` is the growth of the processes' own anonymous memory alone, and
+   ``mapped_bytes_per_frame`` the arrays' size on disk per frame, what the page cache holds once every page is hot.
 The last line printed is one JSON object with every figure.
 """
 
@@ -47,6 +49,8 @@ class ScaleReport:
     rss_mb: float
     empty_rss_mb: float
     bytes_per_frame: float
+    anon_mb: float  # of rss_mb, the processes' anonymous memory
+    anon_bytes_per_frame: float  # its growth per frame: bytes_per_frame less the mapped files' pages
     mapped_bytes_per_frame: float
     recall_at_10: float
     load_s: float
@@ -100,19 +104,22 @@ def mapped_bytes(data_dir: Path, shards: int) -> int:
     return sum(p.stat().st_size for shard in range(shards) for p in newest_snapshot(data_dir, shard).glob("*.npy"))
 
 
-def search_pss_mb(stack: Stack) -> float:
-    """PSS of the search worker and its pool processes, summed."""
+def search_pss_mb(stack: Stack) -> tuple[float, float]:
+    """PSS of the search worker and its pool processes, summed: in all, and of their anonymous memory (heap and
+    private mappings: what is theirs, where the mapped files' pages are the page cache's)."""
     import psutil
 
     assert stack.proc is not None
-    total = 0
+    total = anonymous = 0
     for process in psutil.Process(stack.proc.pid).children(recursive=True):
         try:
             if "search" in process.cmdline() and "worker" in process.cmdline():
-                total += process.memory_full_info().pss
+                maps = process.memory_maps(grouped=True)
+                total += sum(m.pss for m in maps)
+                anonymous += sum(m.pss for m in maps if not m.path.startswith("/"))
         except psutil.Error:
             continue  # gone between the listing and the read
-    return total / 2**20
+    return total / 2**20, anonymous / 2**20
 
 
 def started_stack(
@@ -164,7 +171,7 @@ def run(
     stack, _ = started_stack(empty, processes, shards, root / "serve-empty.log", pinned)
     try:
         measure(stack.url, content, queries=5)
-        empty_mb = search_pss_mb(stack)
+        empty_mb, empty_anon_mb = search_pss_mb(stack)
     finally:
         stack.stop()
     log(f"recall@10 {recall:.3f}; search processes on an empty library {empty_mb:.0f} MB; starting on the library ...")
@@ -172,7 +179,7 @@ def run(
     try:
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         answers = measure(stack.url, content, queries)
-        rss_mb = search_pss_mb(stack)
+        rss_mb, anon_mb = search_pss_mb(stack)
     finally:
         stack.stop()
     n = clips * FRAMES_PER_CLIP
@@ -190,6 +197,8 @@ def run(
         rss_mb=round(rss_mb, 1),
         empty_rss_mb=round(empty_mb, 1),
         bytes_per_frame=round((rss_mb - empty_mb) * 2**20 / n, 1),
+        anon_mb=round(anon_mb, 1),
+        anon_bytes_per_frame=round((anon_mb - empty_anon_mb) * 2**20 / n, 1),
         mapped_bytes_per_frame=round(mapped_bytes(data_dir, shards) / n, 1),
         recall_at_10=round(recall, 4),
         load_s=round(load_s, 1),

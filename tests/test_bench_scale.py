@@ -13,8 +13,9 @@ def test_scale_measures_memory_recall_start_and_latency_of_two_search_processes(
     assert report.frames == 2000 and report.search_processes == 2 and report.dim == 1024
     assert report.recall_at_10 >= 0.99  # a small shard is searched exactly
     assert report.rss_mb > report.empty_rss_mb > 100  # two pool processes and their worker, each a Python
-    assert math.isfinite(report.bytes_per_frame)
-    assert report.mapped_bytes_per_frame > 1024  # each frame's int8 codes (1 024 B and a scale), postings, columns
+    assert math.isfinite(report.bytes_per_frame) and math.isfinite(report.anon_bytes_per_frame)
+    assert 0 < report.anon_mb < report.rss_mb  # the interpreters' own memory, and mapped libraries and files beside
+    assert report.mapped_bytes_per_frame > 1024  # each frame's int8 codes, landmark postings, columns
     assert report.load_s > 0 and 0 < report.p50_ms <= report.p95_ms
     assert 0 < report.stage_p50_ms["searching"] < report.stage_p50_ms["done"] <= report.p95_ms
     # Both search processes logged their load: the start is timed to the later one.
