@@ -421,7 +421,7 @@ def _scramble(path: Path, keep_head: int, seed: int = 3) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damaged", ["scann", "codes", "landmark_hashes", "landmark_times"])
+@pytest.mark.parametrize("damaged", ["scann", "codes", "landmark_hashes", "landmark_hops"])
 def test_a_snapshot_with_random_bytes_under_its_headers_is_set_aside_and_rebuilt(library, damaged: str) -> None:
     """Loaded as is, such a snapshot answers wrongly but silently; its checksums catch it, the segments answer."""
     root, clips = library
@@ -733,3 +733,47 @@ def test_a_shard_keeps_its_frames_projected_on_its_principal_axes(
     index.add_segment("late2")
     assert index.view().projection is None and top(index, excerpt(late2, 3))[0] == "late2"
     assert top(index, excerpt(clips["clip007"], 4)) == before["clip007"]
+
+
+def test_packed_postings_give_back_each_postings_clip_and_time() -> None:
+    """Clip and time in one uint32 (the clip in the high bits); when they need more than 32 bits, no packing."""
+    from services.search.landmark_index import PackedPostings
+
+    rng = np.random.default_rng(2)
+    clips = rng.choice([0, 1, 3, 4, 6], size=5000).astype(np.int32)  # clips 2 and 5 have none
+    times = rng.integers(0, 40_000, size=5000).astype(np.int32)
+    hashes = np.sort(rng.integers(0, 2**32, size=5000, dtype=np.uint32))
+    packed = PackedPostings.pack(hashes, clips, times, count=7)
+    assert packed is not None and packed.hops.dtype == np.uint32 and int(packed.shift[0]) == 16
+    back_clips, back_times = packed.at(slice(None))
+    np.testing.assert_array_equal(back_clips, clips)
+    np.testing.assert_array_equal(back_times, times)
+    rows = rng.integers(0, 5000, size=100)
+    np.testing.assert_array_equal(packed.at(rows)[0], clips[rows])
+    assert PackedPostings.pack(hashes, clips, times, count=2**16 + 1) is None  # 17 + 16 bits
+
+
+def test_a_snapshot_written_before_its_postings_were_packed_is_searched_from_their_clips_and_times(library) -> None:
+    from services.search.landmark_index import PackedPostings, SortedPostings
+
+    root, clips = library
+    ShardIndex(root, 0).compact()
+    snapshot = root / "shards" / "0" / "snapshots" / "v1"
+    queries = {cid: excerpt(arrays, 4) for cid, arrays in list(clips.items())[:8]}
+    expected = {cid: top(ShardIndex(root, 0), q) for cid, q in queries.items()}
+    assert all(found[0] == cid and found[2] == "exact" for cid, found in expected.items())
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    packed = PackedPostings(*(np.load(snapshot / f"landmark_{name}.npy") for name in PackedPostings._fields))
+    for name, column in zip(("clips", "times"), packed.at(slice(None)), strict=True):
+        np.save(snapshot / f"landmark_{name}.npy", column)
+        manifest["arrays"][f"landmark_{name}"] = shard_module.file_digest(snapshot / f"landmark_{name}.npy")
+    for name in ("hops", "shift"):
+        (snapshot / f"landmark_{name}.npy").unlink()
+        del manifest["arrays"][f"landmark_{name}"]
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    legacy = ShardIndex(root, 0)
+    assert legacy.version == 1 and isinstance(legacy.view().postings[0], SortedPostings)
+    assert {cid: top(legacy, q) for cid, q in queries.items()} == expected
+    legacy.compact()  # and a compaction packs them
+    assert (root / "shards" / "0" / "snapshots" / "v2" / "landmark_hops.npy").exists()
+    assert {cid: top(ShardIndex(root, 0), q) for cid, q in queries.items()} == expected

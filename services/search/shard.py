@@ -47,6 +47,7 @@ from services.search.class_index import ClassPostings, SortedClassPostings, matc
 from services.search.landmark_index import (
     LandmarkMatch,
     LandmarkPostings,
+    PackedPostings,
     Postings,
     SortedPostings,
     match_postings,
@@ -161,7 +162,8 @@ SNAPSHOT_ARRAYS = (
     # The frames' projection (echovids.vectors.Projection): every row above, the centre and a query's frames
     # are in its space. Absent: the frames are kept at their own dimension.
     "projection_axes",  # [frame dim, axes] float32
-    *(f"landmark_{name}" for name in SortedPostings._fields),  # sorted by hash
+    *(f"landmark_{name}" for name in PackedPostings._fields),  # sorted by hash
+    *(f"landmark_{name}" for name in SortedPostings._fields[1:]),  # when clip and time need more than 32 bits
     *(f"class_index_{name}" for name in SortedClassPostings._fields),  # sorted by class
     # The clips' own columns (ClipData), so a process starts from the snapshot without reading its segments:
     "frame_labels",  # [rows, 3] int16, zeros for a clip without labels
@@ -174,7 +176,18 @@ SNAPSHOT_ARRAYS = (
 )
 # Arrays a snapshot lacks: one written before them (clip_hops, the codes, the frame total; Sealed.clips reads each
 # clip at one hop, its float16 frames), or after the float16 frames gave way to the codes.
-OPTIONAL_SNAPSHOT_ARRAYS = ("clip_hops", "codes", "code_scales", "frame_total", "projection_axes", "vectors")
+OPTIONAL_SNAPSHOT_ARRAYS = (
+    "clip_hops",
+    "codes",
+    "code_scales",
+    "frame_total",
+    "projection_axes",
+    "vectors",
+    "landmark_hops",
+    "landmark_shift",
+    "landmark_clips",
+    "landmark_times",
+)
 # A shard's projection is fitted on up to this many of its frames (chosen at random), and fitted again each time
 # the shard has doubled, until it was fitted on a shard of this many: a library's first clips need not be its
 # typical ones, and a fit reads every clip's segment again.
@@ -362,11 +375,12 @@ class Sealed:
         return np.array(total[:-1]), int(total[-1])
 
     @property
-    def landmarks(self) -> SortedPostings | None:
+    def landmarks(self) -> SortedPostings | PackedPostings | None:
         """The sealed clips' landmark postings."""
         if self.columns is None:
             return None
-        return SortedPostings(*(self.columns[f"landmark_{name}"] for name in SortedPostings._fields))
+        kind = PackedPostings if "landmark_hops" in self.columns else SortedPostings
+        return kind(*(self.columns[f"landmark_{name}"] for name in kind._fields))
 
     @property
     def classes(self) -> SortedClassPostings | None:
@@ -579,17 +593,19 @@ def _renumbered_postings(
     position = np.where(keep, np.cumsum(keep) - 1, -1)
     frames = np.where(keep, np.diff(clip_offsets), 0)
     first_row = np.cumsum(frames) - frames
-    hashes, clips, times = (np.concatenate(column) for column in zip(*postings, strict=True))
+    decoded = [(part.hashes, *part.at(slice(None))) for part in postings]
+    hashes, clips, times = (np.concatenate(column) for column in zip(*decoded, strict=True))
+    del decoded
     kept = keep[clips]
     order = np.argsort(hashes[kept], kind="stable")
     classes, rows, levels = (np.concatenate(column) for column in zip(*class_postings, strict=True))
     owner = row_clip[rows]
     kept_rows = keep[owner]
     class_order = np.argsort(classes[kept_rows], kind="stable")
+    sealed = (hashes[kept][order], position[clips[kept]][order].astype(np.int32), times[kept][order])
+    landmarks = PackedPostings.pack(*sealed, count=int(keep.sum())) or SortedPostings(*sealed)
     return {
-        "landmark_hashes": hashes[kept][order],
-        "landmark_clips": position[clips[kept]][order].astype(np.int32),
-        "landmark_times": times[kept][order],
+        **{f"landmark_{name}": column for name, column in zip(landmarks._fields, landmarks, strict=True)},
         "class_index_classes": classes[kept_rows][class_order],
         "class_index_rows": (first_row[owner] + row_frame[rows])[kept_rows][class_order].astype(np.int32),
         "class_index_levels": levels[kept_rows][class_order],
