@@ -174,8 +174,9 @@ SNAPSHOT_ARRAYS = (
     "clip_flags",  # per clip: LABELLED | SCORED
     "clip_hops",  # per clip: query hops per stored frame (hop_ratio)
 )
-# Arrays a snapshot lacks: one written before them (clip_hops, the codes, the frame total; Sealed.clips reads each
-# clip at one hop, its float16 frames), or after the float16 frames gave way to the codes.
+# Arrays a snapshot lacks: one written before them (clip_hops, the codes, the frame total, the projection, packed
+# postings; Sealed.clips reads each clip at one hop, its float16 frames), or after the float16 frames gave way to
+# the codes; its landmark postings are either packed (hops, shift) or kept apart (clips, times).
 OPTIONAL_SNAPSHOT_ARRAYS = (
     "clip_hops",
     "codes",
