@@ -62,15 +62,12 @@ class ScaleReport:
 
 def snapshot_recall(data_dir: Path, shards: int, queries: int = RECALL_QUERIES, seed: int = 7) -> float:
     """Mean recall@10 over every shard's newest snapshot, against exact search on its stored frames."""
-    from services.search.shard import SNAPSHOT_MARKER, read_snapshot
+    from services.search.shard import read_snapshot
 
     rng = np.random.default_rng(seed)
     recalls = []
     for shard in range(shards):
-        found = sorted((data_dir / "shards" / str(shard) / "snapshots").glob(f"v*/{SNAPSHOT_MARKER}"))
-        if not found:
-            raise RuntimeError(f"shard {shard} has no snapshot: the library was not compacted")
-        _, sealed = read_snapshot(max(found, key=lambda p: int(p.parent.name[1:])).parent)
+        _, sealed = read_snapshot(newest_snapshot(data_dir, shard))
         stored = sealed.frames
         assert stored is not None, "a snapshot written before its frames were mapped"
         picks = rng.choice(stored.shape[0], queries, replace=False)
@@ -95,7 +92,9 @@ def snapshot_recall(data_dir: Path, shards: int, queries: int = RECALL_QUERIES, 
 def newest_snapshot(data_dir: Path, shard: int) -> Path:
     from services.search.shard import SNAPSHOT_MARKER
 
-    found = (data_dir / "shards" / str(shard) / "snapshots").glob(f"v*/{SNAPSHOT_MARKER}")
+    found = list((data_dir / "shards" / str(shard) / "snapshots").glob(f"v*/{SNAPSHOT_MARKER}"))
+    if not found:
+        raise RuntimeError(f"shard {shard} has no snapshot: the library was not compacted")
     return max(found, key=lambda p: int(p.parent.name[1:])).parent
 
 

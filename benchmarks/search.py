@@ -39,7 +39,7 @@ import numpy as np
 
 from benchmarks.sound_space import FRAMES_PER_CLIP, SoundSpace
 from echovids.harness import install_hint, machine_info, missing_modules
-from echovids.vectors import l2_normalise
+from echovids.vectors import Projection, l2_normalise
 
 ALL_METHODS = ("exact", "scann", "faiss-hnsw", "faiss-ivfpq", "hnswlib")
 # The module each method imports, and the extra of pyproject.toml that installs it: checked before a run starts,
@@ -221,15 +221,19 @@ def load_dataset(config: BenchConfig) -> tuple[np.ndarray, np.ndarray, dict[str,
     )
 
 
-def pca_project(base: np.ndarray, queries: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The rows as a shard keeps them at ``dim`` dimensions: projected on ``dim - 1`` principal axes fitted on a
-    sample (echovids.vectors.Projection, rotated), plus the norm of the rest; unit rows stay unit rows."""
-    from echovids.vectors import Projection
+def fitted_projection(base: np.ndarray, axes: int, seed: int = 0) -> Projection:
+    """A shard's projection (echovids.vectors.Projection) of ``base``, fitted on as many rows as a shard's is."""
     from services.search.shard import PROJECTION_SAMPLE_ROWS
 
     rng = np.random.default_rng(seed)
-    sample = base[np.sort(rng.choice(len(base), size=min(len(base), PROJECTION_SAMPLE_ROWS), replace=False))]
-    projection = Projection.fit(sample, dim - 1)
+    sample = rng.choice(len(base), size=min(len(base), PROJECTION_SAMPLE_ROWS), replace=False)
+    return Projection.fit(base[np.sort(sample)], axes)
+
+
+def pca_project(base: np.ndarray, queries: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The rows as a shard keeps them at ``dim`` dimensions: projected on ``dim - 1`` principal axes fitted on a
+    sample (echovids.vectors.Projection, rotated), plus the norm of the rest; unit rows stay unit rows."""
+    projection = fitted_projection(base, dim - 1, seed)
     projected = np.empty((len(base), dim), dtype=np.float32)
     for start in range(0, len(base), 100_000):
         projected[start : start + 100_000] = projection(base[start : start + 100_000])
@@ -409,9 +413,9 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
     from scann.scann_ops.py.scann_builder import ReorderType
 
     from echovids.settings import get_settings
-    from echovids.vectors import Projection, int8_rows
+    from echovids.vectors import int8_rows
     from services.search.matching import Int8Frames
-    from services.search.shard import PROJECTION_SAMPLE_ROWS, rescored
+    from services.search.shard import rescored
 
     k = config.k
     n, dim = base.shape
@@ -436,8 +440,7 @@ def build_scann(base: np.ndarray, config: BenchConfig, threads: int, variant: st
         # recall is still against the exact search of the rows themselves, as every peer's.
         axes = int(p.get("proj", get_settings().search_projection_axes if variant == "production" else 0))
         if 0 < axes < dim - 1:
-            sample = np.random.default_rng(0).choice(n, min(n, PROJECTION_SAMPLE_ROWS), replace=False)
-            projection = Projection.fit(base[np.sort(sample)], axes)
+            projection = fitted_projection(base, axes)
 
         def make() -> Any:
             # A shard indexes its coded rows: ScaNN gets them dequantised, and re-scores from the codes.
