@@ -421,7 +421,7 @@ def _scramble(path: Path, keep_head: int, seed: int = 3) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damaged", ["scann", "codes", "landmark_hashes", "landmark_hops"])
+@pytest.mark.parametrize("damaged", ["scann", "codes", "landmark_starts", "landmark_hops"])
 def test_a_snapshot_with_random_bytes_under_its_headers_is_set_aside_and_rebuilt(library, damaged: str) -> None:
     """Loaded as is, such a snapshot answers wrongly but silently; its checksums catch it, the segments answer."""
     root, clips = library
@@ -753,7 +753,37 @@ def test_packed_postings_give_back_each_postings_clip_and_time() -> None:
     assert PackedPostings.pack(hashes, clips, times, count=2**16 + 1) is None  # 17 + 16 bits
 
 
-def test_a_snapshot_written_before_its_postings_were_packed_is_searched_from_their_clips_and_times(library) -> None:
+def test_a_hash_directory_finds_the_same_rows_as_a_search_of_every_postings_hash() -> None:
+    from services.search.landmark_index import HashDirectory, SortedPostings
+
+    rng = np.random.default_rng(5)
+    hashes = np.sort(rng.integers(10, 200, size=3000, dtype=np.uint32))
+    everyone = SortedPostings(hashes, np.zeros(hashes.size, np.int32), np.zeros(hashes.size, np.int32))
+    directory = HashDirectory.of(hashes)
+    assert directory.keys.size == np.unique(hashes).size and directory.starts.dtype == np.uint32
+    np.testing.assert_array_equal(directory.posting_hashes(), hashes)
+    asked = np.array([0, 9, 10, 57, 57, 150, 199, 200, 2**32 - 1, *rng.integers(0, 256, 200)], dtype=np.uint32)
+    for got, want in zip(directory.bounds(asked), everyone.bounds(asked), strict=True):
+        np.testing.assert_array_equal(got, want)
+    empty = HashDirectory.of(np.empty(0, np.uint32))
+    lo, hi = empty.bounds(asked)
+    assert empty.posting_hashes().size == 0 and not lo.any() and not hi.any()
+
+
+def _rewrite_postings(snapshot: Path, columns: dict[str, np.ndarray]) -> None:
+    """A snapshot's landmark arrays replaced by ``columns`` (as an older snapshot kept them), its manifest to match."""
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    for path in snapshot.glob("landmark_*.npy"):
+        path.unlink()
+        del manifest["arrays"][path.stem]
+    for name, column in columns.items():
+        np.save(snapshot / f"landmark_{name}.npy", column)
+        manifest["arrays"][f"landmark_{name}"] = shard_module.file_digest(snapshot / f"landmark_{name}.npy")
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("form", ["apart", "packed without a directory"])
+def test_a_snapshot_of_an_older_postings_form_is_searched_alike_and_compacted_to_the_directory(library, form) -> None:
     from services.search.landmark_index import PackedPostings, SortedPostings
 
     root, clips = library
@@ -762,18 +792,20 @@ def test_a_snapshot_written_before_its_postings_were_packed_is_searched_from_the
     queries = {cid: excerpt(arrays, 4) for cid, arrays in list(clips.items())[:8]}
     expected = {cid: top(ShardIndex(root, 0), q) for cid, q in queries.items()}
     assert all(found[0] == cid and found[2] == "exact" for cid, found in expected.items())
-    manifest = json.loads((snapshot / "manifest.json").read_text())
     packed = PackedPostings(*(np.load(snapshot / f"landmark_{name}.npy") for name in PackedPostings._fields))
-    for name, column in zip(("clips", "times"), packed.at(slice(None)), strict=True):
-        np.save(snapshot / f"landmark_{name}.npy", column)
-        manifest["arrays"][f"landmark_{name}"] = shard_module.file_digest(snapshot / f"landmark_{name}.npy")
-    for name in ("hops", "shift"):
-        (snapshot / f"landmark_{name}.npy").unlink()
-        del manifest["arrays"][f"landmark_{name}"]
-    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    assert packed.keys.size < packed.size  # the directory is smaller than the postings it indexes
+    hashes = packed.posting_hashes()
+    assert np.all(np.diff(hashes.astype(np.int64)) >= 0) and hashes.size == packed.size
+    if form == "apart":
+        clip, time = packed.at(slice(None))
+        _rewrite_postings(snapshot, {"hashes": hashes, "clips": clip, "times": time})
+    else:
+        _rewrite_postings(snapshot, {"hashes": hashes, "hops": packed.hops, "shift": packed.shift})
     legacy = ShardIndex(root, 0)
-    assert legacy.version == 1 and isinstance(legacy.view().postings[0], SortedPostings)
+    kind = SortedPostings if form == "apart" else PackedPostings
+    assert legacy.version == 1 and isinstance(legacy.view().postings[0], kind)
     assert {cid: top(legacy, q) for cid, q in queries.items()} == expected
-    legacy.compact()  # and a compaction packs them
-    assert (root / "shards" / "0" / "snapshots" / "v2" / "landmark_hops.npy").exists()
+    legacy.compact()  # and a compaction writes the directory
+    assert (root / "shards" / "0" / "snapshots" / "v2" / "landmark_keys.npy").exists()
+    assert not (root / "shards" / "0" / "snapshots" / "v2" / "landmark_hashes.npy").exists()
     assert {cid: top(ShardIndex(root, 0), q) for cid, q in queries.items()} == expected

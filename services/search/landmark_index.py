@@ -67,7 +67,7 @@ class LandmarkPostings:
         self._times = np.concatenate([self._times, *(t[2] for t in tail)])[order]
 
     def __len__(self) -> int:
-        sealed = 0 if self._sealed is None else self._sealed.hashes.size
+        sealed = 0 if self._sealed is None else self._sealed.size
         return int(sealed + self._hashes.size + sum(t[0].size for t in self._tail))
 
     def sorted_view(self) -> Postings:
@@ -87,18 +87,74 @@ class SortedPostings(NamedTuple):
     clips: np.ndarray  # int32, the clip of each posting
     times: np.ndarray  # int32, its frame (16 ms hops)
 
+    @property
+    def size(self) -> int:
+        return int(self.hashes.size)
+
+    def bounds(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows [lo, hi) of each of ``hashes``' postings."""
+        return np.searchsorted(self.hashes, hashes, side="left"), np.searchsorted(self.hashes, hashes, side="right")
+
+    def posting_hashes(self) -> np.ndarray:
+        return self.hashes
+
     def at(self, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         """(clip, time) of the postings at ``rows``."""
         return self.clips[rows], self.times[rows]
 
 
-class PackedPostings(NamedTuple):
-    """A snapshot's postings, clip and time in one uint32 (the clip above ``shift`` bits, the time below): 8 bytes
-    a posting where SortedPostings takes 12, and the postings are most of a snapshot's bytes (~95 a frame)."""
+class HashDirectory(NamedTuple):
+    """Each distinct hash of sorted postings once, and the row its postings start at: the postings then need no
+    hash of their own (4 bytes a posting), and a lookup searches the few distinct hashes, not every posting."""
 
-    hashes: np.ndarray  # uint32, sorted
+    keys: np.ndarray  # uint32, sorted, distinct
+    starts: np.ndarray  # [keys + 1], uint32 (int64 past 2**32 postings): key i's postings are rows starts[i:i + 2]
+
+    @classmethod
+    def of(cls, hashes: np.ndarray) -> HashDirectory:
+        """The directory of sorted ``hashes``."""
+        distinct = np.ones(hashes.size, dtype=bool)
+        distinct[1:] = hashes[1:] != hashes[:-1]
+        first = np.flatnonzero(distinct)
+        starts = np.append(first, hashes.size).astype(np.uint32 if hashes.size < 2**32 else np.int64)
+        return cls(np.asarray(hashes[first], dtype=np.uint32), starts)
+
+    def bounds(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows [lo, hi) of each of ``hashes``' postings (lo == hi for a hash not here)."""
+        at = np.searchsorted(self.keys, hashes)
+        found = self.keys[np.minimum(at, self.keys.size - 1)] == hashes if self.keys.size else at < 0
+        lo = self.starts[at].astype(np.int64)
+        return lo, np.where(found, self.starts[np.minimum(at + 1, self.keys.size)].astype(np.int64), lo)
+
+    def posting_hashes(self) -> np.ndarray:
+        """Every posting's hash, as the rows hold them."""
+        counts: np.ndarray = np.diff(self.starts.astype(np.int64))
+        return np.repeat(self.keys, counts)
+
+
+class PackedPostings(NamedTuple):
+    """A snapshot's postings: a hash directory, and each posting's clip and time in one uint32 (the clip above
+    ``shift`` bits, the time below). 4 bytes a posting where SortedPostings takes 12, and the postings are most of
+    a snapshot's bytes (~95 a frame)."""
+
+    keys: np.ndarray  # HashDirectory's
+    starts: np.ndarray
     hops: np.ndarray  # uint32: clip << shift | time
     shift: np.ndarray  # [1]: the bits of the time
+
+    @property
+    def directory(self) -> HashDirectory:
+        return HashDirectory(self.keys, self.starts)
+
+    @property
+    def size(self) -> int:
+        return int(self.hops.size)
+
+    def bounds(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.directory.bounds(hashes)
+
+    def posting_hashes(self) -> np.ndarray:
+        return self.directory.posting_hashes()
 
     def at(self, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         """(clip, time) of the postings at ``rows``."""
@@ -113,7 +169,7 @@ class PackedPostings(NamedTuple):
         if max(1, count - 1).bit_length() + shift > 32 or int(times.min(initial=0)) < 0:
             return None
         hops = (clips.astype(np.uint32) << np.uint32(shift)) | times.astype(np.uint32)
-        return cls(hashes, hops, np.array([shift], dtype=np.int64))
+        return cls(*HashDirectory.of(hashes), hops, np.array([shift], dtype=np.int64))
 
 
 # Sorted parts that hold disjoint clips: a snapshot's, and the postings added since.
@@ -128,10 +184,7 @@ def gather(
     A hash with more than MAX_POSTINGS_PER_HASH postings in all is skipped (a stop word); with a ``budget``, the
     rarest hashes are read first until it is spent.
     """
-    bounds = [
-        (np.searchsorted(p.hashes, hashes, side="left"), np.searchsorted(p.hashes, hashes, side="right"))
-        for p in postings
-    ]
+    bounds = [part.bounds(hashes) for part in postings]
     counts = sum((hi - lo for lo, hi in bounds), np.zeros(hashes.size, dtype=np.int64))
     read = counts <= MAX_POSTINGS_PER_HASH
     if budget is not None and counts[read].sum() > budget:

@@ -45,6 +45,7 @@ from echovids.errors import SpaceMismatch
 from echovids.vectors import Projection, int8_rows
 from services.search.class_index import ClassPostings, SortedClassPostings, match_classes
 from services.search.landmark_index import (
+    HashDirectory,
     LandmarkMatch,
     LandmarkPostings,
     PackedPostings,
@@ -162,8 +163,8 @@ SNAPSHOT_ARRAYS = (
     # The frames' projection (echovids.vectors.Projection): every row above, the centre and a query's frames
     # are in its space. Absent: the frames are kept at their own dimension.
     "projection_axes",  # [frame dim, axes] float32
-    *(f"landmark_{name}" for name in PackedPostings._fields),  # sorted by hash
-    *(f"landmark_{name}" for name in SortedPostings._fields[1:]),  # when clip and time need more than 32 bits
+    *(f"landmark_{name}" for name in PackedPostings._fields),  # a hash directory and the postings in its order
+    *(f"landmark_{name}" for name in SortedPostings._fields),  # when clip and time need more than 32 bits
     *(f"class_index_{name}" for name in SortedClassPostings._fields),  # sorted by class
     # The clips' own columns (ClipData), so a process starts from the snapshot without reading its segments:
     "frame_labels",  # [rows, 3] int16, zeros for a clip without labels
@@ -175,8 +176,9 @@ SNAPSHOT_ARRAYS = (
     "clip_hops",  # per clip: query hops per stored frame (hop_ratio)
 )
 # Arrays a snapshot lacks: one written before them (clip_hops, the codes, the frame total, the projection, packed
-# postings; Sealed.clips reads each clip at one hop, its float16 frames), or after the float16 frames gave way to
-# the codes; its landmark postings are either packed (hops, shift) or kept apart (clips, times).
+# postings, the hash directory; Sealed.clips reads each clip at one hop, its float16 frames), or after the float16
+# frames gave way to the codes; its landmark postings are either packed (keys, starts, hops, shift; before the
+# directory: hashes, hops, shift) or kept apart (hashes, clips, times).
 OPTIONAL_SNAPSHOT_ARRAYS = (
     "clip_hops",
     "codes",
@@ -184,10 +186,7 @@ OPTIONAL_SNAPSHOT_ARRAYS = (
     "frame_total",
     "projection_axes",
     "vectors",
-    "landmark_hops",
-    "landmark_shift",
-    "landmark_clips",
-    "landmark_times",
+    *(f"landmark_{name}" for name in {*PackedPostings._fields, *SortedPostings._fields}),
 )
 # A shard's projection is fitted on up to this many of its frames (chosen at random), and fitted again each time
 # the shard has doubled, until it was fitted on a shard of this many: a library's first clips need not be its
@@ -380,8 +379,13 @@ class Sealed:
         """The sealed clips' landmark postings."""
         if self.columns is None:
             return None
-        kind = PackedPostings if "landmark_hops" in self.columns else SortedPostings
-        return kind(*(self.columns[f"landmark_{name}"] for name in kind._fields))
+        column = self.columns
+        if "landmark_keys" in column:
+            return PackedPostings(*(column[f"landmark_{name}"] for name in PackedPostings._fields))
+        if "landmark_hops" in column:  # packed before the directory: made here, from their hashes
+            directory = HashDirectory.of(column["landmark_hashes"])
+            return PackedPostings(*directory, column["landmark_hops"], column["landmark_shift"])
+        return SortedPostings(*(column[f"landmark_{name}"] for name in SortedPostings._fields))
 
     @property
     def classes(self) -> SortedClassPostings | None:
@@ -594,7 +598,7 @@ def _renumbered_postings(
     position = np.where(keep, np.cumsum(keep) - 1, -1)
     frames = np.where(keep, np.diff(clip_offsets), 0)
     first_row = np.cumsum(frames) - frames
-    decoded = [(part.hashes, *part.at(slice(None))) for part in postings]
+    decoded = [(part.posting_hashes(), *part.at(slice(None))) for part in postings]
     hashes, clips, times = (np.concatenate(column) for column in zip(*decoded, strict=True))
     del decoded
     kept = keep[clips]
