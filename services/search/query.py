@@ -83,7 +83,8 @@ def search_shard(
     ``limit`` candidates are re-scored; when the neighbours reach fewer than ``k`` clips and the shard holds
     more, the search looks once more, further out. ``rescoring``: the similar score's constants (the
     evaluation sweeps them). ``filters`` (with ``allowed_ids``, see ``allowed_clips``) mask the clips out of
-    the neighbour search itself, so the k found are k that pass.
+    the neighbour search itself, so the k found are k that pass. The candidates ``sent_to_merge(found, k)`` carry
+    their moment's labels, the rest none (all of them do under a labels filter).
     """
     index.check_space(query_space)
     view = index.view()  # one layout for the whole query, whatever a compaction swaps in meanwhile
@@ -144,7 +145,6 @@ def search_shard(
             votes=mt.votes,
             match_start_s=(mt.query_start + mt.offset) * FRAME_HOP_S,
             query_start_s=mt.query_start * FRAME_HOP_S,
-            labels=view.clip_labels(mt.clip, mt.query_start + mt.offset, len(vectors) - mt.query_start),
         )
         for mt in matches
     }
@@ -169,8 +169,25 @@ def search_shard(
             _recheck(candidates, view, lm, vectors, place, anywhere=True)
     for place, lm in enumerate(onset_matches):
         _recheck(candidates, view, lm, vectors, place)
-    passing = [c for c in candidates.values() if _moment_passes(filters, c.labels)]
-    return sorted(passing, key=rank_key)
+    # Labels cost a read of the clip's columns each: they are given to what the merge will see, unless a labels
+    # filter judges every candidate's moment.
+    found_at = [m.clip for m in matches] + [
+        lm.clip for lm in (*peak_matches, *sweep_matches, *steady_matches, *onset_matches)
+    ]
+    positions = {view.clip_ids[clip]: clip for clip in found_at}
+
+    def labelled(candidate: ShardCandidate) -> ShardCandidate:
+        start = round(candidate.match_start_s / FRAME_HOP_S)
+        frames = len(vectors) - round(candidate.query_start_s / FRAME_HOP_S)
+        labels = view.clip_labels(positions[candidate.clip_id], start, frames)
+        return candidate.model_copy(update={"labels": labels})
+
+    if filters is not None and filters.labels:
+        passing = [c for c in map(labelled, candidates.values()) if _moment_passes(filters, c.labels)]
+        return sorted(passing, key=rank_key)
+    ranked = sorted(candidates.values(), key=rank_key)
+    sent = {c.clip_id for c in sent_to_merge(ranked, k)}
+    return [labelled(c) if c.clip_id in sent else c for c in ranked]
 
 
 def _recheck(
@@ -213,9 +230,6 @@ def _landmark_candidate(
         votes=lm.weight,
         match_start_s=match_start_s,
         query_start_s=query_start_s,
-        labels=view.clip_labels(
-            lm.clip, round(match_start_s / FRAME_HOP_S), len(vectors) - round(query_start_s / FRAME_HOP_S)
-        ),
         **flags,
     )
 

@@ -1282,8 +1282,8 @@ class ShardView:
 
     def clip_labels(self, clip: int, start: int, frames: int) -> list[str]:
         """The classes heard most over query hops [start, start + frames) of a clip."""
-        hop = self.clip_data[clip].hop
-        return self.clip_data[clip].labels_at(start // hop, -(-frames // hop))
+        data = self.clip_data[clip]  # a snapshot's clip is made from its columns at each ask
+        return data.labels_at(start // data.hop, -(-frames // data.hop))
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """A query's frames in the space of the shard's frames (float32)."""
