@@ -41,6 +41,12 @@ STEADY_MIN_HELD = 1  # of a query's distinct steady hashes (a short tone has one
 # Onset pairs (echovids/onsets.py) name the clip of a click train or a run of hits, where no peak pair does; a
 # train aligns at each of its repeats, so these too go to the audio to decide, by their place in the list.
 ONSET_RECHECKS = 2
+# A short query (a frame or two: a sound of under 1.5 s) inside a longer recording holds few hashes of its own,
+# and common ones (a 0.3 s tone: one or two steady hashes that many clips hold for a moment), so its recording is
+# seldom first of a list, and often a few places down one (docs/quality.md): each list passes on this many
+# places, and the merge verifies them (verify.SHORT_VERIFY_RECHECKS).
+SHORT_QUERY_FRAMES = 2
+SHORT_RECHECKS = 8
 
 
 def allowed_clips(view: ShardView, filters: SearchFilters | None, allowed_ids: set[str] | None) -> np.ndarray | None:
@@ -98,6 +104,10 @@ def search_shard(
     onset = onsets.is_onset(arrays["hashes"])
     peak = ~steady & ~onset
     weights = arrays.get("weights")
+    short = len(arrays["vectors"]) <= SHORT_QUERY_FRAMES
+    peak_rechecks = SHORT_RECHECKS if short else RECHECKS
+    steady_rechecks = SHORT_RECHECKS if short else STEADY_RECHECKS
+    onset_rechecks = SHORT_RECHECKS if short else ONSET_RECHECKS
 
     def match(part: np.ndarray, min_hits: int = 2) -> list[LandmarkMatch]:
         return view.match_landmarks(
@@ -115,10 +125,10 @@ def search_shard(
         lambda: (
             match(peak),
             # A sweep's steady pairs change as it goes, and align in time like peak pairs; a tone's do not.
-            match(steady)[:STEADY_RECHECKS],
-            view.match_steady(arrays["hashes"][steady], arrays["times"][steady], STEADY_RECHECKS, allowed),
+            match(steady)[:steady_rechecks],
+            view.match_steady(arrays["hashes"][steady], arrays["times"][steady], steady_rechecks, allowed),
             # Three hits in an excerpt make three onset pairs: one aligned is evidence enough to look.
-            match(onset, min_hits=1)[:ONSET_RECHECKS],
+            match(onset, min_hits=1)[:onset_rechecks],
         )
     )
     vectors = view.project(arrays["vectors"])
@@ -156,7 +166,7 @@ def search_shard(
         if lm.votes < needed or lm.votes < settings.landmark_min_peak_ratio * lm.runner_up:
             # Not the evidence of a copy, but the fingerprint's best guesses at *which* clip: a steady or
             # periodic sound's own clip is among them when the embedding does not rank it (its audio decides).
-            if rechecks < RECHECKS and lm.votes >= RECHECK_MIN_VOTES:
+            if rechecks < peak_rechecks and lm.votes >= RECHECK_MIN_VOTES:
                 _recheck(candidates, view, lm, vectors, rechecks)
                 rechecks += 1
             continue

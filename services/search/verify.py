@@ -89,6 +89,9 @@ def aligned_audio(window_of: WindowOf, candidate: ShardCandidate, seconds: float
 VERIFY_DEPTH = 2
 VERIFY_EXACT = 4  # exact landmark matches beyond the head (several recordings hold the query: rarely more)
 VERIFY_RECHECKS = 3
+# A short query's shard passes on more places of each list (query.SHORT_RECHECKS, four lists): the merge verifies
+# this many of them, after the budget below.
+SHORT_VERIFY_RECHECKS = 32
 # Then, for a query of a frame or two (a click among clicks: all alike to the embedding), the rest in rank order
 # until this much of their audio has been read. A longer query's embedding ranks well enough without.
 SHORT_QUERY_S = 1.5
@@ -196,18 +199,18 @@ def _period(ncc: np.ndarray, peak: float) -> float | None:
     return round(float(np.median(np.diff(peaks))) * PROFILE_BIN_S, 3)
 
 
-def to_verify(candidates: list[ShardCandidate]) -> list[int]:
+def to_verify(candidates: list[ShardCandidate], rechecks: int = VERIFY_RECHECKS) -> list[int]:
     """The positions of the candidates worth their audio's decoding: the head, the other exact landmark matches,
-    then the best rechecks."""
+    then the best ``rechecks`` rechecks."""
     head = list(range(min(VERIFY_DEPTH, len(candidates))))
     # The exact landmark matches are checked: one left unchecked would lead the list once those above it
     # were shown to be chance.
     exact = [i for i, c in enumerate(candidates) if c.match == MatchKind.exact and i >= VERIFY_DEPTH]
-    rechecks = sorted(
+    flagged = sorted(
         (i for i, c in enumerate(candidates) if c.recheck is not None and i >= VERIFY_DEPTH),
         key=lambda i: (candidates[i].recheck, -candidates[i].votes),
     )
-    return head + exact[:VERIFY_EXACT] + [i for i in rechecks if i not in exact][:VERIFY_RECHECKS]
+    return head + exact[:VERIFY_EXACT] + [i for i in flagged if i not in exact][:rechecks]
 
 
 def window_s(candidate: ShardCandidate) -> float:
@@ -224,7 +227,8 @@ def check_waveforms(
 
     In three rounds: the exact landmark matches (the cheap ones: a hop tells where); the head's similar ones
     and the rechecks, unless the first round found the copy unmistakably; then, for a short query, the
-    rest in rank order until VERIFY_BUDGET_S of audio has been read. A clip without stored audio is left out.
+    rest in rank order until VERIFY_BUDGET_S of audio has been read, and its deeper rechecks
+    (SHORT_VERIFY_RECHECKS). A clip without stored audio is left out.
     """
     spectra = QuerySpectra(query)
     first = to_verify(candidates)
@@ -242,6 +246,10 @@ def check_waveforms(
         if i not in fits and i not in first:
             fits |= _fit_all(candidates, [i], spectra, window_of)
             budget -= fits[i][1] if i in fits else 0
+    # Then the deeper places a shard passes on for a short query, beyond the budget: they are not the embedding's
+    # order, which the budget follows (a short sound among short clips).
+    deeper = [i for i in to_verify(candidates, SHORT_VERIFY_RECHECKS) if i not in fits]
+    fits |= _fit_all(candidates, deeper, spectra, window_of)
     return {i: f for i, (f, _) in fits.items()}
 
 
