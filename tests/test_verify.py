@@ -265,3 +265,26 @@ def test_two_far_places_of_one_candidate_are_not_read_as_one_long_window() -> No
     far = candidate("long", MatchKind.similar, offset_s=10.0).model_copy(update={"recheck": 0, "recheck_at_s": 3000.0})
     rank_answers([far], 10, lambda: np.ones(2 * SAMPLE_RATE, np.float32), window_of)
     assert sorted(round(start) for start, _ in reads) == [8, 2998] and all(seconds < 10 for _, seconds in reads)
+
+
+def test_a_short_query_verifies_rechecks_deeper_than_the_budget_reaches() -> None:
+    """A short sound inside a recording: its recording is a few places down a fingerprint list, below the first
+    three rechecks and beyond what the budget reads in rank order; the merge still verifies it."""
+    rng = np.random.default_rng(5)
+    sound = rng.standard_normal(SAMPLE_RATE // 2).astype(np.float32)
+    room = 0.1 * rng.standard_normal(5 * SAMPLE_RATE).astype(np.float32)
+    room[2 * SAMPLE_RATE : 2 * SAMPLE_RATE + sound.size] += sound
+    others = {f"n{i}": rng.standard_normal(5 * SAMPLE_RATE).astype(np.float32) for i in range(30)}
+
+    def window_of(clip: str, start_s: float, seconds: float) -> np.ndarray | None:
+        audio = room if clip == "room" else others[clip]
+        a = max(0, round(start_s * SAMPLE_RATE))
+        return audio[a : a + round(seconds * SAMPLE_RATE)]
+
+    ranked = [
+        candidate(f"n{i}", MatchKind.similar).model_copy(update={"score": 1 - i / 100, "recheck": i}) for i in range(30)
+    ]
+    ranked.insert(25, candidate("room", MatchKind.similar).model_copy(update={"score": 0.1, "recheck": 6}))
+    settled = rank_answers(ranked, 10, lambda: sound, window_of)
+    assert settled[0].clip_id == "room" and settled[0].match == MatchKind.exact
+    assert settled[0].match_start_s - settled[0].query_start_s == pytest.approx(2.0, abs=0.01)
