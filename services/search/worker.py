@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import time
@@ -34,8 +36,16 @@ def _preload(**_: Any) -> None:
         # A process restarted while Redis is down waits for it: a preload given up on would leave the process
         # unmarked, and /readyz 503, for as long as it lives.
         with_backoff(partial(_load, shard), f"search process {os.getpid()}", say=log.warning)
+    _release_free_heap()
     log.info(LOADED, os.getpid(), PRELOAD_SHARDS, time.monotonic() - started)
     warm_shards.keep_marked(list(PRELOAD_SHARDS))  # /readyz counts this process from now on
+
+
+def _release_free_heap() -> None:
+    """Give the system back the heap a load freed: glibc keeps freed memory for reuse, and a load's temporaries
+    (the layout's, ScaNN's reading) left ~15 MB of it in each process at 1M frames (docs/benchmarks.md)."""
+    with contextlib.suppress(OSError, AttributeError):  # a C library without it (not glibc)
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _load(shard: int) -> None:
