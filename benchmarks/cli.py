@@ -158,7 +158,7 @@ def bench_latency(
 
 @bench_app.command("scale")
 def bench_scale(
-    frames: Annotated[int, typer.Option(min=1000, help="library frames (10 s clips of 20 frames)")] = 1_000_000,
+    frames: Annotated[int, typer.Option(min=1000, help="library frames (10 s clips)")] = 1_000_000,
     shards: Annotated[int, typer.Option(min=1)] = 1,
     processes: Annotated[
         int | None, typer.Option(min=1, help="search processes (default ECHOVIDS_SEARCH_PROCESSES)")
@@ -168,6 +168,13 @@ def bench_scale(
     pinned: Annotated[
         bool, typer.Option(help="one search worker per shard, each holding only its own (ECHOVIDS_SEARCH_PINNED)")
     ] = False,
+    flavour: Annotated[
+        str,
+        typer.Option(
+            help="yamnet: 1024-d frames every 0.48 s with landmarks and class scores, as ingested audio; audioset: "
+            "128-d VGGish features every 0.96 s, as `import-audioset` stores them"
+        ),
+    ] = "yamnet",
 ) -> None:
     """Memory per frame (PSS of the search processes), recall@10, start time and latency at a library's size;
     the last line is one JSON object."""
@@ -175,8 +182,11 @@ def bench_scale(
     import json
 
     require("scale", {**STACK_NEEDS, "psutil": "bench"})
+    from benchmarks.latency import FLAVOURS
     from benchmarks.scale import run
 
+    if flavour not in FLAVOURS:
+        raise typer.BadParameter(f"one of {', '.join(FLAVOURS)}", param_hint="--flavour")
     report = run(
         frames=frames,
         shards=shards,
@@ -184,6 +194,7 @@ def bench_scale(
         queries=queries,
         workdir=workdir,
         pinned=pinned,
+        flavour=FLAVOURS[flavour],
         log=lambda line: typer.echo(line, err=True),
     )
     typer.echo(json.dumps(dataclasses.asdict(report)))

@@ -27,7 +27,6 @@ import multiprocessing
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,16 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import reach_test_fixtures
 from echovids.harness import machine_info
 
 SR = 16_000
 MODELS = ("yamnet", "vggish-stub")
-# The VGGish-shaped test model and the numpy front end are test fixtures (tests/vggish_stub.py, tests/melspec.py),
-# not service code; this benchmark runs from a checkout, where tests/ sits beside this package. Set on import, so
-# that the spawned end-to-end children find them too.
-CHECKOUT = Path(__file__).resolve().parents[1]
-if str(CHECKOUT) not in sys.path:
-    sys.path.append(str(CHECKOUT))
+# Set on import, so that the spawned end-to-end children find the test fixtures too.
+reach_test_fixtures()
 BATCHES = (1, 16, 64)
 
 

@@ -1,9 +1,15 @@
 """End-to-end query latency (submit to done, through the HTTP API) against a large synthetic library.
 
 The library is written straight to the data dir (segments, catalog rows, cached availability) and each
-shard is compacted before the stack starts, so the measurement is of queries, not of ingest. Each frame has
-class scores too (its top 10 of YAMNet's 521 classes, drawn from its sound type's few), so a search by
-description (``text``) reads posting lists as long as a real library's.
+shard is compacted before the stack starts, so the measurement is of queries, not of ingest. Two kinds of library
+(``Flavour``):
+- ``yamnet``: what `echovids ingest` makes of audio: 1024-d frames every 0.48 s, landmark postings, and class scores
+  (each frame's top 10 of YAMNet's 521 classes, drawn from its sound type's few), so a search by description
+  (``text``) reads posting lists as long as a real library's;
+- ``audioset``: what `echovids import-audioset` makes of AudioSet's released features: 128-d VGGish frames at
+  their native 0.96 s hop, ten a clip, no landmarks (no audio) and no frame class scores (a clip's labels only).
+  Its stack embeds queries with the VGGish-shaped test model (tests/vggish_stub.py: no VGGish weights offline), in
+  whose space the library is written.
 """
 
 from __future__ import annotations
@@ -19,13 +25,54 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks import reach_test_fixtures
 from benchmarks.sound_space import FRAMES_PER_CLIP, SoundSpace
 from echovids.audio import SAMPLE_RATE
+from echovids.audio_params import FRAME_HOP_S, VGGISH_EMBEDDING_DIM, VGGISH_FEATURE_HOP_S
 from echovids.harness import make_stack, search_and_wait, text_search_and_wait, write_wav
 
-SPACE = "yamnet:tflite-1:1024"
 CLASSES = 521
 TYPE_CLASSES = 6  # the classes a sound type is mostly heard as
+VGGISH_STUB = "vggish-stub"  # the audioset flavour's query model, a folder of the benchmark's root
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What a synthetic library's clips hold (10 s each)."""
+
+    name: str
+    dim: int
+    hop_s: float
+    frames_per_clip: int
+    audio: bool  # made from audio: landmark postings and per-frame class scores beside the frames
+
+    def space(self, root: Path) -> str:
+        """The embedding space the library is written in: the one its stack's embedder reports."""
+        if self.audio:
+            return "yamnet:tflite-1:1024"
+        from services.embedder.models.vggish import space_version
+
+        return f"vggish:{space_version(str(vggish_stub(root)), None)}:{self.dim}"
+
+    def embedder(self, root: Path) -> tuple[str, str]:
+        """ECHOVIDS_EMBEDDER and ECHOVIDS_VGGISH_HANDLE of a stack that can query the library."""
+        return ("yamnet", "") if self.audio else ("vggish", str(vggish_stub(root)))
+
+
+YAMNET = Flavour("yamnet", 1024, FRAME_HOP_S, FRAMES_PER_CLIP, audio=True)
+AUDIOSET = Flavour("audioset", VGGISH_EMBEDDING_DIM, VGGISH_FEATURE_HOP_S, 10, audio=False)  # AudioSet's 10 a clip
+FLAVOURS = {f.name: f for f in (YAMNET, AUDIOSET)}
+
+
+def vggish_stub(root: Path) -> Path:
+    """The VGGish-shaped test SavedModel in ``root``, written the first time (a reused workdir keeps its space)."""
+    handle = root / VGGISH_STUB
+    if not (handle / "saved_model.pb").exists():
+        reach_test_fixtures()
+        from tests.vggish_stub import save_stub
+
+        save_stub(handle)
+    return handle
 
 
 @dataclass
@@ -63,36 +110,53 @@ def _settings(**values: str) -> Iterator[None]:
         get_settings.cache_clear()
 
 
-def build_library(data_dir: Path, frames: int, shards: int, seed: int = 0) -> int:
+def build_library(
+    data_dir: Path,
+    frames: int,
+    shards: int,
+    seed: int = 0,
+    flavour: Flavour = YAMNET,
+    log: Callable[[str], None] = lambda _: None,
+) -> int:
     """Write segments, catalog rows and cached availability for ``frames`` frames; compact every shard."""
     with _settings(ECHOVIDS_DATA_DIR=str(data_dir), ECHOVIDS_SEARCH_SHARDS=str(shards)):
-        return _build_library(data_dir, frames, shards, seed)
+        return _build_library(data_dir, frames, shards, seed, flavour, log)
 
 
-def _build_library(data_dir: Path, frames: int, shards: int, seed: int) -> int:
+CATALOG_BATCH = 20_000  # rows a catalog insert: millions of clips' rows are not held at once
+
+
+def _build_library(
+    data_dir: Path, frames: int, shards: int, seed: int, flavour: Flavour, log: Callable[[str], None]
+) -> int:
     from echovids import catalog
     from echovids.schemas import ClipStatus
     from services.search.shard import ShardIndex
 
     rng = np.random.default_rng(seed)
-    space = SoundSpace.draw(rng, 1024)
+    sounds = SoundSpace.draw(rng, flavour.dim)
+    space = flavour.space(data_dir.parent)
     # Each sound type is heard as a few classes, weighted as YAMNet's sigmoid scores are (one loud, a tail).
     type_classes = rng.integers(0, CLASSES, size=(2048, TYPE_CLASSES))
-    clips = frames // FRAMES_PER_CLIP
+    clips = frames // flavour.frames_per_clip
     indexes = {i: ShardIndex(data_dir, i) for i in range(shards)}
+    no_landmarks = {"hashes": np.empty(0, np.uint32), "times": np.empty(0, np.int32)}
     rows = []
+    started = time.monotonic()
     for c in range(clips):
         clip_id = f"bench{c:07d}"
         shard = catalog.shard_of(clip_id, shards)
         # A clip's frames lie about its own centre; its class scores drift between a few sound types, as a real
         # recording's do.
-        centre = space.clip_centres(rng, space.clip_classes(rng, 1))
-        base = space.frames(rng, np.repeat(centre, FRAMES_PER_CLIP, axis=0))
-        types = rng.integers(0, 2048, size=3)
-        hashes = rng.integers(0, 2**22, size=1900, dtype=np.uint32)
-        times = np.sort(rng.integers(0, 625, size=1900)).astype(np.int32)
-        arrays = {"vectors": base, "hashes": hashes, "times": times, **class_columns(rng, type_classes[types])}
-        indexes[shard].write_segment(clip_id, arrays, SPACE)
+        sound_class = sounds.clip_classes(rng, 1)
+        centre = sounds.clip_centres(rng, sound_class)
+        arrays = {"vectors": sounds.frames(rng, np.repeat(centre, flavour.frames_per_clip, axis=0)), **no_landmarks}
+        if flavour.audio:
+            types = rng.integers(0, 2048, size=3)
+            arrays["hashes"] = rng.integers(0, 2**22, size=1900, dtype=np.uint32)
+            arrays["times"] = np.sort(rng.integers(0, 625, size=1900)).astype(np.int32)
+            arrays.update(class_columns(rng, type_classes[types]))
+        indexes[shard].write_segment(clip_id, arrays, space, flavour.hop_s)
         rows.append(
             {
                 "id": clip_id,
@@ -102,23 +166,32 @@ def _build_library(data_dir: Path, frames: int, shards: int, seed: int) -> int:
                 "start_s": 30.0,
                 "end_s": 40.0,
                 "duration_s": 10.0,
-                "labels": [],
-                "space": SPACE,
+                "labels": [] if flavour.audio else [f"class {int(sound_class[0])}"],
+                "space": space,
                 "shard": shard,
-                "n_frames": FRAMES_PER_CLIP,
+                "n_frames": flavour.frames_per_clip,
                 "status": ClipStatus.ready,
             }
         )
-    with catalog.session() as s:
-        s.bulk_insert_mappings(catalog.Clip, rows)  # type: ignore[arg-type]
-    for index in indexes.values():
+        if len(rows) == CATALOG_BATCH or c == clips - 1:
+            with catalog.session() as s:
+                s.bulk_insert_mappings(catalog.Clip, rows)  # type: ignore[arg-type]
+            rows.clear()
+            log(f"  {c + 1} of {clips} clips written ({time.monotonic() - started:.0f} s)")
+    for shard, index in indexes.items():
         index.refresh()
         index.compact()
+        log(f"  shard {shard} compacted ({time.monotonic() - started:.0f} s)")
     return clips
 
 
 def library(
-    workdir: Path | None, prefix: str, frames: int, shards: int, log: Callable[[str], None] = lambda _: None
+    workdir: Path | None,
+    prefix: str,
+    frames: int,
+    shards: int,
+    log: Callable[[str], None] = lambda _: None,
+    flavour: Flavour = YAMNET,
 ) -> tuple[Path, Path, int, float]:
     """(root, data dir, clips, build seconds) of the library in ``workdir``: one a benchmark built there before,
     reused as it is, or ``frames`` frames built now (in a new temporary folder without ``workdir``)."""
@@ -126,9 +199,9 @@ def library(
     data_dir = root / "data"
     started = time.perf_counter()
     if (data_dir / "catalog.sqlite3").exists():
-        return root, data_dir, frames // FRAMES_PER_CLIP, 0.0
-    log(f"building {frames} frames in {shards} shard(s) in {data_dir} ...")
-    clips = build_library(data_dir, frames, shards)
+        return root, data_dir, frames // flavour.frames_per_clip, 0.0
+    log(f"building {frames} {flavour.name} frames in {shards} shard(s) in {data_dir} ...")
+    clips = build_library(data_dir, frames, shards, flavour=flavour, log=log)
     return root, data_dir, clips, time.perf_counter() - started
 
 

@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import cache_availability, library, measure, query_wav
-from benchmarks.sound_space import FRAMES_PER_CLIP
+from benchmarks.latency import YAMNET, Flavour, cache_availability, library, measure, query_wav
 from echovids.harness import Stack, machine_info, make_stack
 
 RECALL_QUERIES = 200
@@ -40,6 +39,7 @@ EXACT_CHUNK = 100_000  # rows of the exact search at a time: 400 MB of float32 a
 @dataclass
 class ScaleReport:
     frames: int
+    flavour: str  # benchmarks/latency.py's Flavour: what the library's clips hold
     dim: int
     stored_dim: int  # of the frames as the snapshots keep them: projected (ECHOVIDS_SEARCH_PROJECTION_AXES + 1)
     shards: int
@@ -122,7 +122,12 @@ def search_pss_mb(stack: Stack) -> tuple[float, float]:
 
 
 def started_stack(
-    data_dir: Path, processes: int, shards: int, log_path: Path, pinned: bool = False
+    data_dir: Path,
+    processes: int,
+    shards: int,
+    log_path: Path,
+    pinned: bool = False,
+    embedder: tuple[str, str] = ("yamnet", ""),
 ) -> tuple[Stack, float]:
     """A running stack and the seconds until each of its search processes had its shards loaded."""
     from services.search.worker import LOADED
@@ -135,6 +140,8 @@ def started_stack(
         ECHOVIDS_SEARCH_PROCESSES=str(processes),
         ECHOVIDS_SEARCH_PINNED=str(pinned).lower(),
         ECHOVIDS_SEARCH_DELTA_MAX="100000000",
+        ECHOVIDS_EMBEDDER=embedder[0],
+        ECHOVIDS_VGGISH_HANDLE=embedder[1],
     )
     stack.log_path = log_path
     started = time.monotonic()
@@ -155,39 +162,42 @@ def run(
     queries: int = 50,
     workdir: Path | None = None,
     pinned: bool = False,
+    flavour: Flavour = YAMNET,
     log: Callable[[str], None] = print,
 ) -> ScaleReport:
     from echovids.settings import get_settings
 
     processes = processes or get_settings().search_processes
-    root, data_dir, clips, build_s = library(workdir, "echovids-scale-", frames, shards, log)
+    root, data_dir, clips, build_s = library(workdir, "echovids-scale-", frames, shards, log, flavour)
+    embedder = flavour.embedder(root)
     log(f"library ready ({build_s:.0f} s); recall of the snapshots ...")
     recall = snapshot_recall(data_dir, shards)
     content = query_wav(root / "query.wav").read_bytes()
 
     empty = root / "empty" / "data"
     empty.mkdir(parents=True, exist_ok=True)
-    stack, _ = started_stack(empty, processes, shards, root / "serve-empty.log", pinned)
+    stack, _ = started_stack(empty, processes, shards, root / "serve-empty.log", pinned, embedder)
     try:
         measure(stack.url, content, queries=5)
         empty_mb, empty_anon_mb = search_pss_mb(stack)
     finally:
         stack.stop()
     log(f"recall@10 {recall:.3f}; search processes on an empty library {empty_mb:.0f} MB; starting on the library ...")
-    stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log", pinned)
+    stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log", pinned, embedder)
     try:
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         answers = measure(stack.url, content, queries)
         rss_mb, anon_mb = search_pss_mb(stack)
     finally:
         stack.stop()
-    n = clips * FRAMES_PER_CLIP
+    n = clips * flavour.frames_per_clip
     ms = np.array([total for total, _ in answers])
     # When each stage began, from submission (medians): "checking" starts once the shards' answers are merged.
     stages = {name: round(float(np.median([st[name] for _, st in answers if name in st])), 1) for name in answers[0][1]}
     return ScaleReport(
         frames=n,
-        dim=1024,
+        flavour=flavour.name,
+        dim=flavour.dim,
         stored_dim=int(np.load(newest_snapshot(data_dir, 0) / "codes.npy", mmap_mode="r").shape[1]),
         shards=shards,
         search_processes=processes * (shards if pinned else 1),

@@ -53,3 +53,19 @@ def test_the_benchmark_library_has_clips_a_frame_is_nearest_to() -> None:
     # And they are not ties: the 10th is clearly nearer than the 100th.
     ordered = -np.sort(-sims, axis=1)
     assert np.median(ordered[:, 9] - ordered[:, 99]) > 0.05
+
+
+def test_scale_of_an_audioset_library_128_d_features_at_their_native_hop(tmp_path: Path) -> None:
+    """The AudioSet flavour: VGGish's 128-d features, ten a 10 s clip, no landmarks; queried through a stack whose
+    embedder is the VGGish-shaped test model, in whose space the library is written."""
+    import numpy as np
+
+    from benchmarks.latency import AUDIOSET
+    from benchmarks.scale import newest_snapshot
+
+    report = run(frames=2000, processes=2, queries=5, workdir=tmp_path, flavour=AUDIOSET, log=lambda _: None)
+    assert report.flavour == "audioset" and report.frames == 2000 and report.dim == report.stored_dim == 128
+    assert report.recall_at_10 >= 0.99 and 0 < report.p50_ms <= report.p95_ms  # every answer whole
+    segment = np.load(tmp_path / "data" / "shards" / "0" / "segments" / "bench0000000.npz")
+    assert segment["vectors"].shape == (10, 128) and segment["hashes"].size == 0 and float(segment["hop_s"]) == 0.96
+    assert np.load(newest_snapshot(tmp_path / "data", 0) / "codes.npy", mmap_mode="r").shape == (2000, 128)

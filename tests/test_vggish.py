@@ -50,8 +50,8 @@ def test_loads_through_tensorflow_hub_and_records_its_space(model: VggishHub) ->
 
 
 def test_space_version_of_a_hub_url_and_of_pca() -> None:
-    assert vggish._space_version("https://tfhub.dev/google/vggish/1", None) == "hub-1"
-    assert vggish._space_version("https://www.kaggle.com/models/google/vggish/TensorFlow2/vggish/1/", None) == "hub-1"
+    assert vggish.space_version("https://tfhub.dev/google/vggish/1", None) == "hub-1"
+    assert vggish.space_version("https://www.kaggle.com/models/google/vggish/TensorFlow2/vggish/1/", None) == "hub-1"
 
 
 def test_each_row_is_its_frame_at_the_framing_hop(model: VggishHub) -> None:

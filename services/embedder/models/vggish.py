@@ -118,7 +118,7 @@ def pack_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return packed, row_of
 
 
-def _space_version(handle: str, pca: PcaParams | None) -> str:
+def space_version(handle: str, pca: PcaParams | None) -> str:
     path = Path(handle)
     if path.is_dir():
         graph = path / "saved_model.pb"
@@ -139,7 +139,7 @@ class VggishHub:
         self._lock = threading.Lock()
         self.max_frames_per_call = max_frames_per_call
         self.class_names: list[str] = []
-        self.space = EmbeddingSpace(model="vggish", version=_space_version(handle, self._pca), dim=VGGISH_EMBEDDING_DIM)
+        self.space = EmbeddingSpace(model="vggish", version=space_version(handle, self._pca), dim=VGGISH_EMBEDDING_DIM)
         self.calls = 0  # model invocations, for tests and benchmarks
 
     def raw_embeddings(self, frames: np.ndarray) -> np.ndarray:
