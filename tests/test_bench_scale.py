@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from benchmarks.scale import run
@@ -18,8 +19,11 @@ def test_scale_measures_memory_recall_start_and_latency_of_two_search_processes(
     assert report.mapped_bytes_per_frame > 1024  # each frame's int8 codes, landmark postings, columns
     assert report.load_s > 0 and 0 < report.p50_ms <= report.p95_ms
     assert 0 < report.stage_p50_ms["searching"] < report.stage_p50_ms["done"] <= report.p95_ms
-    # Both search processes logged their load: the start is timed to the later one.
-    assert (tmp_path / "serve.log").read_text().count("shards [0] loaded in") == 2
+    # The worker loaded the shard once, before its pool forked; both pool processes logged theirs (inherited): the
+    # start is timed to the later one.
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count("search worker: shards [0] loaded in") == 1
+    assert len(re.findall(r"search process \d+: shards \[0\] loaded in", log)) == 2
 
 
 def test_two_shards_pinned_to_two_search_workers_answer_as_one(tmp_path: Path) -> None:
@@ -27,7 +31,9 @@ def test_two_shards_pinned_to_two_search_workers_answer_as_one(tmp_path: Path) -
     report = run(frames=4000, shards=2, processes=1, queries=5, workdir=tmp_path, pinned=True, log=lambda _: None)
     assert report.pinned and report.shards == 2 and report.search_processes == 2
     log = (tmp_path / "serve.log").read_text()
-    assert log.count("shards [0] loaded in") == 1 and log.count("shards [1] loaded in") == 1
+    for shard in (0, 1):  # each worker loaded its shard for its pool, and its one pool process has it
+        assert log.count(f"search worker: shards [{shard}] loaded in") == 1
+        assert len(re.findall(rf"search process \d+: shards \[{shard}\] loaded in", log)) == 1
     assert "shards [0, 1] loaded in" not in log
     assert 0 < report.p50_ms <= report.p95_ms  # every answer whole (a partial one raises)
 

@@ -547,6 +547,41 @@ print("tensorflow" in sys.modules)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
 
 
+def test_a_process_forked_after_the_load_searches_then_moves_to_a_new_snapshot(tmp_path: Path) -> None:
+    """The search worker loads its shards before its pool forks (services/search/worker.py). A forked process
+    searches the snapshot it inherited, then compacts and lets it go: ScaNN's querying thread, which a fork does
+    not copy, once made that last step wait forever."""
+    script = f"""
+import os
+from pathlib import Path
+import numpy as np
+from services.search.query import search_shard
+from services.search.shard import ShardIndex
+rng = np.random.default_rng(3)
+vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+none = {{"hashes": np.zeros(0, np.uint32), "times": np.zeros(0, np.int32)}}
+index = ShardIndex(Path({str(tmp_path)!r}), 0)
+for i in range(90):
+    index.write_segment(f"clip{{i}}", {{"vectors": vectors[30 * i : 30 * (i + 1)], **none}}, {SPACE!r})
+index.compact()
+child = os.fork()
+if child == 0:
+    found = search_shard(index, {SPACE!r}, {{"vectors": vectors[35:40], **none}}, limit=3)
+    assert found and found[0].clip_id == "clip1", found
+    for i in range(90, 100):
+        index.write_segment(f"clip{{i}}", {{"vectors": vectors[30 * i : 30 * (i + 1)], **none}}, {SPACE!r})
+    index.compact()  # adopts version 2: the inherited searcher is freed
+    found = search_shard(index, {SPACE!r}, {{"vectors": vectors[2975:2980], **none}}, limit=3)
+    os._exit(0 if index.version == 2 and found[0].clip_id == "clip99" else 3)
+_, status = os.waitpid(child, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0", out.stderr[-2000:]
+
+
 def test_a_pool_process_sorts_its_shards_postings_before_its_first_task(env: Path, monkeypatch) -> None:
     """After a load every posting sits in the unsorted tail; the preload merges it, not the first query."""
     from services.search import tasks, worker

@@ -350,6 +350,12 @@ class Sealed:
     columns: dict[str, np.ndarray] | None = None
     projection_rows: int = 0  # the shard's rows when its projection was fitted (on up to PROJECTION_SAMPLE_ROWS)
 
+    def __post_init__(self) -> None:
+        # The shard searches a query's frames in one call (search_batched), on the calling thread: ScaNN's querying
+        # pool would be an idle thread a searcher, and a process forked with it could never free the searcher (its
+        # pool would wait for a thread the fork did not copy). The search worker forks its pool after loading.
+        self.searcher.set_num_threads(0)
+
     @property
     def projection(self) -> Projection | None:
         """What the frames were projected by (None: they are kept at their own dimension)."""

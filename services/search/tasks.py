@@ -45,6 +45,13 @@ _generations: dict[int, int] = {}
 _lock = threading.Lock()
 
 
+def forget_indexes() -> None:
+    """Let go of this process's shards (the search worker's main process, once its pool has them)."""
+    with _lock:
+        _indexes.clear()
+        _generations.clear()
+
+
 def _generation_key(shard: int) -> str:
     return f"echovids:shard:{shard}:generation"
 
