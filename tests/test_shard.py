@@ -69,6 +69,25 @@ def test_delta_is_searched_exactly_then_compaction_seals_it(library) -> None:
     assert {cid: top(index, excerpt(arrays, 4)) for cid, arrays in list(clips.items())[:10]} == before
 
 
+def test_a_snapshots_arrays_are_mapped_for_scattered_reads(library) -> None:
+    """A query reads scattered rows and posting lists of a snapshot's mapped arrays: each is advised random, else
+    the kernel's readahead reads (and maps) many times the pages a query uses from a cold file."""
+    root, _ = library
+    ShardIndex(root, 0).compact()
+    index = ShardIndex(root, 0)  # a search process's load: the snapshot mapped
+    assert index.version == 1
+    flags: dict[str, str] = {}
+    mapped = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 6:
+            mapped = fields[5] if fields[5].startswith(str(root)) else None
+        elif mapped is not None and fields[0] == "VmFlags:":
+            flags[Path(mapped).name] = line
+    assert {"codes.npy", "landmark_hops.npy"} <= set(flags), flags
+    assert all(" rr " in f + " " for f in flags.values()), flags
+
+
 def test_hot_swap_under_concurrent_queries(library) -> None:
     root, clips = library
     replica, compactor = ShardIndex(root, 0), ShardIndex(root, 0)

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import mmap
 import os
 import shutil
 import sys
@@ -340,6 +341,15 @@ def _frame_sum(vectors: Stored) -> tuple[np.ndarray, int]:
     return frames.sum(axis=0, dtype=np.float64), int(np.count_nonzero(frames.any(axis=1)))
 
 
+def _mapped(path: Path) -> np.ndarray:
+    """A snapshot's array, memory-mapped read-only and advised random: a query reads scattered rows and posting
+    lists, and the kernel's readahead around each fault of a cold file read (and mapped) ~12x the pages the query
+    used (docs/benchmarks.md, "One copy of a shard for the pool")."""
+    array = np.load(path, mmap_mode="r")
+    array._mmap.madvise(mmap.MADV_RANDOM)  # numpy's memmap keeps its mmap object there
+    return array.view(np.ndarray)
+
+
 @dataclass
 class Sealed:
     """A snapshot's ScaNN searcher over rows [0, sealed), and what re-scores its candidates."""
@@ -409,7 +419,7 @@ class Sealed:
     def map_arrays(self, path: Path) -> None:
         """Map the snapshot's arrays (SNAPSHOT_ARRAYS) from its folder, read-only."""
         self.columns = {
-            name: np.load(path / f"{name}.npy", mmap_mode="r").view(np.ndarray)
+            name: _mapped(path / f"{name}.npy")
             for name in SNAPSHOT_ARRAYS
             if name not in OPTIONAL_SNAPSHOT_ARRAYS or (path / f"{name}.npy").exists()
         }
