@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -80,8 +81,8 @@ def test_a_snapshots_arrays_are_mapped_for_scattered_reads(library) -> None:
     mapped = None
     for line in Path("/proc/self/smaps").read_text().splitlines():
         fields = line.split()
-        if fields and "-" in fields[0] and len(fields) >= 6:
-            mapped = fields[5] if fields[5].startswith(str(root)) else None
+        if re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", fields[0]):  # a mapping's first line: its path, if it has one
+            mapped = fields[5] if len(fields) >= 6 and fields[5].startswith(str(root)) else None
         elif mapped is not None and fields[0] == "VmFlags:":
             flags[Path(mapped).name] = line
     assert {"codes.npy", "landmark_hops.npy"} <= set(flags), flags
