@@ -237,15 +237,22 @@ def find_by_file_hash(file_sha256: str) -> Clip | None:
     return min(clips, key=lambda c: (order.get(c.status, 9), c.created_at), default=None)
 
 
-def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
-    """At index time: record the clip's decoded-audio hash, and when an earlier clip of the same space has the
-    same audio, mark this one ``duplicate`` (not indexed twice) and return the earlier clip's id.
+CLAIM_LOCK_S = 60  # a claim takes milliseconds; a process that died holding the lock frees it after this
 
-    "Earlier" is a clip already ready, or one being indexed right now (pending with its hash recorded) that was
-    created first, so two copies indexed at the same moment on different shards still keep exactly one.
+
+def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
+    """At index time: record the clip's decoded-audio hash, and when another clip of the same space already has the
+    same audio (ready, or being indexed: pending with its hash recorded), mark this one ``duplicate`` (not indexed
+    twice) and return the earliest such clip's id.
+
+    Clips of one audio claim it one at a time (a Redis lock on the hash), so two copies indexed at the same moment
+    on different shards keep exactly one: each could otherwise record its hash and look for the other before the
+    other had recorded its own, and both be kept.
     """
+    from echovids.redis_conn import get_redis
+
     space = info.space.key
-    with session() as s:
+    with get_redis().lock(f"echovids:claim:{space}:{info.content_hash}", timeout=CLAIM_LOCK_S), session() as s:
         clip = s.get(Clip, clip_id)
         if clip is None:
             raise NotFound(f"No clip with id {clip_id!r}; it was deleted before it was indexed.")
@@ -253,25 +260,19 @@ def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
             return clip.duplicate_of  # a retried task: decided already
         clip.content_hash = info.content_hash
         clip.space = space
-    with session() as s:
-        clip = s.get(Clip, clip_id)
-        assert clip is not None
+        # Each clip of these decided, under the lock, before this one: the one not a duplicate is the audio's.
         others = s.execute(
-            select(Clip.id, Clip.status, Clip.created_at).where(
+            select(Clip.id, Clip.created_at).where(
                 Clip.content_hash == info.content_hash,
                 Clip.space == space,
                 Clip.id != clip_id,
                 Clip.status.in_((ClipStatus.ready, ClipStatus.pending)),
             )
         ).all()
-        mine = (clip.created_at, clip.id)
-        earlier = sorted(
-            (o.created_at, o.id) for o in others if o.status == ClipStatus.ready or (o.created_at, o.id) < mine
-        )
-        if not earlier:
+        if not others:
             return None
         clip.status = ClipStatus.duplicate
-        clip.duplicate_of = earlier[0][1]
+        clip.duplicate_of = min((o.created_at, o.id) for o in others)[1]
         clip.duration_s = info.duration_s
         return clip.duplicate_of
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from echovids.schemas import ClipEmbedded, EmbeddingSpace
+from tests.conftest import EXTERNAL_REDIS
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -33,6 +34,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
     from echovids.settings import get_settings
 
     monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ECHOVIDS_REDIS_URL", EXTERNAL_REDIS)  # a claim of content takes a lock there
     schema = None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
@@ -189,6 +191,19 @@ def test_same_decoded_audio_is_marked_duplicate_once(database: str) -> None:
     assert catalog.claim_content("b", _embedded("b", "h1")) == "a"  # a retried task decides the same
     assert catalog.claim_content("c", _embedded("c", "h2")) is None  # other audio
     assert catalog.claim_content("d", _embedded("d", "h1", model="vggish")) is None  # other space
+
+
+def test_two_copies_claimed_later_one_first_keep_one(database: str) -> None:
+    """Two copies being indexed at once, the later-made one first to claim (as claims are taken, one at a time):
+    the earlier-made one, finding it, is the duplicate. (Deciding by creation order kept both.)"""
+    from echovids import catalog
+
+    with catalog.session() as s:
+        for cid in ("first-made", "second-made"):
+            s.add(catalog.Clip(id=cid, title=cid, source_kind="file", labels=[], shard=0, status="pending"))
+    assert catalog.claim_content("second-made", _embedded("second-made", "h1")) is None
+    assert catalog.claim_content("first-made", _embedded("first-made", "h1")) == "second-made"
+    assert [catalog.get_clip(c).status for c in ("first-made", "second-made")] == ["duplicate", "pending"]
 
 
 def test_a_file_hash_finds_its_clip(database: str) -> None:
