@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from echovids import catalog, landmarks, onsets
-from echovids.audio_params import FRAME_HOP_S
+from echovids.audio_params import FRAME_HOP_S, FRAME_S
 from echovids.class_scores import DEFAULT_STRETCH
 from echovids.errors import TextSearchUnavailable
 from echovids.labels import label_ids
@@ -22,6 +22,7 @@ from services.search.landmark_index import LandmarkMatch
 from services.search.matching import RESCORING, Rescoring, aligned_score, best_matches, neighbours_for, vote
 from services.search.shard import ShardIndex, ShardView
 from services.search.verify import (
+    SHORT_QUERY_S,
     WindowOf,
     apply_fits,
     check_waveforms,
@@ -44,8 +45,9 @@ ONSET_RECHECKS = 2
 # A short query (a frame or two: a sound of under 1.5 s) inside a longer recording holds few hashes of its own,
 # and common ones (a 0.3 s tone: one or two steady hashes that many clips hold for a moment), so its recording is
 # seldom first of a list, and often a few places down one (docs/quality.md): each list passes on this many
-# places, and the merge verifies them (verify.SHORT_VERIFY_RECHECKS).
-SHORT_QUERY_FRAMES = 2
+# places, and the merge verifies them (verify.SHORT_VERIFY_RECHECKS). Short as the merge counts it: the frames
+# of a recording of SHORT_QUERY_S at most (2).
+SHORT_QUERY_FRAMES = 1 + int((SHORT_QUERY_S - FRAME_S) // FRAME_HOP_S)
 SHORT_RECHECKS = 8
 
 
