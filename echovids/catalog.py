@@ -16,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from echovids import clip_audio
 from echovids.errors import NotFound
+from echovids.redis_conn import get_redis
 from echovids.schemas import ClipEmbedded, ClipStatus, Source
 from echovids.settings import get_settings
 
@@ -249,8 +250,6 @@ def claim_content(clip_id: str, info: ClipEmbedded) -> str | None:
     on different shards keep exactly one: each could otherwise record its hash and look for the other before the
     other had recorded its own, and both be kept.
     """
-    from echovids.redis_conn import get_redis
-
     space = info.space.key
     with get_redis().lock(f"echovids:claim:{space}:{info.content_hash}", timeout=CLAIM_LOCK_S), session() as s:
         clip = s.get(Clip, clip_id)
