@@ -717,6 +717,50 @@ def test_a_start_hashes_only_the_snapshot_files_written_since_they_were_last_has
     assert ShardIndex(root, 0).version == 1 and hashed == ["codes.npy"]  # stamped again by that start
 
 
+def _settle(folder: Path, seconds_ago: float = 10.0) -> int:
+    """Date the folder's mtime back, as if nothing had been written to it for a while; its new mtime (ns)."""
+    then = os.stat(folder).st_mtime_ns - int(seconds_ago * 1e9)
+    os.utime(folder, ns=(then, then))
+    return then
+
+
+def test_a_start_lists_no_segment_names_while_the_folder_is_as_the_compaction_listed_it(library, monkeypatch) -> None:
+    """The compaction keeps the segments folder's mtime in its manifest: a start from that snapshot reads none of
+    the folder's names until something is written there (a segment, or one taken away); a folder written to within
+    SETTLED_S of the listing is not trusted (a file added in the same clock tick would leave its mtime as it was)."""
+    root, clips = library
+    index = ShardIndex(root, 0)
+    index.compact()
+    # Written just now, so not settled: the manifest says nothing and the next start lists.
+    assert json.loads((index.snapshots / "v1" / "manifest.json").read_text())["segments_mtime_ns"] is None
+    listings: list[int] = []
+    real = ShardIndex._new_segments
+    monkeypatch.setattr(ShardIndex, "_new_segments", lambda self, newest: (listings.append(1), real(self, newest))[1])
+    assert ShardIndex(root, 0).delta_rows == 0 and len(listings) == 1
+
+    settled = _settle(index.segments)
+    assert index.compact() == 2
+    assert json.loads((index.snapshots / "v2" / "manifest.json").read_text())["segments_mtime_ns"] == settled
+    listings.clear()
+    restarted = ShardIndex(root, 0)
+    restarted.refresh()
+    assert listings == [] and restarted.version == 2 and restarted.rows == 40 * 12
+
+    index.write_tombstone("clip000")
+    assert index.compact() == 3  # listed the settled folder, then its purge took clip000's segment away
+    assert json.loads((index.snapshots / "v3" / "manifest.json").read_text())["segments_mtime_ns"] == settled
+    _settle(index.segments, seconds_ago=5.0)
+    assert ShardIndex(root, 0).rows == 39 * 12 and listings == [1]
+
+    late = random_clip(np.random.default_rng(9))
+    index.write_segment("late", late, SPACE)  # the folder's mtime moves on: the next look lists
+    _settle(index.segments, seconds_ago=2.0)
+    again = ShardIndex(root, 0)
+    assert listings == [1, 1] and again.delta_rows == 12
+    assert top(again, excerpt(late, 5))[0] == "late"
+    assert top(again, excerpt(clips["clip020"], 1))[0] == "clip020"
+
+
 def low_rank_clip(rng: np.random.Generator, basis: np.ndarray, frames: int = 12) -> dict[str, np.ndarray]:
     """A clip of unit frames near a subspace (``basis``' rows), as YAMNet's lie near a few hundred of 1024 axes."""
     arrays = random_clip(rng, frames, basis.shape[1])

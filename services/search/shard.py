@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -269,6 +270,11 @@ def folder_digests(folder: Path, digest: Callable[[Path], str]) -> dict[str, str
     return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+# A folder's names are trusted unchanged while its mtime is the one seen before they were last listed, but only a
+# mtime this much older than that look: a file added in the same clock tick as the mtime (and after the listing)
+# would leave it as it was. A second is many ticks, and room for a shared store's clock.
+SETTLED_S = 1.0
+
 STAMPS = "verified.json"  # in a snapshot's folder: each file's sha256 and its stat when it was taken
 
 
@@ -341,6 +347,12 @@ def _frame_sum(vectors: Stored) -> tuple[np.ndarray, int]:
     return frames.sum(axis=0, dtype=np.float64), int(np.count_nonzero(frames.any(axis=1)))
 
 
+def settled_mtime(folder: Path) -> int | None:
+    """The folder's mtime (ns) when it is settled (SETTLED_S), else None: its listing cannot be trusted later."""
+    mtime = folder.stat().st_mtime_ns
+    return mtime if time.time_ns() - mtime > SETTLED_S * 1e9 else None
+
+
 def _mapped(path: Path) -> np.ndarray:
     """A snapshot's array, memory-mapped read-only and advised random: a query reads scattered rows and posting
     lists, and the kernel's readahead around each fault of a cold file read (and mapped) ~12x the pages the query
@@ -359,6 +371,9 @@ class Sealed:
     # SNAPSHOT_ARRAYS by name, memory-mapped (None in a snapshot written before they were kept there).
     columns: dict[str, np.ndarray] | None = None
     projection_rows: int = 0  # the shard's rows when its projection was fitted (on up to PROJECTION_SAMPLE_ROWS)
+    # The segments folder's settled mtime when the compaction listed it (None: unknown): while the folder still has
+    # it, every segment there is the snapshot's, and a start need not list them.
+    segments_mtime_ns: int | None = None
 
     def __post_init__(self) -> None:
         # The shard searches a query's frames in one call (search_batched), on the calling thread: ScaNN's querying
@@ -550,7 +565,12 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
     if files is not None and folder_digests(path / "scann", digests) != files:
         raise DamagedFile("its files do not match the checksums in its manifest")
     searcher = scann_pybind().load_searcher(str(path / "scann"))
-    sealed = Sealed(searcher, int(manifest.get("rescore", 0)), projection_rows=int(manifest.get("projection_rows", 0)))
+    sealed = Sealed(
+        searcher,
+        int(manifest.get("rescore", 0)),
+        projection_rows=int(manifest.get("projection_rows", 0)),
+        segments_mtime_ns=manifest.get("segments_mtime_ns"),
+    )
     # Snapshots written before the arrays were kept have none: ScaNN reorders itself, the postings are built.
     if "arrays" in manifest:
         for name in SNAPSHOT_ARRAYS:
@@ -690,6 +710,7 @@ class ShardIndex:
         self.rebuild_wanted = False
         self._unusable: set[int] = set()  # snapshot versions that cannot be adopted here
         self._clips: dict[str, ClipData] = {}
+        self._segments_mtime: int | None = None  # the segments folder's settled mtime when its names were taken in
         self._frame_dim = 0  # of the segments' frames (a projection's are fewer)
         self._lock = threading.RLock()
         self._live_key: tuple[int, int] = (-1, -1)  # the (clips, tombstones) the live mask and centre are of
@@ -834,23 +855,33 @@ class ShardIndex:
             self.deleted.update(p.name for p in self.tombstones.iterdir())
             self._live_key = (-1, -1)
             newest = self._newest_snapshot()
-            # A snapshot that keeps its clips' columns holds them: their segments are not read.
-            sealed = {c for c, _ in newest[2]} if newest is not None and newest[3].columns is not None else set()
-            added = []
-            held = self._clips.keys() | self.clip_pos.keys() | self.deleted | sealed
-            # Names, not paths, and only the new ones sorted: a shard of 500 000 clips spent seconds of its start
-            # comparing Path objects (docs/benchmarks.md, "All of AudioSet's frames").
-            found = (name[: -len(".npz")] for name in os.listdir(self.segments) if name.endswith(".npz"))
-            for clip_id in sorted(c for c in found if c not in held):
-                data = self._read_segment(self.segments / f"{clip_id}.npz")
-                if data is not None:
-                    self._clips[clip_id] = data
-                    added.append(clip_id)
+            mtime = settled_mtime(self.segments)
+            # Half a million names take a second to list and compare: not again while the folder has not changed
+            # since this process, or the compaction of the snapshot it is about to adopt, took them in.
+            listed = (self._segments_mtime, newest[3].segments_mtime_ns if newest is not None else None)
+            added = [] if mtime is not None and mtime in listed else self._new_segments(newest)
+            self._segments_mtime = mtime
             if not (newest is not None and self._adopt(*newest)) and added:
                 self._append(added)
             # Class scores written (by a re-index) for clips held without them, snapshot clips included.
             for path in self.class_segments.glob("*.npz"):
                 self._take_class_segment(path.stem)
+
+    def _new_segments(self, newest: tuple[int, Path, list[tuple[str, int]], Sealed] | None) -> list[str]:
+        """Read the segments this process does not hold (nor the snapshot it is about to adopt), in name order."""
+        # A snapshot that keeps its clips' columns holds them: their segments are not read.
+        sealed = {c for c, _ in newest[2]} if newest is not None and newest[3].columns is not None else set()
+        held = self._clips.keys() | self.clip_pos.keys() | self.deleted | sealed
+        # Names, not paths, and only the new ones sorted: a shard of 500 000 clips spent seconds of its start
+        # comparing Path objects (docs/benchmarks.md, "All of AudioSet's frames").
+        found = (name[: -len(".npz")] for name in os.listdir(self.segments) if name.endswith(".npz"))
+        added = []
+        for clip_id in sorted(c for c in found if c not in held):
+            data = self._read_segment(self.segments / f"{clip_id}.npz")
+            if data is not None:
+                self._clips[clip_id] = data
+                added.append(clip_id)
+        return added
 
     # -- snapshots -----------------------------------------------------------------------------
     def _snapshot_dirs(self) -> list[tuple[int, Path]]:
@@ -886,7 +917,7 @@ class ShardIndex:
     def _adopt(self, version: int, path: Path, clips: list[tuple[str, int]], sealed: Sealed) -> bool:
         """Swap to a snapshot: its clips first, in its row order, then the delta; False when it cannot be."""
         order = [clip_id for clip_id, _ in clips]
-        if sealed.columns is not None:
+        if sealed.columns is not None and self._clips:
             # Its clips are made from its mapped columns when asked for (their own copies, if any, leave memory):
             # deleted ones too, as ScaNN's row numbering includes them.
             for clip_id in order:
@@ -930,6 +961,7 @@ class ShardIndex:
                 self.row_frame,
             )
             space = (self._projection, self._projection_rows)
+            listed = self._segments_mtime  # what the refresh above listed: ``order`` holds every segment of it
         if not order:
             self.rebuild_wanted = False  # nothing left to index
             return self.version
@@ -970,6 +1002,7 @@ class ShardIndex:
             "arrays": {p.stem: digests(p) for p in sorted(tmp.glob("*.npy"))},
             "rescore": rescore,
             "projection_rows": fitted,
+            "segments_mtime_ns": listed,
             "version": version,
             "rows": rows,
             "space": self.space,
@@ -979,7 +1012,7 @@ class ShardIndex:
         digests.save()
         (tmp / SNAPSHOT_MARKER).touch()
         os.replace(tmp, final)
-        sealed = Sealed(searcher, rescore, projection_rows=fitted)
+        sealed = Sealed(searcher, rescore, projection_rows=fitted, segments_mtime_ns=listed)
         sealed.map_arrays(final)
         with self._lock:
             self._adopt(version, final, clips, sealed)
@@ -1053,11 +1086,13 @@ class ShardIndex:
     def _layout(self, sealed_order: list[str], sealed: Sealed | None, frames: list[int]) -> None:
         """Lay rows out: the snapshot's clips (rows [0, sealed), in ScaNN's numbering; ``frames`` a clip), then
         the delta."""
-        sealed_set = set(sealed_order)
         # Deleted clips outside the snapshot leave memory now; inside it they keep their rows (ScaNN's
         # numbering) until the next compaction and are filtered at query time.
-        for clip_id in [c for c in self._clips if c in self.deleted and c not in sealed_set]:
-            del self._clips[clip_id]
+        gone = [c for c in self._clips if c in self.deleted]
+        if gone:
+            sealed_set = set(sealed_order)
+            for clip_id in [c for c in gone if c not in sealed_set]:
+                del self._clips[clip_id]
         # A snapshot that keeps its clips' columns and postings is laid out whole, from its manifest: its clips
         # are made from the columns when asked for, and its postings are not added again.
         indexed = sealed is not None and sealed.columns is not None
@@ -1091,9 +1126,10 @@ class ShardIndex:
         elif sealed is not None:
             for clip_id in sealed_order:
                 self._place(clip_id, delta=False)
-        placed = set(self.clip_ids)  # once: a set per clip made a 50k-clip layout take minutes
-        for clip_id in sorted(c for c in self._clips if c not in placed):
-            self._place(clip_id, delta=True)
+        if self._clips:  # none at a start from a snapshot that keeps its clips' columns
+            placed = set(self.clip_ids)  # once: a set per clip made a 50k-clip layout take minutes
+            for clip_id in sorted(c for c in self._clips if c not in placed):
+                self._place(clip_id, delta=True)
         self._pack()
 
     def _place(self, clip_id: str, delta: bool) -> None:
@@ -1206,7 +1242,10 @@ class ShardIndex:
         key = (len(self.clip_ids), len(self.deleted))
         if self._live_key == key:
             return
-        self._live = np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
+        if self.deleted:
+            self._live = np.array([cid not in self.deleted for cid in self.clip_ids], dtype=bool)
+        else:
+            self._live = np.ones(len(self.clip_ids), dtype=bool)
         total, audible = self._frame_sum, self._audible
         if total is None:
             self._centre = np.zeros(0, dtype=np.float32)
