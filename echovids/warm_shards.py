@@ -16,14 +16,27 @@ import redis
 
 from echovids.redis_conn import get_redis
 
-PREFIX = "echovids:search:warm:"
+# One sorted set: each process's member ("host:pid:shards") scored by when its mark runs out. Not a key a process:
+# /readyz would scan the whole keyspace for them, millions of cached availability keys in an AudioSet library.
+KEY = "echovids:search:warm"
 TTL_S = 15
 log = logging.getLogger(__name__)
 
 
+def _now(client: redis.Redis) -> float:
+    seconds, micros = client.time()  # Redis's clock: search processes on several hosts mark one set
+    return seconds + micros / 1e6
+
+
 def mark(shards: list[int]) -> None:
     """This process holds ``shards``, loaded, for the next TTL_S seconds."""
-    get_redis().set(f"{PREFIX}{socket.gethostname()}:{os.getpid()}", ",".join(map(str, shards)), ex=TTL_S)
+    client = get_redis()
+    now = _now(client)
+    pipe = client.pipeline()
+    pipe.zadd(KEY, {f"{socket.gethostname()}:{os.getpid()}:{','.join(map(str, shards))}": now + TTL_S})
+    pipe.zremrangebyscore(KEY, "-inf", now)  # marks of processes gone
+    pipe.expire(KEY, TTL_S)  # nothing left behind once every process is gone
+    pipe.execute()
 
 
 def keep_marked(shards: list[int], stop: threading.Event | None = None) -> threading.Event:
@@ -48,8 +61,7 @@ def warm() -> set[int]:
     """The shards some live search process has loaded."""
     client = get_redis()
     held: set[int] = set()
-    for key in client.scan_iter(match=f"{PREFIX}*", count=1000):
-        value = client.get(key)  # bytes (no decode_responses); None if it expired since the scan
-        if isinstance(value, bytes):
-            held.update(int(s) for s in value.decode().split(",") if s)
+    for member in client.zrangebyscore(KEY, _now(client), "+inf"):
+        shards = (member.decode() if isinstance(member, bytes) else str(member)).rsplit(":", 1)[1]
+        held.update(int(s) for s in shards.split(",") if s)
     return held

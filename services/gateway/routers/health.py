@@ -18,14 +18,17 @@ router = APIRouter(tags=["health"])
 _cache: dict[str, tuple[float, set[str]]] = {}
 
 
-def consumed_queues(ttl_s: float = 2.0) -> set[str]:
-    """Queues with at least one live worker consuming them (a Celery broadcast, cached briefly)."""
+def consumed_queues(required: set[str], ttl_s: float = 2.0) -> set[str]:
+    """Queues with at least one live worker consuming them (a Celery broadcast, which waits out its timeout).
+    An answer that has every ``required`` queue is kept briefly; one that lacks some is not, so a stack coming up
+    is seen ready at the next look rather than a cache's lifetime later."""
     cached = _cache.get("queues")
     if cached and time.monotonic() - cached[0] < ttl_s:
         return cached[1]
     replies = get_celery().control.inspect(timeout=1.0).active_queues() or {}
     names = {q["name"] for worker_queues in replies.values() for q in worker_queues}
-    _cache["queues"] = (time.monotonic(), names)
+    if required <= names:
+        _cache["queues"] = (time.monotonic(), names)
     return names
 
 
@@ -53,8 +56,9 @@ def readyz() -> JSONResponse:
         warm = warm_shards.warm()
     except redis.RedisError as exc:
         return JSONResponse(status_code=503, content={"status": "unready", "redis": f"unreachable: {exc}"})
-    live = consumed_queues()
-    missing = {svc: [q for q in qs if q not in live] for svc, qs in required_queues().items()}
+    required = required_queues()
+    live = consumed_queues({q for qs in required.values() for q in qs})
+    missing = {svc: [q for q in qs if q not in live] for svc, qs in required.items()}
     missing = {svc: qs for svc, qs in missing.items() if qs}
     cold = [shard for shard in range(get_settings().search_shards) if shard not in warm]
     ready = not missing and not cold
