@@ -76,15 +76,24 @@ return generation
 """
 
 
-def get_index(shard: int) -> ShardIndex:
-    """This process's copy of a shard, brought up to date when another replica has written to it."""
+def open_index(shard: int) -> ShardIndex:
+    """This process's copy of a shard, read from its folders the first time. It asks Redis nothing: a search
+    worker's start reads its shards while an embedded Redis may still be reading its own data back."""
     with _lock:
         index = _indexes.get(shard)
         if index is None:
             index = _indexes[shard] = ShardIndex(get_settings().data_dir, shard)
-            maybe_compact(index)
+        return index
+
+
+def get_index(shard: int) -> ShardIndex:
+    """This process's copy of a shard, brought up to date when another replica has written to it."""
+    index = open_index(shard)
+    with _lock:
         generation = int(get_redis().get(_generation_key(shard)) or 0)
         mine = _generations.get(shard)
+        if mine is None:  # its first look since it was opened
+            maybe_compact(index)
         if mine != generation:
             written = _written_since(shard, mine, generation)
             if written is None:

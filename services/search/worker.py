@@ -64,6 +64,8 @@ def _preload(**_: Any) -> None:
 
 
 def _load_shards(who: str) -> None:
+    for shard in PRELOAD_SHARDS:  # their folders first, while Redis may still be starting
+        tasks.open_index(shard)
     for shard in PRELOAD_SHARDS:
         # A process restarted while Redis is down waits for it: a preload given up on would leave the process
         # unmarked, and /readyz 503, for as long as it lives.
