@@ -468,13 +468,21 @@ class SealedClips:
             return None
         return c["label_names"][c["label_offsets"][position] : c["label_offsets"][position + 1]]
 
+    def stored(self, position: int) -> tuple[Stored, int]:
+        """A clip's frames and their hop ratio, without the rest of its columns (a query re-scores 100 clips)."""
+        c = self.columns
+        start = int(self.starts[position])
+        rows = slice(start, start + int(self.frames[position]))
+        frames = Int8Frames(c["codes"][rows], c["code_scales"][rows]) if "codes" in c else c["vectors"][rows]
+        return frames, int(self.hops[position])
+
     def __getitem__(self, position: int) -> ClipData:
         c = self.columns
         start = int(self.starts[position])
         rows = slice(start, start + int(self.frames[position]))
         flags = int(c["clip_flags"][position])
         return ClipData(
-            Int8Frames(c["codes"][rows], c["code_scales"][rows]) if "codes" in c else c["vectors"][rows],
+            self.stored(position)[0],
             *NO_LANDMARKS,  # searched from the snapshot's postings
             c["frame_labels"][rows] if flags & LABELLED else None,
             self.label_names(position),
@@ -507,6 +515,15 @@ class ClipTable:
 
     def __iter__(self) -> Iterator[ClipData]:
         return (self[p] for p in range(len(self)))
+
+    def stored(self, position: int | np.integer) -> tuple[Stored, int]:
+        """``self[position]``'s frames and hop ratio, without making the clip."""
+        position = int(position)
+        if position < self._sealed_count and position not in self._kept:
+            assert self.sealed is not None
+            return self.sealed.stored(position)
+        data = self[position]
+        return data.vectors, data.hop
 
     def label_names(self, position: int | np.integer) -> np.ndarray | None:
         """``self[position].label_names``, without making the clip."""
@@ -1349,8 +1366,8 @@ class ShardView:
     def clip_frames(self, clip: int) -> Frames:
         """A clip's frame vectors at the query's hop (float16 or int8 codes; callers convert just the frames they
         read)."""
-        data = self.clip_data[clip]
-        return data.vectors if data.hop == 1 else Upsampled(data.vectors, data.hop)
+        frames, hop = self.clip_data.stored(clip)
+        return frames if hop == 1 else Upsampled(frames, hop)
 
     def match_landmarks(
         self,
