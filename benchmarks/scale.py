@@ -6,7 +6,8 @@ On benchmarks/latency.py's synthetic library (built, or reused from ``--workdir`
    library frames moved by noise (cosine ~0.9 to their source). In this process, from the snapshot alone.
 2. `echovids serve` with ``search_processes`` search processes (``pinned``: that many per shard, each worker holding
    only its shard, as on several hosts): ``load_s`` is from the start until the last of them logged its shards
-   loaded (services/search/worker.py), the machine's page cache as the build left it.
+   loaded (services/search/worker.py, the line's own time), ``ready_s`` until /readyz first answered 200, the
+   machine's page cache as the build left it.
 3. ``queries`` 10 s recordings end to end, one at a time: p50 and p95; every answer from all shards (a partial
    one stops the run).
 4. ``rss_mb``: the sum of the search processes' PSS (a page shared by n processes counts 1/n in each), after the
@@ -24,6 +25,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ class ScaleReport:
     mapped_bytes_per_frame: float
     recall_at_10: float
     load_s: float
+    ready_s: float  # from the start until /readyz first answered 200 (every shard loaded, every queue consumed)
     p50_ms: float
     p95_ms: float
     stage_p50_ms: dict[str, float] = field(default_factory=dict)
@@ -129,10 +132,18 @@ def started_stack(
     pinned: bool = False,
     embedder: tuple[str, str] = ("yamnet", ""),
 ) -> tuple[Stack, float]:
-    """A running stack and the seconds until each of its search processes had its shards loaded."""
+    """A running stack and the seconds from its start until the last of its search processes logged its shards
+    loaded (the log lines' own times: the stack's start also waits for a first search, which loads the embedder's
+    model)."""
     from services.search.worker import LOADED
 
-    loaded = re.compile(re.escape(LOADED.split(" %d")[0]) + r" \d+: shards .* loaded in")
+    # Celery's log line: "[2026-12-07 21:30:59,594: INFO/ForkPoolWorker-1] search process 9046: shards ..."
+    loaded = re.compile(
+        r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): [^]]*\] "
+        + re.escape(LOADED.split(" %d")[0])
+        + r" \d+: shards .* loaded in",
+        re.MULTILINE,
+    )
     stack = make_stack(
         data_dir,
         None,
@@ -144,15 +155,16 @@ def started_stack(
         ECHOVIDS_VGGISH_HANDLE=embedder[1],
     )
     stack.log_path = log_path
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     stack.start(timeout=1200)
     expected = processes * (shards if pinned else 1)  # pinned: each shard's worker has ``processes`` of its own
-    while len(loaded.findall(log_path.read_text(errors="replace"))) < expected:
+    while len(stamps := loaded.findall(log_path.read_text(errors="replace"))) < expected:
         if time.monotonic() - started > 1200:
             stack.stop()
             raise RuntimeError(f"the search processes did not all load in 1200 s (see {log_path})")
         time.sleep(0.5)
-    return stack, time.monotonic() - started
+    last = max(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in stamps)
+    return stack, last - started_at
 
 
 def run(
@@ -184,6 +196,7 @@ def run(
         stack.stop()
     log(f"recall@10 {recall:.3f}; search processes on an empty library {empty_mb:.0f} MB; starting on the library ...")
     stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log", pinned, embedder)
+    ready_s = stack.ready_s
     try:
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         answers = measure(stack.url, content, queries)
@@ -211,6 +224,7 @@ def run(
         mapped_bytes_per_frame=round(mapped_bytes(data_dir, shards) / n, 1),
         recall_at_10=round(recall, 4),
         load_s=round(load_s, 1),
+        ready_s=round(ready_s or 0.0, 1),
         p50_ms=round(float(np.percentile(ms, 50)), 1),
         p95_ms=round(float(np.percentile(ms, 95)), 1),
         stage_p50_ms=stages,

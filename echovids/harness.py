@@ -214,6 +214,7 @@ class Stack:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    ready_s: float | None = None  # from the start until /readyz first answered 200
     cwd: Path = ROOT  # `python -m` puts the cwd first on sys.path: a stack of another checkout runs from it
 
     @property
@@ -231,12 +232,17 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        self.ready_s = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"echovids serve exited:\n{self.log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200 and self._answers_a_search():
+                ready = httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200
+                if ready and self.ready_s is None:
+                    self.ready_s = time.monotonic() - started
+                if ready and self._answers_a_search():
                     return
             except httpx.HTTPError:
                 pass
