@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -30,6 +31,9 @@ from benchmarks.sound_space import FRAMES_PER_CLIP, SoundSpace
 from echovids.audio import SAMPLE_RATE
 from echovids.audio_params import FRAME_HOP_S, VGGISH_EMBEDDING_DIM, VGGISH_FEATURE_HOP_S
 from echovids.harness import make_stack, search_and_wait, text_search_and_wait, write_wav
+
+if TYPE_CHECKING:
+    import redis
 
 CLASSES = 521
 TYPE_CLASSES = 6  # the classes a sound type is mostly heard as
@@ -231,6 +235,20 @@ def cache_availability(redis_url: str, clips: int) -> None:
     for c in range(clips):
         pipe.set(f"echovids:yt:bv{c:09d}", "available", ex=86400)
     pipe.execute()
+    settle_persistence(client)
+
+
+def settle_persistence(client: redis.Redis) -> None:
+    """Have Redis write its snapshot and rewrite its log now, and wait: millions of keys just set start both (a
+    fork and seconds of work each) in the middle of the timed queries otherwise."""
+    from redis.exceptions import ResponseError
+
+    with contextlib.suppress(ResponseError):  # one already running
+        client.bgrewriteaof()
+    client.bgsave(schedule=True)
+    busy = ("rdb_bgsave_in_progress", "aof_rewrite_in_progress", "aof_rewrite_scheduled")
+    while any(int(client.info("persistence").get(name, 0)) for name in busy):
+        time.sleep(0.2)
 
 
 def query_wav(path: Path, seconds: float = 10.0) -> Path:
