@@ -197,6 +197,7 @@ def run(
     log(f"recall@10 {recall:.3f}; search processes on an empty library {empty_mb:.0f} MB; starting on the library ...")
     stack, load_s = started_stack(data_dir, processes, shards, root / "serve.log", pinned, embedder)
     ready_s = stack.ready_s
+    assert ready_s is not None, "a started stack has answered /readyz"
     try:
         cache_availability((data_dir / "redis" / "url").read_text().strip(), clips)
         answers = measure(stack.url, content, queries)
@@ -224,7 +225,7 @@ def run(
         mapped_bytes_per_frame=round(mapped_bytes(data_dir, shards) / n, 1),
         recall_at_10=round(recall, 4),
         load_s=round(load_s, 1),
-        ready_s=round(ready_s or 0.0, 1),
+        ready_s=round(ready_s, 1),
         p50_ms=round(float(np.percentile(ms, 50)), 1),
         p95_ms=round(float(np.percentile(ms, 95)), 1),
         stage_p50_ms=stages,
