@@ -90,6 +90,9 @@ def bench_search(
     threads: Annotated[int, typer.Option(min=0, help="threads for builds and batched search (0: all CPUs)")] = 0,
     repeats: Annotated[int, typer.Option(min=1, help="timing runs (the median is reported)")] = 3,
     source: Annotated[str, typer.Option(help="auto | real | synthetic")] = "auto",
+    seed: Annotated[
+        int, typer.Option(help="the synthetic set's seed (or which real frames are held out as queries)")
+    ] = BenchConfig.seed,
     hnsw_budget: Annotated[
         float, typer.Option(help="seconds per HNSW build before it is estimated instead")
     ] = BenchConfig.hnsw_budget_s,
@@ -108,6 +111,7 @@ def bench_search(
         threads=threads,
         repeats=repeats,
         source=source,
+        seed=seed,
         hnsw_budget_s=hnsw_budget,
         scann_variants=tuple(scann or BenchConfig.scann_variants),
         data_dir=get_settings().data_dir,

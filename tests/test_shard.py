@@ -261,6 +261,37 @@ def test_clips_at_two_hops_a_frame_match_to_the_query_hop_through_compaction_and
     assert legacy.version == restarted.version and hop_of(legacy, "coarse3") == 1
 
 
+def test_rescored_keeps_the_best_k_of_each_frame_by_the_stored_codes_and_pads_what_scann_did_not_find() -> None:
+    """ScaNN pads a short list with row 0 and a NaN score: those come back as row -1, score 0, after every real
+    candidate, whatever row 0 scores; the rest are ordered by the codes' products, not ScaNN's estimates."""
+    from services.search.matching import Int8Frames
+
+    rng = np.random.default_rng(5)
+    library = rng.standard_normal((50, 16)).astype(np.float32)
+    library /= np.linalg.norm(library, axis=1, keepdims=True)
+    stored = Int8Frames(*int8_rows(library))
+    queries = library[[7, 9]] + 0.01 * rng.standard_normal((2, 16)).astype(np.float32)
+    rows = np.array([[3, 7, 4, 11, 0, 0], [9, 2, 5, 6, 8, 1]], dtype=np.uint32)
+    sims = rng.random(rows.shape).astype(np.float32)  # ScaNN's estimates: ignored
+    sims[0, 4:] = np.nan
+    queries[0] = library[0]  # row 0, the pad, would win if it were scored
+
+    found, scores = shard_module.rescored(stored, queries, rows, sims, 5)
+
+    decoded = stored.codes.astype(np.float32) * stored.scales[:, None]
+    assert sorted(found[0].tolist()) == [-1, 3, 4, 7, 11] and scores[0][found[0] == -1].tolist() == [0.0]
+    best = np.argsort(-(decoded[rows[1].astype(np.int64)] @ queries[1]))[:5]
+    assert sorted(found[1].tolist()) == sorted(rows[1][best].tolist())
+    real = found >= 0
+    np.testing.assert_allclose(
+        scores[real],
+        np.einsum("ij,ij->i", decoded[found[real]], np.repeat(queries, 5, axis=0)[real.ravel()]),
+        rtol=1e-5,
+    )
+    unscored, plain = shard_module.rescored(None, queries, rows, sims, 5)
+    assert unscored[0, 4:].tolist() == [-1, -1] and plain[0, 4:].tolist() == [0.0, 0.0]
+
+
 def test_a_large_shard_maps_its_frames_as_int8_codes_and_rescores_scann_candidates_from_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:

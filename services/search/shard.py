@@ -549,24 +549,30 @@ def rescored(
     codes, or float16 frames) and cut to the best ``k``; -1 (score 0) where ScaNN found fewer (it pads with row 0
     and a NaN score)."""
     found = ~np.isnan(sims)
-    rows = np.where(found, rows.astype(np.int64), -1)
+    padded = not found.all()  # rare (a shard of fewer rows than asked for): the common case skips the masking
+    rows = rows.astype(np.int64)  # ScaNN's are uint32
+    if padded:
+        rows[~found] = -1
     if stored is None:
         return rows, np.where(found, sims, 0.0).astype(np.float32)
-    gathered = np.maximum(rows, 0).ravel()
+    gathered = np.maximum(rows, 0).ravel() if padded else rows.ravel()
     if isinstance(stored, Int8Frames):
         picked, scales = stored.codes[gathered], stored.scales[gathered]
     else:
         picked, scales = stored[gathered], None
     # A float32 product of gathered frames (numpy has no BLAS for float16 or int8), scaled once for the codes.
     candidates = picked.astype(np.float32).reshape(*rows.shape, -1)
-    products = np.matmul(candidates, queries[:, :, None].astype(np.float32))[..., 0]
+    exact = np.matmul(candidates, queries.astype(np.float32, copy=False)[:, :, None])[..., 0]
     if scales is not None:
-        products *= scales.reshape(rows.shape)
-    exact = np.where(found, products, -np.inf)
+        exact *= scales.reshape(rows.shape)
+    if padded:
+        exact[~found] = -np.inf
     if k < rows.shape[1]:
-        top = np.argpartition(-exact, k - 1, axis=1)[:, :k]
+        top = np.argpartition(exact, -k, axis=1)[:, -k:]
         rows, exact = np.take_along_axis(rows, top, axis=1), np.take_along_axis(exact, top, axis=1)
-    return rows, np.where(rows >= 0, exact, 0.0).astype(np.float32)
+    if padded:
+        exact[rows < 0] = 0.0
+    return rows, exact
 
 
 def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
