@@ -261,6 +261,40 @@ def test_clips_at_two_hops_a_frame_match_to_the_query_hop_through_compaction_and
     assert legacy.version == restarted.version and hop_of(legacy, "coarse3") == 1
 
 
+def test_the_clip_table_reads_many_clips_at_once_as_it_reads_each(library) -> None:
+    """A query aligns ~100 candidates: the snapshot's are gathered from its columns in one go (a coarse clip's
+    positions between two stored frames mixed as Upsampled mixes them, a muted frame included), the rest read
+    one by one; either way the block is the frames each clip holds there, zeros outside it."""
+    from echovids.audio_params import FRAME_HOP_S
+    from services.search.matching import EachClip
+
+    root, _ = library
+    rng = np.random.default_rng(21)
+    none = {"hashes": np.zeros(0, np.uint32), "times": np.zeros(0, np.int32)}
+    index = ShardIndex(root, 0)
+    coarse = smooth_clip(rng, 9)
+    coarse[4] = 0.0  # muted
+    index.write_segment("coarse", {"vectors": coarse, **none}, SPACE, hop_s=2 * FRAME_HOP_S)
+    index.refresh()
+    index.compact()
+    index.write_segment("late", random_clip(rng), SPACE)  # placed after the snapshot: read one by one
+    index.write_segment("late-coarse", {"vectors": smooth_clip(rng, 5), **none}, SPACE, hop_s=2 * FRAME_HOP_S)
+    index.refresh()
+    table = index.view().clip_data
+    names = ["clip000", "clip017", "coarse", "late", "late-coarse", "coarse"]
+    positions = np.array([index.clip_pos[n] for n in names], dtype=np.int64)
+    first = np.array([-3, 5, 1, 8, -1, 12], dtype=np.int64)
+    assert table.sealed is not None and table.sealed.lengths(positions[:3]).tolist() == [12, 12, 18]
+
+    each = EachClip(table.frames)
+    np.testing.assert_array_equal(table.lengths(positions), each.lengths(positions))
+    block = table.block(positions, first, 10)
+    np.testing.assert_allclose(block, each.block(positions, first, 10), atol=1e-6)
+    assert not block[0, :3].any() and block[0, 3:].any()  # before clip000's first frame
+    assert not block[5, 6:].any() and block[5, :6].any()  # past the coarse clip's 18 positions
+    np.testing.assert_allclose(table.block(positions[:3], first[:3], 10), block[:3], atol=1e-6)  # all sealed
+
+
 def test_rescored_keeps_the_best_k_of_each_frame_by_the_stored_codes_and_pads_what_scann_did_not_find() -> None:
     """ScaNN pads a short list with row 0 and a NaN score: those come back as row -1, score 0, after every real
     candidate, whatever row 0 scores; the rest are ordered by the codes' products, not ScaNN's estimates."""

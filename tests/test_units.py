@@ -17,7 +17,7 @@ from echovids.vectors import l2_normalise
 from services.embedder.silence import mute_silence
 from services.search import matching
 from services.search.landmark_index import LandmarkPostings
-from services.search.matching import aligned_score, best_matches, vote
+from services.search.matching import EachClip, aligned_score, best_matches, vote
 from tests.sounds import SR, mix_at_snr, synthetic_library
 
 NO_CENTRE = np.zeros(16, dtype=np.float32)  # a library whose average sound is nothing: plain cosines
@@ -132,7 +132,7 @@ def test_rescoring_finds_offset_and_query_start() -> None:
     assert right.query_start == 7  # the middle of the clip's part of the query (its frames 4-9)
     assert right.fit > max(aligned_score(query, clip, o, NO_CENTRE).fit for o in (5, 7, 12))
     assert right.score > aligned_score(query, clip, 12, NO_CENTRE).score
-    matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]), query, lambda c: clip, 1, NO_CENTRE)
+    matches = best_matches(np.array([0]), np.array([6]), np.array([3.0]), query, EachClip(lambda c: clip), 1, NO_CENTRE)
     assert (matches[0].offset, matches[0].query_start) == (6, 7)
 
 
@@ -152,7 +152,7 @@ def test_long_clip_keeps_its_better_sounding_offset_over_its_best_voted() -> Non
     assert matching.separation(len(query)) == 4
     assert matching.second_offsets(clips, offsets, votes, picked, lengths, len(query)).tolist() == [1]
 
-    matches = best_matches(clips, offsets, votes, query, lambda c: clips_of[c], 2, NO_CENTRE)
+    matches = best_matches(clips, offsets, votes, query, EachClip(lambda c: clips_of[c]), 2, NO_CENTRE)
     assert (matches[0].clip, matches[0].offset, matches[0].votes) == (0, 25, 2.0)
     assert [m.clip for m in matches] == [0, 1]  # one match per clip
 
@@ -203,7 +203,7 @@ def test_muted_silence_lets_a_mostly_silent_query_find_its_sound() -> None:
         nearest = np.argsort(-sims, axis=1)[:, :4]
         row_clip, row_frame = np.repeat([0, 1], 9), np.tile(np.arange(9), 2)
         clips, offsets, votes = vote(nearest, np.take_along_axis(sims, nearest, 1), row_clip, row_frame)
-        matches = best_matches(clips, offsets, votes, query, library.__getitem__, 2, np.zeros(32))
+        matches = best_matches(clips, offsets, votes, query, EachClip(library.__getitem__), 2, np.zeros(32))
         return max(matches, key=lambda m: m.score).clip
 
     assert best_clip(mute=False) == 1  # the sneeze's silence wins
@@ -220,12 +220,13 @@ def test_the_librarys_average_sound_is_partly_taken_out_of_similar_scores() -> N
     clips, offsets, votes = np.array([0, 1]), np.array([0, 0]), np.array([1.0, 1.0])
 
     def best(centre: np.ndarray) -> int:
-        return best_matches(clips, offsets, votes, query, library.__getitem__, 2, centre)[0].clip
+        return best_matches(clips, offsets, votes, query, EachClip(library.__getitem__), 2, centre)[0].clip
 
     assert best(NO_CENTRE) == 1
     assert best(common) == 0
     # Muted silence (zero frames) has no sound, average or not: only the frame fit (zero here) counts.
-    silent = matching.align(query, lambda _: np.zeros((4, 16), np.float32), np.zeros(1, int), np.zeros(1, int), 0)
+    muted = EachClip(lambda _: np.zeros((4, 16), np.float32))
+    silent = matching.align(query, muted, np.zeros(1, int), np.zeros(1, int), 0)
     assert matching.scores(silent, query, common)[0] == 0.0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -64,6 +64,37 @@ class Upsampled:
 
 Stored = np.ndarray | Int8Frames  # a clip's frames at the hop they were stored at
 Frames = Stored | Upsampled  # a clip's frames at the query's hop
+
+
+class ClipReader(Protocol):
+    """The candidates' frames at the query's hop, read for all of them at once (a query aligns ~100 clips)."""
+
+    def lengths(self, clips: np.ndarray) -> np.ndarray:
+        """Each clip's frames at the query's hop (int64)."""
+        ...
+
+    def block(self, clips: np.ndarray, first: np.ndarray, rows: int) -> np.ndarray:
+        """[n, rows, d] float32: clip ``clips[c]``'s frames ``first[c]`` to ``first[c] + rows``, zeros outside it."""
+        ...
+
+
+class EachClip:
+    """A ClipReader over one clip's frames at a time (``frames_of(clip)``)."""
+
+    def __init__(self, frames_of: Callable[[int], Frames]) -> None:
+        self.frames_of = frames_of
+
+    def lengths(self, clips: np.ndarray) -> np.ndarray:
+        return np.array([self.frames_of(int(c)).shape[0] for c in clips], dtype=np.int64)
+
+    def block(self, clips: np.ndarray, first: np.ndarray, rows: int) -> np.ndarray:
+        stored = [self.frames_of(int(c)) for c in clips]
+        block = np.zeros((clips.size, rows, stored[0].shape[1] if stored else 0), dtype=np.float32)
+        for c, frames in enumerate(stored):
+            a, b = max(0, int(first[c])), min(frames.shape[0], int(first[c]) + rows)
+            if b > a:
+                block[c, a - first[c] : b - first[c]] = frames[a:b]
+        return block
 
 
 @dataclass
@@ -168,9 +199,7 @@ class Alignments(NamedTuple):
     overlap: np.ndarray  # query frames that fall inside the clip at the offset
 
 
-def align(
-    query: np.ndarray, frames_of: Callable[[int], Frames], clips: np.ndarray, offsets: np.ndarray, slack: int
-) -> Alignments:
+def align(query: np.ndarray, reader: ClipReader, clips: np.ndarray, offsets: np.ndarray, slack: int) -> Alignments:
     """Align each clip at the offset within +-``slack`` hops of its voted one that fits the query best.
 
     Vectorised over the candidates: each clip is read only where the query lies on it (an hour-long clip
@@ -178,8 +207,7 @@ def align(
     """
     m, d = query.shape
     n, width = clips.size, m + 2 * slack
-    stored = [frames_of(int(c)) for c in clips]
-    lengths = np.array([f.shape[0] for f in stored], dtype=np.int64)
+    lengths = reader.lengths(clips)
     first = offsets.astype(np.int64) - slack  # the offsets tried cover clip rows [first, first + width)
     # The clip's stretch as long as the query at the offset, slid inside the clip where the query overhangs an
     # end (a 5 s query against a 5 s clip compares the whole clip, whatever the offset); for any offset tried
@@ -188,11 +216,7 @@ def align(
     earliest, latest = np.clip(first, 0, lengths - span), np.clip(first + 2 * slack, 0, lengths - span)
     lo = np.minimum(first, earliest)
     rows = int((np.maximum(first + width, latest + span) - lo).max(initial=width))
-    block = np.zeros((n, rows, d), dtype=np.float32)  # zeros outside the clip
-    for c, frames in enumerate(stored):
-        a, b = max(0, int(lo[c])), min(int(lengths[c]), int(lo[c]) + rows)
-        if b > a:
-            block[c, a - lo[c] : b - lo[c]] = frames[a:b]
+    block = reader.block(clips, lo, rows)  # zeros outside each clip
     # Per-frame cosine at each offset tried, [n, 2 slack + 1, m]: diagonals of one product per candidate.
     t, each = np.arange(m), np.arange(n)[:, None]
     gram = (block.reshape(n * rows, d) @ query.T).reshape(n, rows, m)
@@ -295,7 +319,7 @@ def best_matches(
     offsets: np.ndarray,
     votes: np.ndarray,
     query: np.ndarray,
-    frames_of: Callable[[int], Frames],
+    reader: ClipReader,
     limit: int,
     centre: np.ndarray,
     rescoring: Rescoring = RESCORING,
@@ -309,11 +333,11 @@ def best_matches(
     if clips.size == 0:
         return []
     picked = best_per_clip(clips, votes, limit)
-    lengths = np.array([frames_of(int(c)).shape[0] for c in clips[picked]], dtype=np.int64)
+    lengths = reader.lengths(clips[picked])
     if rescoring.second_offsets:
         picked = np.concatenate([picked, second_offsets(clips, offsets, votes, picked, lengths, len(query))])
     # Votes are smoothed over one hop; the exact diagonal is whichever of the three lines up best.
-    aligned = align(query, frames_of, clips[picked], offsets[picked], slack=1)
+    aligned = align(query, reader, clips[picked], offsets[picked], slack=1)
     final = scores(aligned, query, centre, rescoring=rescoring)
     if rescoring.expansion:
         leaders = best_per_clip(clips[picked], final, rescoring.expansion)
@@ -347,5 +371,5 @@ class Aligned(NamedTuple):
 
 def aligned_score(query: np.ndarray, clip_frames: Frames, offset: int, centre: np.ndarray) -> Aligned:
     """One clip at one given offset (an exact match's, placed by its landmarks), scored without expansion."""
-    aligned = align(query, lambda _: clip_frames, np.zeros(1, dtype=np.int64), np.array([offset]), slack=0)
+    aligned = align(query, EachClip(lambda _: clip_frames), np.zeros(1, dtype=np.int64), np.array([offset]), slack=0)
     return Aligned(float(scores(aligned, query, centre)[0]), float(aligned.fit[0]), int(aligned.query_start[0]))

@@ -147,7 +147,7 @@ def search_shard(
         rows, sims = view.search(vectors, neighbours * rescoring.wider_look, allowed)
         clips, offsets, votes = vote(rows, sims, view.row_clip, view.row_frame, view.clip_hops)
     matches = best_matches(
-        clips, offsets, votes, vectors, view.clip_frames, limit=limit, centre=view.centre, rescoring=rescoring
+        clips, offsets, votes, vectors, view.clip_data, limit=limit, centre=view.centre, rescoring=rescoring
     )
     candidates = {
         view.clip_ids[mt.clip]: ShardCandidate(

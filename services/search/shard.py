@@ -56,7 +56,7 @@ from services.search.landmark_index import (
     match_postings,
     steady_clips,
 )
-from services.search.matching import Frames, Int8Frames, Stored, Upsampled
+from services.search.matching import EachClip, Frames, Int8Frames, Stored, Upsampled
 
 log = logging.getLogger(__name__)
 
@@ -476,6 +476,37 @@ class SealedClips:
         frames = Int8Frames(c["codes"][rows], c["code_scales"][rows]) if "codes" in c else c["vectors"][rows]
         return frames, int(self.hops[position])
 
+    def lengths(self, positions: np.ndarray) -> np.ndarray:
+        """Clips' frames at the query's hop."""
+        return self.frames[positions] * self.hops[positions]
+
+    def block(self, positions: np.ndarray, first: np.ndarray, rows: int) -> np.ndarray:
+        """ClipReader.block for these clips, in a few gathers over the mapped frames (a clip stored at a coarser
+        hop read as Upsampled reads it: a position between two stored frames is their mix, normalised)."""
+        hops = self.hops[positions][:, None]
+        count = self.frames[positions][:, None]
+        at = first[:, None] + np.arange(rows)  # query hops
+        inside = (at >= 0) & (at < count * hops)
+        stored, between = np.divmod(np.where(inside, at, 0), hops)
+        start = self.starts[positions][:, None]
+        block = self._decoded(start + stored)
+        mixed = between > 0
+        if mixed.any():
+            later = self._decoded((start + np.minimum(stored + 1, count - 1))[mixed])
+            k = between[mixed][:, None].astype(np.float32)
+            mix = (np.broadcast_to(hops, between.shape)[mixed][:, None] - k) * block[mixed] + k * later
+            norms = np.sqrt(np.einsum("ij,ij->i", mix, mix))[:, None]
+            block[mixed] = mix / np.maximum(norms, 1e-12)
+        if not inside.all():
+            block[~inside] = 0.0
+        return block
+
+    def _decoded(self, rows: np.ndarray) -> np.ndarray:
+        c = self.columns
+        if "codes" in c:
+            return c["codes"][rows].astype(np.float32) * c["code_scales"][rows][..., None]
+        return c["vectors"][rows].astype(np.float32)
+
     def __getitem__(self, position: int) -> ClipData:
         c = self.columns
         start = int(self.starts[position])
@@ -524,6 +555,42 @@ class ClipTable:
             return self.sealed.stored(position)
         data = self[position]
         return data.vectors, data.hop
+
+    def frames(self, position: int | np.integer) -> Frames:
+        """A clip's frame vectors at the query's hop (float16 or int8 codes; callers convert just the frames they
+        read)."""
+        frames, hop = self.stored(position)
+        return frames if hop == 1 else Upsampled(frames, hop)
+
+    def _in_sealed(self, positions: np.ndarray) -> np.ndarray:
+        """Which positions the snapshot's columns hold as they are (not placed since, nor kept in memory)."""
+        inside = positions < self._sealed_count
+        return inside & ~np.isin(positions, list(self._kept)) if self._kept else inside
+
+    def lengths(self, positions: np.ndarray) -> np.ndarray:
+        """ClipReader.lengths: the snapshot's clips from its columns at once, the others one by one."""
+        sealed = self._in_sealed(positions)
+        out = np.empty(positions.size, dtype=np.int64)
+        if sealed.any():
+            assert self.sealed is not None
+            out[sealed] = self.sealed.lengths(positions[sealed])
+        out[~sealed] = EachClip(self.frames).lengths(positions[~sealed])
+        return out
+
+    def block(self, positions: np.ndarray, first: np.ndarray, rows: int) -> np.ndarray:
+        """ClipReader.block: the snapshot's clips gathered at once, the others one by one."""
+        sealed = self._in_sealed(positions)
+        each = EachClip(self.frames)
+        if not sealed.any():
+            return each.block(positions, first, rows)
+        assert self.sealed is not None
+        gathered = self.sealed.block(positions[sealed], first[sealed], rows)
+        if sealed.all():
+            return gathered
+        block = np.zeros((positions.size, rows, gathered.shape[2]), dtype=np.float32)
+        block[sealed] = gathered
+        block[~sealed] = each.block(positions[~sealed], first[~sealed], rows)
+        return block
 
     def label_names(self, position: int | np.integer) -> np.ndarray | None:
         """``self[position].label_names``, without making the clip."""
@@ -1372,8 +1439,7 @@ class ShardView:
     def clip_frames(self, clip: int) -> Frames:
         """A clip's frame vectors at the query's hop (float16 or int8 codes; callers convert just the frames they
         read)."""
-        frames, hop = self.clip_data.stored(clip)
-        return frames if hop == 1 else Upsampled(frames, hop)
+        return self.clip_data.frames(clip)
 
     def match_landmarks(
         self,
