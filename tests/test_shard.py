@@ -432,10 +432,16 @@ def test_damaged_or_half_written_snapshot_is_never_loaded(library) -> None:
 
 
 def test_space_mismatch_is_refused(library) -> None:
+    """By a shard reading its segments, and by one started from a snapshot alone (it reads none)."""
     root, clips = library
     index = ShardIndex(root, 0)
     with pytest.raises(Exception, match="embedding space"):
         search_shard(index, "other:1:32", excerpt(clips["clip001"], 0), limit=3)
+    index.compact()
+    restarted = ShardIndex(root, 0)
+    assert restarted.space == SPACE
+    with pytest.raises(Exception, match="embedding space"):
+        search_shard(restarted, "other:1:32", excerpt(clips["clip001"], 0), limit=3)
 
 
 def test_results_name_what_the_matched_moment_holds(tmp_path: Path) -> None:

@@ -374,6 +374,7 @@ class Sealed:
     # The segments folder's settled mtime when the compaction listed it (None: unknown): while the folder still has
     # it, every segment there is the snapshot's, and a start need not list them.
     segments_mtime_ns: int | None = None
+    space: str | None = None  # the embedding space of its frames (None: a snapshot written before it was kept)
 
     def __post_init__(self) -> None:
         # The shard searches a query's frames in one call (search_batched), on the calling thread: ScaNN's querying
@@ -660,6 +661,7 @@ def read_snapshot(path: Path) -> tuple[list[tuple[str, int]], Sealed]:
         int(manifest.get("rescore", 0)),
         projection_rows=int(manifest.get("projection_rows", 0)),
         segments_mtime_ns=manifest.get("segments_mtime_ns"),
+        space=manifest.get("space"),
     )
     # Snapshots written before the arrays were kept have none: ScaNN reorders itself, the postings are built.
     if "arrays" in manifest:
@@ -1025,6 +1027,8 @@ class ShardIndex:
             self._clips[clip_id] = data
         frames = [n for _, n in clips]
         self._layout(order, sealed, frames)
+        # A start from the snapshot alone reads no segment: the space a query is checked against is the snapshot's.
+        self.space = self.space or sealed.space
         self.version = version
         self.rebuild_wanted = False
         log.info("shard %s: now on snapshot v%d (%d sealed rows)", self.shard, version, sum(frames))
