@@ -204,6 +204,25 @@ def bench_scale(
     typer.echo(json.dumps(dataclasses.asdict(report)))
 
 
+@bench_app.command("shard-search")
+def bench_shard_search(
+    workdir: Annotated[Path, typer.Option(help="a library `bench scale` or `bench latency` built with --workdir")],
+    shard: Annotated[int, typer.Option(min=0)] = 0,
+    queries: Annotated[int, typer.Option(min=1)] = 100,
+    passes: Annotated[int, typer.Option(min=1, help="times each query is timed")] = 3,
+) -> None:
+    """One shard's search in-process (no Celery, Redis or embedder): ms a 10 s query; the last line is JSON."""
+    import dataclasses
+    import json
+
+    from benchmarks.shard_search import run
+
+    data_dir = workdir / "data"
+    if not (data_dir / "shards" / str(shard)).is_dir():
+        raise typer.BadParameter(f"no shard {shard} under {data_dir}", param_hint="--workdir")
+    typer.echo(json.dumps(dataclasses.asdict(run(data_dir, shard, queries, passes))))
+
+
 @bench_app.command("audioset")
 def bench_audioset(
     segments: Annotated[int, typer.Option(min=1, help="segments of the synthetic release (10 s each)")] = 200_000,
