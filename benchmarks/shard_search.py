@@ -55,7 +55,7 @@ def run(data_dir: Path, shard: int = 0, queries: int = 100, passes: int = 3, see
         raise ValueError(f"shard {shard} under {data_dir} holds no frames")
     axes = None if view.searcher is None or view.projection is None else view.projection.axes
     rng = np.random.default_rng(seed)
-    asked = []
+    asked: list[dict[str, np.ndarray]] = []
     for clip in rng.choice(len(view.clip_ids), size=queries, replace=False):
         stored = view.clip_frames(int(clip))
         frames = np.asarray(stored[0 : min(stored.shape[0], QUERY_FRAMES)], dtype=np.float32)
