@@ -51,8 +51,9 @@ def run(data_dir: Path, shard: int = 0, queries: int = 100, passes: int = 3, see
     index = ShardIndex(data_dir, shard)
     view = index.view()
     load_s = time.perf_counter() - started
-    if view.rows == 0 or index.space is None:
+    if view.rows == 0:
         raise ValueError(f"shard {shard} under {data_dir} holds no frames")
+    assert index.space is not None, "a shard with frames knows their embedding space"
     axes = None if view.searcher is None or view.projection is None else view.projection.axes
     rng = np.random.default_rng(seed)
     asked: list[dict[str, np.ndarray]] = []
