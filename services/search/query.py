@@ -192,7 +192,7 @@ def search_shard(
         start = round(candidate.match_start_s / FRAME_HOP_S)
         frames = len(vectors) - round(candidate.query_start_s / FRAME_HOP_S)
         labels = view.clip_labels(positions[candidate.clip_id], start, frames)
-        return candidate.model_copy(update={"labels": labels})
+        return candidate.model_copy(update={"labels": labels}) if labels else candidate
 
     if filters is not None and filters.labels:
         passing = [c for c in map(labelled, candidates.values()) if _moment_passes(filters, c.labels)]

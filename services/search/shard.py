@@ -1433,6 +1433,8 @@ class ShardView:
 
     def clip_labels(self, clip: int, start: int, frames: int) -> list[str]:
         """The classes heard most over query hops [start, start + frames) of a clip."""
+        if self.clip_data.label_names(clip) is None:  # none kept (AudioSet's features): no clip to make
+            return []
         data = self.clip_data[clip]  # a snapshot's clip is made from its columns at each ask
         return data.labels_at(start // data.hop, -(-frames // data.hop))
 
