@@ -459,6 +459,10 @@ class SealedClips:
         self.frames = frames  # per clip
         self.starts = np.cumsum(frames) - frames  # each clip's first row
         self.hops = columns["clip_hops"].astype(np.int64) if "clip_hops" in columns else np.ones(frames.size, np.int64)
+        # Every row, for reads across clips (``block``): the codes, or float16 frames in an older snapshot.
+        self.rows: Stored = (
+            Int8Frames(columns["codes"], columns["code_scales"]) if "codes" in columns else columns["vectors"]
+        )
 
     def __len__(self) -> int:
         return int(self.frames.size)
@@ -503,10 +507,7 @@ class SealedClips:
         return block
 
     def _decoded(self, rows: np.ndarray) -> np.ndarray:
-        c = self.columns
-        if "codes" in c:
-            return c["codes"][rows].astype(np.float32) * c["code_scales"][rows][..., None]
-        return c["vectors"][rows].astype(np.float32)
+        return self.rows[rows].astype(np.float32, copy=False)
 
     def __getitem__(self, position: int) -> ClipData:
         c = self.columns
